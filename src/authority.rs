@@ -1,0 +1,508 @@
+//! Effective authority: folding a chain's caveats together, refusing any
+//! block that widens what came before, and authorizing requests
+//! (spec/token.md §6).
+//!
+//! All caveats of all blocks apply together. Because every block must
+//! narrow its parent, the last tools and resources sets are also the
+//! effective ones; budgets and argument bounds accumulate.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::caveat::{ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
+use crate::error::{ChainError, Denied};
+use crate::keys::BlockId;
+use crate::limits::MAX_REQUEST_ARGS;
+use crate::pattern::{ActionName, ActionPattern, ResourceName, ResourcePattern};
+
+/// A budget that a spend must debit: one budget caveat of one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetScope {
+    /// Index of the block declaring the budget.
+    pub block: usize,
+    /// Id of that block: the ledger's name for the scope.
+    pub block_id: BlockId,
+    /// The unit.
+    pub unit: Unit,
+    /// The ceiling, in minor units.
+    pub ceiling: u64,
+    /// The tools filter, if the budget is per-toolset.
+    pub tools: Option<ActionPattern>,
+}
+
+/// An authorization request: one action, optionally on a resource, with
+/// arguments, at a point in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    action: ActionName,
+    resource: Option<ResourceName>,
+    args: BTreeMap<String, ArgValue>,
+    time: u64,
+}
+
+impl Request {
+    /// A request for `action` at Unix time `time` (seconds).
+    pub fn new(action: &str, time: u64) -> Result<Self, Denied> {
+        let action = ActionName::parse(action).map_err(|_| Denied::InvalidAction)?;
+        Ok(Self {
+            action,
+            resource: None,
+            args: BTreeMap::new(),
+            time,
+        })
+    }
+
+    /// Sets the resource the action touches.
+    pub fn resource(mut self, resource: &str) -> Result<Self, Denied> {
+        self.resource =
+            Some(ResourceName::parse(resource).map_err(|_| Denied::ResourceNotAllowed)?);
+        Ok(self)
+    }
+
+    /// Adds an argument. Too many arguments, or a repeated one, is an error.
+    pub fn arg(mut self, name: &str, value: ArgValue) -> Result<Self, Denied> {
+        if self.args.len() >= MAX_REQUEST_ARGS || self.args.contains_key(name) {
+            return Err(Denied::ArgOutOfBounds(name.chars().take(64).collect()));
+        }
+        self.args.insert(name.to_owned(), value);
+        Ok(self)
+    }
+
+    /// The action.
+    pub fn action(&self) -> &ActionName {
+        &self.action
+    }
+}
+
+/// What a successful authorization returns: the budgets a spend on this
+/// action must debit, nearest block first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// Budget scopes, from the last block to the authority block.
+    pub budgets: Vec<BudgetScope>,
+}
+
+/// The effective authority of a chain: every caveat of every block, folded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authority {
+    pub(crate) tools: Option<BTreeSet<ActionPattern>>,
+    pub(crate) resources: Option<BTreeSet<ResourcePattern>>,
+    pub(crate) depth: Option<u32>,
+    pub(crate) not_after: Option<u64>,
+    pub(crate) not_before: Option<u64>,
+    pub(crate) budgets: Vec<(usize, Budget)>,
+    pub(crate) args: Vec<(usize, ArgConstraint)>,
+    pub(crate) labels: Vec<(usize, String)>,
+    pub(crate) blocks: usize,
+}
+
+fn widen(block: usize, kind: CaveatKind, reason: &'static str) -> ChainError {
+    ChainError::Widening {
+        block,
+        kind,
+        reason,
+    }
+}
+
+impl Authority {
+    /// Checks that block number `self.blocks` with `caveats` narrows the
+    /// authority folded so far, and folds it in. On error `self` is unchanged.
+    pub(crate) fn push_block(&mut self, caveats: &[Caveat]) -> Result<(), ChainError> {
+        let block = self.blocks;
+        let mut next = self.clone();
+        next.blocks += 1;
+        if block > 0 {
+            next.depth = match self.depth {
+                Some(0) => return Err(ChainError::DepthExceeded { block }),
+                Some(r) => Some(r - 1),
+                None => None,
+            };
+        }
+        for c in caveats {
+            match c {
+                Caveat::Depth(d) => {
+                    if next.depth.is_some_and(|r| *d > r) {
+                        return Err(widen(
+                            block,
+                            CaveatKind::Depth,
+                            "declares more remaining depth than its parent allows",
+                        ));
+                    }
+                    next.depth = Some(*d);
+                }
+                Caveat::Tools(set) => {
+                    if let Some(eff) = &self.tools
+                        && !set.iter().all(|q| eff.iter().any(|p| p.covers(q)))
+                    {
+                        return Err(widen(
+                            block,
+                            CaveatKind::Tools,
+                            "a pattern is not covered by the parent's tools",
+                        ));
+                    }
+                    next.tools = Some(set.clone());
+                }
+                Caveat::Resources(set) => {
+                    if let Some(eff) = &self.resources
+                        && !set.iter().all(|q| eff.iter().any(|p| p.covers(q)))
+                    {
+                        return Err(widen(
+                            block,
+                            CaveatKind::Resources,
+                            "a pattern is not covered by the parent's resources",
+                        ));
+                    }
+                    next.resources = Some(set.clone());
+                }
+                Caveat::Expiry {
+                    not_after,
+                    not_before,
+                } => {
+                    if self.not_after.is_some_and(|na| *not_after > na) {
+                        return Err(widen(
+                            block,
+                            CaveatKind::Expiry,
+                            "not_after is later than the parent's",
+                        ));
+                    }
+                    if let (Some(nb), Some(parent)) = (not_before, self.not_before)
+                        && *nb < parent
+                    {
+                        return Err(widen(
+                            block,
+                            CaveatKind::Expiry,
+                            "not_before is earlier than the parent's",
+                        ));
+                    }
+                    next.not_after = Some(*not_after);
+                    if not_before.is_some() {
+                        next.not_before = *not_before;
+                    }
+                }
+                Caveat::Budget(b) => {
+                    if block > 0 {
+                        check_budget(block, b, &self.budgets)?;
+                    }
+                    next.budgets.push((block, b.clone()));
+                }
+                Caveat::ArgBound(c) => {
+                    let conflicts = self.args.iter().any(|(_, p)| {
+                        p.arg == c.arg && p.action.overlaps(&c.action) && !c.bound.within(&p.bound)
+                    });
+                    if conflicts {
+                        return Err(widen(
+                            block,
+                            CaveatKind::ArgBound,
+                            "bound is not within the parent's bound on the same argument",
+                        ));
+                    }
+                    next.args.push((block, c.clone()));
+                }
+                Caveat::Label(l) => next.labels.push((block, l.clone())),
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Decides `req` against this authority. `skew` widens the validity
+    /// window on both sides, for clocks that disagree a little.
+    pub fn authorize(
+        &self,
+        req: &Request,
+        skew: u64,
+        ids: &[BlockId],
+    ) -> Result<Authorization, Denied> {
+        if self
+            .not_after
+            .is_some_and(|na| req.time > na.saturating_add(skew))
+        {
+            return Err(Denied::Expired);
+        }
+        if self
+            .not_before
+            .is_some_and(|nb| req.time < nb.saturating_sub(skew))
+        {
+            return Err(Denied::NotYetValid);
+        }
+        // No tools caveat anywhere means no action is allowed: authority is granted, never assumed.
+        let tools_ok = self
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|p| p.matches(&req.action)));
+        if !tools_ok {
+            return Err(Denied::ActionNotAllowed);
+        }
+        if let Some(set) = &self.resources {
+            let ok = req
+                .resource
+                .as_ref()
+                .is_some_and(|r| set.iter().any(|p| p.matches(r)));
+            if !ok {
+                return Err(Denied::ResourceNotAllowed);
+            }
+        }
+        for (_, c) in &self.args {
+            if !c.action.matches(&req.action) {
+                continue;
+            }
+            match req.args.get(&c.arg) {
+                None => return Err(Denied::ArgMissing(c.arg.clone())),
+                Some(v) if !c.bound.allows(v) => return Err(Denied::ArgOutOfBounds(c.arg.clone())),
+                Some(_) => {}
+            }
+        }
+        let budgets = self
+            .budgets
+            .iter()
+            .rev()
+            .filter(|(_, b)| b.applies_to(&req.action))
+            .map(|(block, b)| BudgetScope {
+                block: *block,
+                block_id: ids[*block],
+                unit: b.unit.clone(),
+                ceiling: b.ceiling,
+                tools: b.tools.clone(),
+            })
+            .collect();
+        Ok(Authorization { budgets })
+    }
+
+    /// The effective tools set, if any block declared one.
+    pub fn tools(&self) -> Option<&BTreeSet<ActionPattern>> {
+        self.tools.as_ref()
+    }
+    /// The effective resources set, if any block declared one.
+    pub fn resources(&self) -> Option<&BTreeSet<ResourcePattern>> {
+        self.resources.as_ref()
+    }
+    /// How many more blocks may be appended; `None` means unlimited.
+    pub fn remaining_depth(&self) -> Option<u32> {
+        self.depth
+    }
+    /// The effective `not_after`, in Unix seconds.
+    pub fn not_after(&self) -> Option<u64> {
+        self.not_after
+    }
+    /// The effective `not_before`, in Unix seconds.
+    pub fn not_before(&self) -> Option<u64> {
+        self.not_before
+    }
+    /// Every budget caveat with the index of its block.
+    pub fn budgets(&self) -> &[(usize, Budget)] {
+        &self.budgets
+    }
+    /// Every argument bound with the index of its block.
+    pub fn arg_bounds(&self) -> &[(usize, ArgConstraint)] {
+        &self.args
+    }
+    /// Every label with the index of its block.
+    pub fn labels(&self) -> &[(usize, String)] {
+        &self.labels
+    }
+
+    /// The effective ceiling for each distinct (unit, tools filter) declared
+    /// in the chain: the smallest ceiling among budgets that cover it.
+    pub fn effective_budgets(&self) -> Vec<(Unit, Option<ActionPattern>, u64)> {
+        let mut keys: Vec<(Unit, Option<ActionPattern>)> = self
+            .budgets
+            .iter()
+            .map(|(_, b)| (b.unit.clone(), b.tools.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|(unit, filter)| {
+                let ceiling = self
+                    .budgets
+                    .iter()
+                    .filter(|(_, b)| b.unit == unit && covers_filter(&b.tools, &filter))
+                    .map(|(_, b)| b.ceiling)
+                    .min()
+                    .unwrap_or(0);
+                (unit, filter, ceiling)
+            })
+            .collect()
+    }
+}
+
+/// Whether a budget filtered by `outer` applies to every action `inner` applies to.
+fn covers_filter(outer: &Option<ActionPattern>, inner: &Option<ActionPattern>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(o), Some(i)) => o.covers(i),
+    }
+}
+
+fn overlaps_filter(a: &Option<ActionPattern>, b: &Option<ActionPattern>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => a.overlaps(b),
+    }
+}
+
+/// A child budget must sit under a parent budget of the same unit that
+/// covers all its actions, and must not exceed any parent budget of that
+/// unit that applies to any of its actions.
+fn check_budget(block: usize, b: &Budget, parents: &[(usize, Budget)]) -> Result<(), ChainError> {
+    let same_unit = || parents.iter().map(|(_, p)| p).filter(|p| p.unit == b.unit);
+    if !same_unit().any(|p| covers_filter(&p.tools, &b.tools)) {
+        return Err(widen(
+            block,
+            CaveatKind::Budget,
+            "no parent budget in this unit covers its actions",
+        ));
+    }
+    if same_unit().any(|p| overlaps_filter(&p.tools, &b.tools) && b.ceiling > p.ceiling) {
+        return Err(widen(
+            block,
+            CaveatKind::Budget,
+            "ceiling is above a parent budget's",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caveat::ArgBound;
+
+    fn fold(blocks: &[Vec<Caveat>]) -> Result<Authority, ChainError> {
+        let mut a = Authority::default();
+        for b in blocks {
+            a.push_block(b)?;
+        }
+        Ok(a)
+    }
+
+    fn usd(n: u64) -> Caveat {
+        Caveat::budget(Unit::UsdMicrocents, n)
+    }
+
+    #[test]
+    fn depth_counts_down_and_stops() {
+        let a = fold(&[vec![Caveat::Depth(1)], vec![]]).unwrap();
+        assert_eq!(a.remaining_depth(), Some(0));
+        assert_eq!(
+            fold(&[vec![Caveat::Depth(1)], vec![], vec![]]),
+            Err(ChainError::DepthExceeded { block: 2 })
+        );
+        assert!(matches!(
+            fold(&[vec![Caveat::Depth(2)], vec![Caveat::Depth(2)]]),
+            Err(ChainError::Widening {
+                block: 1,
+                kind: CaveatKind::Depth,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn budgets_only_shrink() {
+        assert!(fold(&[vec![usd(100)], vec![usd(50)]]).is_ok());
+        assert!(matches!(
+            fold(&[vec![usd(100)], vec![usd(101)]]),
+            Err(ChainError::Widening {
+                kind: CaveatKind::Budget,
+                ..
+            })
+        ));
+        // A unit the parent never granted cannot appear below it.
+        assert!(matches!(
+            fold(&[vec![usd(100)], vec![Caveat::budget(Unit::Tokens, 1)]]),
+            Err(ChainError::Widening {
+                kind: CaveatKind::Budget,
+                ..
+            })
+        ));
+        // A per-toolset parent budget caps a child's general one.
+        let crm = Caveat::Budget(Budget {
+            unit: Unit::UsdMicrocents,
+            ceiling: 10,
+            tools: Some(ActionPattern::parse("crm.*").unwrap()),
+        });
+        assert!(matches!(
+            fold(&[vec![usd(100), crm], vec![usd(50)]]),
+            Err(ChainError::Widening {
+                kind: CaveatKind::Budget,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn tools_and_args() {
+        let t = |p: &[&str]| Caveat::tools(p.iter().copied()).unwrap();
+        assert!(fold(&[vec![t(&["crm.*"])], vec![t(&["crm.read"])]]).is_ok());
+        assert!(fold(&[vec![t(&["crm.read"])], vec![t(&["crm.*"])]]).is_err());
+        let bound = |max| {
+            Caveat::ArgBound(ArgConstraint {
+                action: ActionPattern::parse("refund.*").unwrap(),
+                arg: "amount".into(),
+                bound: ArgBound::Range {
+                    min: None,
+                    max: Some(max),
+                },
+            })
+        };
+        assert!(fold(&[vec![bound(100)], vec![bound(50)]]).is_ok());
+        assert!(fold(&[vec![bound(100)], vec![bound(150)]]).is_err());
+    }
+
+    #[test]
+    fn authorize_applies_everything() {
+        let bound = Caveat::ArgBound(ArgConstraint {
+            action: ActionPattern::parse("refund.issue").unwrap(),
+            arg: "amount".into(),
+            bound: ArgBound::Range {
+                min: Some(0),
+                max: Some(100),
+            },
+        });
+        let a = fold(&[
+            vec![
+                Caveat::tools(["crm.*", "refund.*"]).unwrap(),
+                usd(1000),
+                Caveat::Expiry {
+                    not_after: 100,
+                    not_before: None,
+                },
+            ],
+            vec![Caveat::tools(["refund.issue"]).unwrap(), bound, usd(10)],
+        ])
+        .unwrap();
+        let ids = [BlockId([0; 32]), BlockId([1; 32])];
+        let ok = Request::new("refund.issue", 50)
+            .unwrap()
+            .arg("amount", ArgValue::Int(100))
+            .unwrap();
+        let auth = a.authorize(&ok, 0, &ids).unwrap();
+        assert_eq!(
+            auth.budgets.iter().map(|s| s.ceiling).collect::<Vec<_>>(),
+            vec![10, 1000]
+        );
+        let too_much = Request::new("refund.issue", 50)
+            .unwrap()
+            .arg("amount", ArgValue::Int(101))
+            .unwrap();
+        assert_eq!(
+            a.authorize(&too_much, 0, &ids),
+            Err(Denied::ArgOutOfBounds("amount".into()))
+        );
+        let missing = Request::new("refund.issue", 50).unwrap();
+        assert_eq!(
+            a.authorize(&missing, 0, &ids),
+            Err(Denied::ArgMissing("amount".into()))
+        );
+        let other = Request::new("crm.read", 50).unwrap();
+        assert_eq!(a.authorize(&other, 0, &ids), Err(Denied::ActionNotAllowed));
+        assert_eq!(a.authorize(&ok.clone(), 0, &ids).map(|_| ()), Ok(()));
+        let late = Request::new("refund.issue", 101)
+            .unwrap()
+            .arg("amount", ArgValue::Int(1))
+            .unwrap();
+        assert_eq!(a.authorize(&late, 0, &ids), Err(Denied::Expired));
+        assert!(a.authorize(&late, 1, &ids).is_ok());
+    }
+}

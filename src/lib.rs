@@ -1,0 +1,74 @@
+//! Baton: delegation tokens whose authority shrinks at every hop.
+//!
+//! An issuer mints a root [`Token`] with its [`RootKey`]. Any holder appends
+//! a signed, narrowing block offline ([`Token::attenuate`]) and hands the
+//! child down. A gateway checks the whole chain with the issuer's public keys
+//! alone ([`Verifier`]) and then decides a [`Request`]: every block's caveats
+//! apply, and no block may widen what came before it.
+//!
+//! ```
+//! use baton::{ArgValue, Caveat, Keyset, Request, RootKey, Token, Unit, Verifier};
+//!
+//! let root = RootKey::generate()?;
+//! // The issuer mints an orchestrator token: $50, three tool families, depth 3.
+//! let orchestrator = Token::mint(&root, vec![
+//!     Caveat::budget(Unit::UsdMicrocents, 5_000_000_000),
+//!     Caveat::tools(["crm.*", "refund.*", "email.*"])?,
+//!     Caveat::Depth(3),
+//! ])?;
+//! // Offline, with no round trip: a $5 refund agent that can only read the CRM and refund.
+//! let refund_agent = orchestrator.attenuate(vec![
+//!     Caveat::budget(Unit::UsdMicrocents, 500_000_000),
+//!     Caveat::tools(["crm.read", "refund.issue"])?,
+//! ])?;
+//!
+//! // At the gateway: public keys only.
+//! let verifier = Verifier::new(Keyset::new().with(root.public()));
+//! let token = verifier.verify_text(&refund_agent.to_text())?;
+//! let now = 1_800_000_000;
+//! assert!(verifier.authorize(&token, &Request::new("crm.read", now)?).is_ok());
+//! let denied = verifier.authorize(&token, &Request::new("email.send", now)?).unwrap_err();
+//! assert_eq!(denied.code(), "action_not_allowed");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Which API to use
+//! * Issuers: [`RootKey`], [`Token::mint`].
+//! * Holders delegating: [`UnverifiedToken::from_text`] then
+//!   [`UnverifiedToken::attenuate`]; no key is needed.
+//! * Gateways: [`Verifier::verify_text`] then [`Verifier::authorize`]. Turn
+//!   on [`Verifier::with_cache`] when the same tokens or parents recur.
+//!
+//! # Layout
+//! * [`token`]: the format v1 wire form, blocks, proof, attenuation.
+//! * [`caveat`]: the typed caveats and their encoding.
+//! * [`authority`]: folding caveats, monotonicity, authorization.
+//! * [`verifier`]: signature checks against a keyset, revocation, cache.
+//! * [`keys`]: root keys, key ids, keysets, block ids.
+//! * [`pattern`]: action and resource names and patterns.
+//! * [`error`]: every rejection, with its stable reason code.
+//! * [`limits`]: the size caps applied before any crypto.
+//!
+//! The normative format is in `spec/token.md`, with test vectors in
+//! `spec/vectors/`. Nothing in this crate's core does I/O.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod authority;
+pub mod caveat;
+mod cbor;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod pattern;
+mod sig;
+pub mod token;
+pub mod verifier;
+
+pub use authority::{Authority, Authorization, BudgetScope, Request};
+pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
+pub use error::{AttenuateError, ChainError, Denied, ParseError, VerifyError};
+pub use keys::{BlockId, Keyset, Kid, PublicKey, RootKey};
+pub use token::{Token, UnverifiedToken};
+pub use verifier::{AuthorizeError, Verifier};

@@ -1,0 +1,25 @@
+//! Size limits, checked before any cryptographic work (spec/token.md §8).
+//!
+//! They bound the memory and CPU an attacker can make a verifier spend on one
+//! token. Each one is far above what a real delegation chain needs: the
+//! support scenario's four-block token is about 600 bytes.
+
+/// Maximum size of a token in its binary (CBOR) form, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Maximum length of a token's text form: the prefix plus base64url of
+/// [`MAX_TOKEN_BYTES`].
+pub const MAX_TOKEN_TEXT: usize = crate::token::TEXT_PREFIX.len() + MAX_TOKEN_BYTES.div_ceil(3) * 4;
+/// Maximum number of blocks in a token, authority block included.
+pub const MAX_BLOCKS: usize = 16;
+/// Maximum number of caveats in one block.
+pub const MAX_CAVEATS_PER_BLOCK: usize = 32;
+/// Maximum length of any string (pattern, name, label, unit), in bytes.
+pub const MAX_STRING_BYTES: usize = 128;
+/// Maximum number of entries in a pattern set or a `one_of` list.
+pub const MAX_SET_ENTRIES: usize = 32;
+/// Maximum number of segments in an action or resource name.
+pub const MAX_SEGMENTS: usize = 16;
+/// Maximum CBOR nesting depth the decoder will follow.
+pub const MAX_CBOR_DEPTH: usize = 8;
+/// Maximum number of arguments in one authorization request.
+pub const MAX_REQUEST_ARGS: usize = 64;

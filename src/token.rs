@@ -1,0 +1,677 @@
+//! The token format v1: blocks, signatures, proof, binary and text forms
+//! (spec/token.md §2–§5), and offline attenuation.
+//!
+//! [`UnverifiedToken`] is a token whose structure, canonical encoding,
+//! limits and monotonicity have been checked, but whose signatures have not.
+//! It can be inspected and attenuated (a holder needs no key to delegate),
+//! never authorized. [`Token`] is only produced by minting or by
+//! [`crate::Verifier`], so a `Token` value always carries valid signatures.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ciborium::Value;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
+
+use crate::authority::{Authority, Authorization, Request};
+use crate::caveat::Caveat;
+use crate::cbor;
+use crate::error::{AttenuateError, Denied, ParseError, VerifyError};
+use crate::keys::{self, BlockId, Kid, RootKey};
+use crate::limits::{MAX_BLOCKS, MAX_CAVEATS_PER_BLOCK, MAX_TOKEN_BYTES, MAX_TOKEN_TEXT};
+use crate::sig;
+
+/// The prefix of a token's text form: names the format and its version.
+pub const TEXT_PREFIX: &str = "baton_v1_";
+/// The format version this crate reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Domain-separation tags. Each signed message starts with one, then the
+/// format version byte (spec/token.md §5.2).
+const TAG_ROOT: &[u8] = b"baton/v1/root\0";
+const TAG_BLOCK: &[u8] = b"baton/v1/block\0";
+const TAG_SEAL: &[u8] = b"baton/v1/seal\0";
+const VERSION_BYTE: u8 = 1;
+
+/// One block: its exact payload bytes, what they say, and its signature.
+#[derive(Clone)]
+pub(crate) struct Block {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) kid: Option<Kid>,
+    pub(crate) next_key: VerifyingKey,
+    pub(crate) caveats: Vec<Caveat>,
+    pub(crate) signature: Signature,
+    pub(crate) id: BlockId,
+}
+
+/// How the holder proves possession: the last ephemeral secret, or a seal.
+#[derive(Clone)]
+pub(crate) enum Proof {
+    Secret(Zeroizing<[u8; 32]>),
+    Seal(Signature),
+}
+
+/// A parsed chain: everything but signature validity.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) proof: Proof,
+    pub(crate) authority: Authority,
+    pub(crate) ids: Vec<BlockId>,
+    /// The canonical binary form.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// The message block `index` signs: tag, version, then for blocks after
+/// the first the previous signature, then the payload.
+pub(crate) fn block_message(prev: Option<&Signature>, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(TAG_BLOCK.len() + 1 + 64 + payload.len());
+    match prev {
+        None => m.extend_from_slice(TAG_ROOT),
+        Some(_) => m.extend_from_slice(TAG_BLOCK),
+    }
+    m.push(VERSION_BYTE);
+    if let Some(p) = prev {
+        m.extend_from_slice(&p.to_bytes());
+    }
+    m.extend_from_slice(payload);
+    m
+}
+
+pub(crate) fn seal_message(last: &Signature) -> Vec<u8> {
+    let mut m = Vec::with_capacity(TAG_SEAL.len() + 1 + 64);
+    m.extend_from_slice(TAG_SEAL);
+    m.push(VERSION_BYTE);
+    m.extend_from_slice(&last.to_bytes());
+    m
+}
+
+/// Encodes a block body: `[kid / null, next_key, [caveats...]]`.
+fn body_value(kid: Option<&Kid>, next_key: &[u8; 32], caveats: &[Caveat]) -> Value {
+    Value::Array(vec![
+        kid.map_or(Value::Null, |k| Value::Bytes(k.0.to_vec())),
+        Value::Bytes(next_key.to_vec()),
+        Value::Array(caveats.iter().map(Caveat::to_value).collect()),
+    ])
+}
+
+/// Puts caveats in canonical order (ascending encoded bytes) and checks the
+/// per-block rules: count, validity, no duplicates.
+fn canonical_caveats(block: usize, mut caveats: Vec<Caveat>) -> Result<Vec<Caveat>, ParseError> {
+    if caveats.len() > MAX_CAVEATS_PER_BLOCK {
+        return Err(ParseError::TooManyCaveats { block });
+    }
+    for c in &caveats {
+        c.validate(block)?;
+    }
+    caveats.sort_by_cached_key(|c| cbor::encode(&c.to_value()));
+    check_duplicates(block, &caveats)?;
+    Ok(caveats)
+}
+
+fn check_duplicates(block: usize, caveats: &[Caveat]) -> Result<(), ParseError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in caveats {
+        if !seen.insert(c.dedup_key()) {
+            return Err(ParseError::DuplicateCaveat {
+                block,
+                kind: c.kind(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn encode_token(blocks: &[Block], proof: &Proof) -> Vec<u8> {
+    let proof = match proof {
+        Proof::Secret(s) => Value::Array(vec![cbor::u64_value(0), Value::Bytes(s.to_vec())]),
+        Proof::Seal(sig) => Value::Array(vec![
+            cbor::u64_value(1),
+            Value::Bytes(sig.to_bytes().to_vec()),
+        ]),
+    };
+    let v = Value::Array(vec![
+        cbor::u64_value(FORMAT_VERSION),
+        Value::Array(
+            blocks
+                .iter()
+                .map(|b| {
+                    Value::Array(vec![
+                        Value::Bytes(b.payload.clone()),
+                        Value::Bytes(b.signature.to_bytes().to_vec()),
+                    ])
+                })
+                .collect(),
+        ),
+        proof,
+    ]);
+    cbor::encode(&v)
+}
+
+impl Chain {
+    /// Parses and checks everything that needs no key (spec/token.md §6 steps 1–6).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
+        if bytes.len() > MAX_TOKEN_BYTES {
+            return Err(ParseError::TooLarge.into());
+        }
+        let top = cbor::array(cbor::decode(bytes)?, "token is not an array")?;
+        // The version comes first so that a future format fails as such, not as malformed.
+        match top.first() {
+            Some(v) if cbor::uint(v, "version").ok() == Some(FORMAT_VERSION) => {}
+            Some(Value::Integer(_)) => return Err(ParseError::UnsupportedVersion.into()),
+            _ => return Err(ParseError::Malformed("token does not start with a version").into()),
+        }
+        let [_, blocks, proof]: [Value; 3] = top
+            .try_into()
+            .map_err(|_| ParseError::Malformed("token is not [version, blocks, proof]"))?;
+        let raw_blocks = cbor::array(blocks, "blocks is not an array")?;
+        if raw_blocks.is_empty() {
+            return Err(ParseError::NoBlocks.into());
+        }
+        if raw_blocks.len() > MAX_BLOCKS {
+            return Err(ParseError::TooManyBlocks.into());
+        }
+        let mut authority = Authority::default();
+        let mut blocks = Vec::with_capacity(raw_blocks.len());
+        let mut ids: Vec<BlockId> = Vec::with_capacity(raw_blocks.len());
+        for (index, raw) in raw_blocks.into_iter().enumerate() {
+            let [payload, signature]: [Value; 2] = cbor::array(raw, "block is not an array")?
+                .try_into()
+                .map_err(|_| ParseError::Malformed("block is not [payload, signature]"))?;
+            let signature = Signature::from_bytes(&cbor::bytes_n::<64>(
+                &signature,
+                "signature is not 64 bytes",
+            )?);
+            let payload = match payload {
+                Value::Bytes(b) => b,
+                _ => return Err(ParseError::Malformed("payload is not a byte string").into()),
+            };
+            let block = parse_block(index, payload, signature, ids.last())?;
+            authority.push_block(&block.caveats)?;
+            ids.push(block.id);
+            blocks.push(block);
+        }
+        let [kind, value]: [Value; 2] = cbor::array(proof, "proof is not an array")?
+            .try_into()
+            .map_err(|_| ParseError::Malformed("proof is not [kind, value]"))?;
+        let proof = match cbor::uint(&kind, "proof kind")? {
+            0 => Proof::Secret(Zeroizing::new(cbor::bytes_n::<32>(
+                &value,
+                "proof secret is not 32 bytes",
+            )?)),
+            1 => Proof::Seal(Signature::from_bytes(&cbor::bytes_n::<64>(
+                &value,
+                "seal is not 64 bytes",
+            )?)),
+            _ => return Err(ParseError::Malformed("unknown proof kind").into()),
+        };
+        let canonical = encode_token(&blocks, &proof);
+        if canonical != bytes {
+            return Err(ParseError::NonCanonical.into());
+        }
+        Ok(Self {
+            blocks,
+            proof,
+            authority,
+            ids,
+            bytes: canonical,
+        })
+    }
+
+    /// Appends a block signed with the current proof secret (or, for the
+    /// authority block, the root key) and returns the new chain.
+    fn append(&self, caveats: Vec<Caveat>, next_seed: &[u8; 32]) -> Result<Self, AttenuateError> {
+        let secret = match &self.proof {
+            Proof::Secret(s) => SigningKey::from_bytes(s),
+            Proof::Seal(_) => return Err(AttenuateError::Sealed),
+        };
+        let index = self.blocks.len();
+        let prev = self.blocks.last().map(|b| &b.signature);
+        Self::build(
+            self.clone_prefix(),
+            index,
+            None,
+            &secret,
+            prev,
+            caveats,
+            next_seed,
+        )
+    }
+
+    fn clone_prefix(&self) -> (Vec<Block>, Authority, Vec<BlockId>) {
+        (
+            self.blocks.clone(),
+            self.authority.clone(),
+            self.ids.clone(),
+        )
+    }
+
+    fn build(
+        (mut blocks, mut authority, mut ids): (Vec<Block>, Authority, Vec<BlockId>),
+        index: usize,
+        kid: Option<Kid>,
+        signer: &SigningKey,
+        prev: Option<&Signature>,
+        caveats: Vec<Caveat>,
+        next_seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        if index >= MAX_BLOCKS {
+            return Err(ParseError::TooManyBlocks.into());
+        }
+        let caveats = canonical_caveats(index, caveats)?;
+        authority.push_block(&caveats)?;
+        let next = SigningKey::from_bytes(next_seed);
+        let next_key = next.verifying_key();
+        let payload = cbor::encode(&body_value(kid.as_ref(), next_key.as_bytes(), &caveats));
+        let signature = signer.sign(&block_message(prev, &payload));
+        let id = BlockId::derive(ids.last(), &signature.to_bytes());
+        ids.push(id);
+        blocks.push(Block {
+            payload,
+            kid,
+            next_key,
+            caveats,
+            signature,
+            id,
+        });
+        let proof = Proof::Secret(Zeroizing::new(*next_seed));
+        let bytes = encode_token(&blocks, &proof);
+        if bytes.len() > MAX_TOKEN_BYTES {
+            return Err(ParseError::TooLarge.into());
+        }
+        Ok(Self {
+            blocks,
+            proof,
+            authority,
+            ids,
+            bytes,
+        })
+    }
+
+    fn seal(&self) -> Result<Self, AttenuateError> {
+        let secret = match &self.proof {
+            Proof::Secret(s) => SigningKey::from_bytes(s),
+            Proof::Seal(_) => return Err(AttenuateError::Sealed),
+        };
+        let last = &self
+            .blocks
+            .last()
+            .expect("a chain always has at least one block")
+            .signature;
+        let proof = Proof::Seal(secret.sign(&seal_message(last)));
+        let bytes = encode_token(&self.blocks, &proof);
+        Ok(Self {
+            blocks: self.blocks.clone(),
+            proof,
+            authority: self.authority.clone(),
+            ids: self.ids.clone(),
+            bytes,
+        })
+    }
+
+    fn to_text(&self) -> String {
+        let mut s = String::with_capacity(TEXT_PREFIX.len() + self.bytes.len().div_ceil(3) * 4);
+        s.push_str(TEXT_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(&self.bytes, &mut s);
+        s
+    }
+
+    pub(crate) fn root_kid(&self) -> Kid {
+        self.blocks[0]
+            .kid
+            .expect("parse guarantees block 0 has a kid")
+    }
+}
+
+/// Parses one block's payload (spec/token.md §4): `[kid / null, next_key, caveats]`.
+fn parse_block(
+    index: usize,
+    payload: Vec<u8>,
+    signature: Signature,
+    prev_id: Option<&BlockId>,
+) -> Result<Block, VerifyError> {
+    let [kid, next_key, caveats]: [Value; 3] =
+        cbor::array(cbor::decode(&payload)?, "block body is not an array")?
+            .try_into()
+            .map_err(|_| ParseError::Malformed("block body is not [kid, next_key, caveats]"))?;
+    let kid = match (index, kid) {
+        (0, Value::Bytes(b)) => Some(Kid(b
+            .as_slice()
+            .try_into()
+            .map_err(|_| ParseError::Malformed("kid is not 8 bytes"))?)),
+        (1.., Value::Null) => None,
+        _ => return Err(ParseError::KidPlacement.into()),
+    };
+    let next_key_bytes = cbor::bytes_n::<32>(&next_key, "next_key is not 32 bytes")?;
+    let next_key = sig::parse_key(&next_key_bytes).ok_or(ParseError::BadKey { block: index })?;
+    let raw = cbor::array(caveats, "caveats is not an array")?;
+    if raw.len() > MAX_CAVEATS_PER_BLOCK {
+        return Err(ParseError::TooManyCaveats { block: index }.into());
+    }
+    let caveats = raw
+        .into_iter()
+        .map(|c| Caveat::from_value(c, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_duplicates(index, &caveats)?;
+    // Re-encoding the typed body checks every byte: integer widths, lengths,
+    // set order, and the ascending order of caveats.
+    let canonical = body_value(kid.as_ref(), &next_key_bytes, &caveats);
+    cbor::ensure_canonical(&canonical, &payload)?;
+    let mut encoded: Vec<Vec<u8>> = caveats
+        .iter()
+        .map(|c| cbor::encode(&c.to_value()))
+        .collect();
+    if !encoded.is_sorted_by(|a, b| a < b) {
+        return Err(ParseError::NonCanonical.into());
+    }
+    encoded.clear();
+    let id = BlockId::derive(prev_id, &signature.to_bytes());
+    Ok(Block {
+        payload,
+        kid,
+        next_key,
+        caveats,
+        signature,
+        id,
+    })
+}
+
+/// Decodes the text form (spec/token.md §2) into binary, with a specific
+/// error for each common way text gets mangled.
+pub(crate) fn decode_text(text: &str) -> Result<Vec<u8>, ParseError> {
+    if text.len() > MAX_TOKEN_TEXT {
+        return Err(ParseError::TooLarge);
+    }
+    let body = text
+        .strip_prefix(TEXT_PREFIX)
+        .ok_or(ParseError::BadPrefix)?;
+    if let Some(b) = body
+        .bytes()
+        .find(|b| matches!(b, b'=' | b'+' | b'/') || b.is_ascii_whitespace())
+    {
+        return Err(match b {
+            b'=' => ParseError::Base64Padding,
+            b'+' | b'/' => ParseError::Base64StandardAlphabet,
+            _ => ParseError::Base64Whitespace,
+        });
+    }
+    URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| ParseError::Base64Invalid)
+}
+
+/// What every token view can show without a key.
+macro_rules! inspect_methods {
+    () => {
+        /// The effective authority of the whole chain.
+        pub fn authority(&self) -> &Authority {
+            &self.chain.authority
+        }
+
+        /// The number of blocks, authority block included.
+        pub fn len(&self) -> usize {
+            self.chain.blocks.len()
+        }
+
+        /// Always false: a token has at least one block.
+        pub fn is_empty(&self) -> bool {
+            false
+        }
+
+        /// The id of each block, authority block first.
+        pub fn block_ids(&self) -> &[BlockId] {
+            &self.chain.ids
+        }
+
+        /// The caveats each block declares, authority block first.
+        pub fn block_caveats(&self) -> impl Iterator<Item = &[Caveat]> {
+            self.chain.blocks.iter().map(|b| b.caveats.as_slice())
+        }
+
+        /// The key id named by the authority block.
+        pub fn root_kid(&self) -> Kid {
+            self.chain.root_kid()
+        }
+
+        /// Whether the token is sealed (no further blocks may be appended).
+        pub fn is_sealed(&self) -> bool {
+            matches!(self.chain.proof, Proof::Seal(_))
+        }
+
+        /// The canonical binary form.
+        pub fn to_bytes(&self) -> &[u8] {
+            &self.chain.bytes
+        }
+
+        /// The text form: `baton_v1_` and unpadded base64url.
+        pub fn to_text(&self) -> String {
+            self.chain.to_text()
+        }
+    };
+}
+
+/// A token whose signatures have **not** been checked. Good for inspecting
+/// and for attenuating offline; never for authorizing.
+#[derive(Clone)]
+pub struct UnverifiedToken {
+    pub(crate) chain: Chain,
+}
+
+impl UnverifiedToken {
+    /// Parses the text form, checking everything but signatures.
+    pub fn from_text(text: &str) -> Result<Self, VerifyError> {
+        Self::from_bytes(&decode_text(text)?)
+    }
+
+    /// Parses the binary form, checking everything but signatures.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
+        Ok(Self {
+            chain: Chain::from_bytes(bytes)?,
+        })
+    }
+
+    inspect_methods!();
+
+    /// Appends a block with `caveats`, signed with this token's proof secret,
+    /// under a fresh ephemeral key. Refuses a block that would widen authority.
+    pub fn attenuate(&self, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
+        let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
+        self.attenuate_with_seed(caveats, &seed)
+    }
+
+    /// [`Self::attenuate`] with a caller-chosen ephemeral seed. For
+    /// reproducible test vectors only: a seed must be uniformly random and
+    /// never reused.
+    pub fn attenuate_with_seed(
+        &self,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        Ok(Self {
+            chain: self.chain.append(caveats, seed)?,
+        })
+    }
+
+    /// Seals the token: replaces the proof secret with a signature, so no
+    /// block can follow.
+    pub fn seal(&self) -> Result<Self, AttenuateError> {
+        Ok(Self {
+            chain: self.chain.seal()?,
+        })
+    }
+}
+
+impl std::fmt::Debug for UnverifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UnverifiedToken({} blocks, kid {})",
+            self.len(),
+            self.root_kid()
+        )
+    }
+}
+
+/// A token whose every signature and proof has been verified against a
+/// trusted root key. Cheap to clone.
+#[derive(Clone)]
+pub struct Token {
+    pub(crate) chain: Arc<Chain>,
+}
+
+impl Token {
+    /// Mints a root token: block 0, signed by `root`, declaring `caveats`.
+    pub fn mint(root: &RootKey, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
+        let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
+        Self::mint_with_seed(root, caveats, &seed)
+    }
+
+    /// [`Self::mint`] with a caller-chosen ephemeral seed. For reproducible
+    /// test vectors only.
+    pub fn mint_with_seed(
+        root: &RootKey,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        let empty = (Vec::new(), Authority::default(), Vec::new());
+        let chain = Chain::build(empty, 0, Some(root.kid()), &root.key, None, caveats, seed)?;
+        Ok(Self {
+            chain: Arc::new(chain),
+        })
+    }
+
+    inspect_methods!();
+
+    /// Appends a block offline; see [`UnverifiedToken::attenuate`]. The
+    /// child is as verified as its parent: only this holder's own new
+    /// signature was added.
+    pub fn attenuate(&self, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
+        let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
+        self.attenuate_with_seed(caveats, &seed)
+    }
+
+    /// [`Self::attenuate`] with a caller-chosen seed. For test vectors only.
+    pub fn attenuate_with_seed(
+        &self,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        Ok(Self {
+            chain: Arc::new(self.chain.append(caveats, seed)?),
+        })
+    }
+
+    /// Seals the token.
+    pub fn seal(&self) -> Result<Self, AttenuateError> {
+        Ok(Self {
+            chain: Arc::new(self.chain.seal()?),
+        })
+    }
+
+    /// Decides `request` with no clock skew allowance. Gateways normally use
+    /// [`crate::Verifier::authorize`], which applies the verifier's skew.
+    pub fn authorize(&self, request: &Request) -> Result<Authorization, Denied> {
+        self.chain.authority.authorize(request, 0, &self.chain.ids)
+    }
+
+    /// Forgets that the signatures were verified.
+    pub fn to_unverified(&self) -> UnverifiedToken {
+        UnverifiedToken {
+            chain: (*self.chain).clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} blocks, kid {})", self.len(), self.root_kid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caveat::Unit;
+
+    fn root() -> RootKey {
+        RootKey::from_seed(&[1; 32])
+    }
+
+    #[test]
+    fn text_errors_are_specific() {
+        let t =
+            Token::mint_with_seed(&root(), vec![Caveat::tools(["a"]).unwrap()], &[2; 32]).unwrap();
+        let text = t.to_text();
+        assert!(UnverifiedToken::from_text(&text).is_ok());
+        let code = |s: &str| UnverifiedToken::from_text(s).unwrap_err().code();
+        assert_eq!(code(&text[1..]), "bad_prefix");
+        assert_eq!(code(&format!("{text}=")), "base64_padding");
+        assert_eq!(code(&format!("{text} ")), "base64_whitespace");
+        assert_eq!(code(&format!("{text}\n")), "base64_whitespace");
+        assert_eq!(
+            code(&format!("{TEXT_PREFIX}ab+/")),
+            "base64_standard_alphabet"
+        );
+        assert_eq!(code(&format!("{TEXT_PREFIX}a")), "base64_invalid");
+        assert_eq!(
+            code(&format!("{TEXT_PREFIX}{}", "A".repeat(MAX_TOKEN_TEXT))),
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_and_rejects_trailing_bytes() {
+        let t = Token::mint_with_seed(
+            &root(),
+            vec![
+                Caveat::budget(Unit::Calls, 3),
+                Caveat::tools(["*"]).unwrap(),
+            ],
+            &[2; 32],
+        )
+        .unwrap()
+        .attenuate_with_seed(vec![Caveat::Depth(0)], &[3; 32])
+        .unwrap();
+        let u = UnverifiedToken::from_bytes(t.to_bytes()).unwrap();
+        assert_eq!(u.to_bytes(), t.to_bytes());
+        let mut extra = t.to_bytes().to_vec();
+        extra.push(0);
+        assert_eq!(
+            UnverifiedToken::from_bytes(&extra).unwrap_err().code(),
+            "trailing_bytes"
+        );
+    }
+
+    #[test]
+    fn attenuate_refuses_widening_and_sealed() {
+        let t = Token::mint_with_seed(
+            &root(),
+            vec![Caveat::tools(["crm.*"]).unwrap(), Caveat::Depth(1)],
+            &[2; 32],
+        )
+        .unwrap();
+        let err = t
+            .attenuate_with_seed(vec![Caveat::tools(["email.send"]).unwrap()], &[3; 32])
+            .unwrap_err();
+        assert_eq!(err.code(), "widening_tools");
+        let child = t.attenuate_with_seed(vec![], &[3; 32]).unwrap();
+        assert_eq!(
+            child
+                .attenuate_with_seed(vec![], &[4; 32])
+                .unwrap_err()
+                .code(),
+            "depth_exceeded"
+        );
+        let sealed = t.seal().unwrap();
+        assert_eq!(
+            sealed.attenuate_with_seed(vec![], &[3; 32]).unwrap_err(),
+            AttenuateError::Sealed
+        );
+        let dup = t
+            .attenuate_with_seed(vec![Caveat::Depth(0), Caveat::Depth(0)], &[3; 32])
+            .unwrap_err();
+        assert_eq!(dup.code(), "duplicate_caveat");
+    }
+}
