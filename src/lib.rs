@@ -59,6 +59,9 @@ pub mod authority;
 pub mod caveat;
 mod cbor;
 pub mod error;
+#[cfg(feature = "forge")]
+#[doc(hidden)]
+pub mod forge;
 pub mod keys;
 pub mod limits;
 pub mod pattern;
