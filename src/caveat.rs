@@ -10,7 +10,7 @@ use std::fmt;
 
 use ciborium::Value;
 
-use crate::cbor;
+use crate::cbor::{self, Reader};
 use crate::error::ParseError;
 use crate::limits::{MAX_SET_ENTRIES, MAX_STRING_BYTES};
 use crate::pattern::{ActionPattern, Namespace, Pattern, PatternError, ResourcePattern};
@@ -116,20 +116,31 @@ impl Unit {
         }
     }
 
-    fn from_value(v: Value) -> Result<Self, &'static str> {
-        match v {
-            Value::Integer(i) => match u64::try_from(i) {
-                Ok(0) => Ok(Self::UsdMicrocents),
-                Ok(1) => Ok(Self::Tokens),
-                Ok(2) => Ok(Self::RiskPoints),
-                Ok(3) => Ok(Self::Calls),
-                _ => Err("unknown built-in unit code"),
-            },
-            // A built-in name spelled as text is a second encoding of the same unit.
-            Value::Text(s) => Ok(Self::Custom(custom_unit(&s)?.to_owned())),
-            _ => Err("unit is neither a code nor a name"),
+    fn read(r: &mut Reader<'_>) -> Result<Self, UnitError> {
+        // A unit is a built-in code or a custom name; peek at the major type.
+        if r.peek_major() == Some(3) {
+            let s = r.text("unit name is not text").map_err(UnitError::Parse)?;
+            // A built-in name spelled as text would be a second encoding of the same unit.
+            return Ok(Self::Custom(
+                custom_unit(s).map_err(UnitError::Invalid)?.to_owned(),
+            ));
+        }
+        match r
+            .uint("unit is neither a code nor a name")
+            .map_err(UnitError::Parse)?
+        {
+            0 => Ok(Self::UsdMicrocents),
+            1 => Ok(Self::Tokens),
+            2 => Ok(Self::RiskPoints),
+            3 => Ok(Self::Calls),
+            _ => Err(UnitError::Invalid("unknown built-in unit code")),
         }
     }
+}
+
+enum UnitError {
+    Parse(ParseError),
+    Invalid(&'static str),
 }
 
 fn custom_unit(s: &str) -> Result<&str, &'static str> {
@@ -458,43 +469,40 @@ impl Caveat {
         Value::Array(a)
     }
 
-    /// Reads a caveat from its CBOR form and validates it. Sets are read
-    /// into sorted sets; the caller's canonical re-encoding rejects any
-    /// input whose order or duplicates differ.
-    pub(crate) fn from_value(v: Value, block: usize) -> Result<Self, ParseError> {
-        let mut a = cbor::array(v, "caveat is not an array")?.into_iter();
-        let code = cbor::uint(
-            &a.next().ok_or(ParseError::Malformed("empty caveat"))?,
-            "caveat type",
-        )?;
-        let rest: Vec<Value> = a.collect();
+    /// Reads one caveat (spec/token.md §4) and validates it. Sets must be
+    /// strictly ascending, which rules out reordering and duplicates.
+    pub(crate) fn read(r: &mut Reader<'_>, block: usize) -> Result<Self, ParseError> {
+        let len = r.array("caveat is not an array")?;
+        if len == 0 {
+            return Err(ParseError::Malformed("empty caveat"));
+        }
+        let code = r.uint("caveat type is not an unsigned integer")?;
+        let fields = len - 1;
         let arity = |lo: usize, hi: usize| {
-            if rest.len() < lo || rest.len() > hi {
+            if (lo..=hi).contains(&fields) {
+                Ok(())
+            } else {
                 Err(ParseError::Malformed(
                     "caveat has the wrong number of fields",
                 ))
-            } else {
-                Ok(())
             }
-        };
-        let mut it = rest.clone().into_iter();
-        let mut next = || {
-            it.next()
-                .ok_or(ParseError::Malformed("caveat field missing"))
         };
         let caveat = match code {
             0 => {
                 arity(2, 3)?;
-                let unit =
-                    Unit::from_value(next()?).map_err(|reason| ParseError::InvalidCaveat {
+                let unit = Unit::read(r).map_err(|e| match e {
+                    UnitError::Parse(e) => e,
+                    UnitError::Invalid(reason) => ParseError::InvalidCaveat {
                         block,
                         kind: CaveatKind::Budget,
                         reason,
-                    })?;
-                let ceiling = cbor::uint(&next()?, "budget ceiling is not an unsigned integer")?;
-                let tools = match rest.get(2) {
-                    Some(p) => Some(parse_pattern(p.clone(), block, CaveatKind::Budget)?),
-                    None => None,
+                    },
+                })?;
+                let ceiling = r.uint("budget ceiling is not an unsigned integer")?;
+                let tools = if fields == 3 {
+                    Some(read_pattern(r, block, CaveatKind::Budget)?)
+                } else {
+                    None
                 };
                 Self::Budget(Budget {
                     unit,
@@ -504,21 +512,22 @@ impl Caveat {
             }
             1 => {
                 arity(1, 1)?;
-                Self::Tools(read_set(next()?, block, CaveatKind::Tools)?)
+                Self::Tools(read_set(r, block, CaveatKind::Tools)?)
             }
             2 => {
                 arity(1, 1)?;
-                let d = cbor::uint(&next()?, "depth is not an unsigned integer")?;
+                let d = r.uint("depth is not an unsigned integer")?;
                 Self::Depth(
                     u32::try_from(d).map_err(|_| ParseError::Malformed("depth exceeds u32"))?,
                 )
             }
             3 => {
                 arity(1, 2)?;
-                let not_after = cbor::uint(&next()?, "not_after is not an unsigned integer")?;
-                let not_before = match rest.get(1) {
-                    Some(v) => Some(cbor::uint(v, "not_before is not an unsigned integer")?),
-                    None => None,
+                let not_after = r.uint("not_after is not an unsigned integer")?;
+                let not_before = if fields == 2 {
+                    Some(r.uint("not_before is not an unsigned integer")?)
+                } else {
+                    None
                 };
                 Self::Expiry {
                     not_after,
@@ -527,53 +536,61 @@ impl Caveat {
             }
             4 => {
                 arity(1, 1)?;
-                Self::Resources(read_set(next()?, block, CaveatKind::Resources)?)
+                Self::Resources(read_set(r, block, CaveatKind::Resources)?)
             }
             5 => {
                 arity(3, 3)?;
-                let action = parse_pattern(next()?, block, CaveatKind::ArgBound)?;
-                let arg = cbor::text(next()?, "argument name is not text")?;
-                let mut b = cbor::array(next()?, "argument bound is not an array")?.into_iter();
-                let bcode = cbor::uint(
-                    &b.next()
-                        .ok_or(ParseError::Malformed("empty argument bound"))?,
-                    "bound type",
-                )?;
-                let fields: Vec<Value> = b.collect();
-                let bound = match (bcode, fields.as_slice()) {
-                    (0, [min, max]) => {
-                        let side = |v: &Value| match v {
-                            Value::Null => Ok(None),
-                            other => cbor::int(other, "range bound is not an i64").map(Some),
+                let action = read_pattern(r, block, CaveatKind::ArgBound)?;
+                let arg = r.text("argument name is not text")?.to_owned();
+                let blen = r.array("argument bound is not an array")?;
+                let bcode = if blen == 0 {
+                    None
+                } else {
+                    Some(r.uint("bound type is not an unsigned integer")?)
+                };
+                let bound = match (bcode, blen) {
+                    (Some(0), 3) => {
+                        let mut side = || {
+                            if r.null() {
+                                Ok(None)
+                            } else {
+                                r.int("range bound is not an i64").map(Some)
+                            }
                         };
-                        ArgBound::Range {
-                            min: side(min)?,
-                            max: side(max)?,
-                        }
+                        let min = side()?;
+                        let max = side()?;
+                        ArgBound::Range { min, max }
                     }
-                    (1, [values]) => {
-                        let values = cbor::array(values.clone(), "one_of is not an array")?;
-                        if values.len() > MAX_SET_ENTRIES {
+                    (Some(1), 2) => {
+                        let n = r.array("one_of is not an array")?;
+                        if n > MAX_SET_ENTRIES {
                             return Err(ParseError::TooLong);
                         }
                         let mut set = BTreeSet::new();
-                        for v in values {
-                            set.insert(cbor::text(v, "one_of value is not text")?);
+                        let mut last: Option<&str> = None;
+                        for _ in 0..n {
+                            let v = r.text("one_of value is not text")?;
+                            if last.is_some_and(|l| l >= v) {
+                                return Err(ParseError::NonCanonical);
+                            }
+                            last = Some(v);
+                            set.insert(v.to_owned());
                         }
                         ArgBound::OneOf(set)
                     }
-                    (0 | 1, _) => {
+                    (Some(0 | 1), _) => {
                         return Err(ParseError::Malformed(
                             "argument bound has the wrong number of fields",
                         ));
                     }
+                    (None, _) => return Err(ParseError::Malformed("empty argument bound")),
                     _ => return Err(ParseError::Malformed("unknown argument bound type")),
                 };
                 Self::ArgBound(ArgConstraint { action, arg, bound })
             }
             6 => {
                 arity(1, 1)?;
-                Self::Label(cbor::text(next()?, "label is not text")?)
+                Self::Label(r.text("label is not text")?.to_owned())
             }
             code => return Err(ParseError::UnknownCaveat { block, code }),
         };
@@ -631,13 +648,13 @@ fn set_value<N: Namespace>(s: &BTreeSet<Pattern<N>>) -> Value {
     )
 }
 
-fn parse_pattern<N: Namespace>(
-    v: Value,
+fn read_pattern<N: Namespace>(
+    r: &mut Reader<'_>,
     block: usize,
     kind: CaveatKind,
 ) -> Result<Pattern<N>, ParseError> {
-    let s = cbor::text(v, "pattern is not text")?;
-    Pattern::parse(&s).map_err(|e| ParseError::InvalidCaveat {
+    let s = r.text("pattern is not text")?;
+    Pattern::parse(s).map_err(|e| ParseError::InvalidCaveat {
         block,
         kind,
         reason: e.reason(),
@@ -645,18 +662,30 @@ fn parse_pattern<N: Namespace>(
 }
 
 fn read_set<N: Namespace>(
-    v: Value,
+    r: &mut Reader<'_>,
     block: usize,
     kind: CaveatKind,
 ) -> Result<BTreeSet<Pattern<N>>, ParseError> {
-    let items = cbor::array(v, "pattern set is not an array")?;
-    if items.len() > MAX_SET_ENTRIES {
+    let n = r.array("pattern set is not an array")?;
+    if n > MAX_SET_ENTRIES {
         return Err(ParseError::TooLong);
     }
-    items
-        .into_iter()
-        .map(|p| parse_pattern(p, block, kind))
-        .collect()
+    let mut set = BTreeSet::new();
+    let mut last: Option<&str> = None;
+    for _ in 0..n {
+        let s = r.text("pattern is not text")?;
+        // Strictly ascending: the one canonical order, and no duplicates.
+        if last.is_some_and(|l| l >= s) {
+            return Err(ParseError::NonCanonical);
+        }
+        last = Some(s);
+        set.insert(Pattern::parse(s).map_err(|e| ParseError::InvalidCaveat {
+            block,
+            kind,
+            reason: e.reason(),
+        })?);
+    }
+    Ok(set)
 }
 
 /// Parses the tools pattern of a per-toolset budget.
@@ -676,7 +705,7 @@ mod tests {
     fn round_trip(c: &Caveat) {
         let v = c.to_value();
         let bytes = cbor::encode(&v);
-        let back = Caveat::from_value(cbor::decode(&bytes).unwrap(), 0).unwrap();
+        let back = Caveat::read(&mut Reader::new(&bytes), 0).unwrap();
         assert_eq!(&back, c);
         assert_eq!(cbor::encode(&back.to_value()), bytes);
     }
@@ -716,7 +745,7 @@ mod tests {
     fn unknown_type_fails_closed() {
         let v = Value::Array(vec![cbor::u64_value(99), cbor::u64_value(1)]);
         assert_eq!(
-            Caveat::from_value(v, 2),
+            Caveat::read(&mut Reader::new(&cbor::encode(&v)), 2),
             Err(ParseError::UnknownCaveat { block: 2, code: 99 })
         );
     }
@@ -725,7 +754,7 @@ mod tests {
     fn invalid_values_are_rejected() {
         let empty_tools = Value::Array(vec![cbor::u64_value(1), Value::Array(vec![])]);
         assert!(matches!(
-            Caveat::from_value(empty_tools, 0),
+            Caveat::read(&mut Reader::new(&cbor::encode(&empty_tools)), 0),
             Err(ParseError::InvalidCaveat { .. })
         ));
         let builtin_as_text = Value::Array(vec![
@@ -734,7 +763,7 @@ mod tests {
             cbor::u64_value(1),
         ]);
         assert!(matches!(
-            Caveat::from_value(builtin_as_text, 0),
+            Caveat::read(&mut Reader::new(&cbor::encode(&builtin_as_text)), 0),
             Err(ParseError::InvalidCaveat { .. })
         ));
         let negative = Value::Array(vec![
@@ -743,7 +772,7 @@ mod tests {
             Value::Integer((-1).into()),
         ]);
         assert!(matches!(
-            Caveat::from_value(negative, 0),
+            Caveat::read(&mut Reader::new(&cbor::encode(&negative)), 0),
             Err(ParseError::Malformed(_))
         ));
         let label = Caveat::Label("evil\u{1b}[2J".into());

@@ -25,47 +25,69 @@ pub enum ForgeError {
 /// Encodes a block body exactly as given: caveats in the given order, no
 /// validation, no duplicate check.
 pub fn raw_payload(kid: Option<[u8; 8]>, next_key: &[u8; 32], caveats: &[Caveat]) -> Vec<u8> {
-    raw_payload_values(kid, next_key, caveats.iter().map(Caveat::to_value).collect())
+    raw_payload_values(
+        kid,
+        next_key,
+        caveats.iter().map(Caveat::to_value).collect(),
+    )
 }
 
 /// Encodes a block body from raw CBOR caveat values (for unknown caveat types).
-pub fn raw_payload_values(kid: Option<[u8; 8]>, next_key: &[u8; 32], caveats: Vec<Value>) -> Vec<u8> {
-    cbor::encode(&Value::Array(vec![
-        kid.map_or(Value::Null, |k| Value::Bytes(k.to_vec())),
-        Value::Bytes(next_key.to_vec()),
-        Value::Array(caveats),
-    ]))
+pub fn raw_payload_values(
+    kid: Option<[u8; 8]>,
+    next_key: &[u8; 32],
+    caveats: Vec<Value>,
+) -> Vec<u8> {
+    let mut body = vec![];
+    if let Some(k) = kid {
+        body.push(Value::Bytes(k.to_vec()));
+    }
+    body.extend([Value::Bytes(next_key.to_vec()), Value::Array(caveats)]);
+    cbor::encode(&Value::Array(body))
 }
 
 /// Appends a block whose payload is `payload` (any bytes), signed with the
 /// token's proof secret, with a proof for `next_seed`. No check of any kind
 /// is applied to the payload.
-pub fn append_raw(token: &[u8], payload: Vec<u8>, next_seed: &[u8; 32]) -> Result<Vec<u8>, ForgeError> {
+pub fn append_raw(
+    token: &[u8],
+    payload: Vec<u8>,
+    next_seed: &[u8; 32],
+) -> Result<Vec<u8>, ForgeError> {
     let mut top = match cbor::decode(token) {
         Ok(Value::Array(a)) if a.len() == 3 => a,
         _ => return Err(ForgeError::NotAToken),
     };
-    let secret = match &top[2] {
-        Value::Array(p) if p.len() == 2 && p[0] == Value::Integer(0.into()) => {
-            cbor::bytes_n::<32>(&p[1], "secret").map_err(|_| ForgeError::NotAToken)?
-        }
-        _ => return Err(ForgeError::NotAToken),
+    let secret = bytes_n::<32>(&top[2])?;
+    let Value::Array(blocks) = &mut top[1] else {
+        return Err(ForgeError::NotAToken);
     };
-    let Value::Array(blocks) = &mut top[1] else { return Err(ForgeError::NotAToken) };
-    let prev_sig = match blocks.last() {
-        Some(Value::Array(b)) if b.len() == 2 => cbor::bytes_n::<64>(&b[1], "sig").map_err(|_| ForgeError::NotAToken)?,
-        _ => return Err(ForgeError::NotAToken),
-    };
+    let prev_sig = bytes_n::<64>(blocks.last().ok_or(ForgeError::NotAToken)?)?;
     let signer = SigningKey::from_bytes(&secret);
-    let sig = signer.sign(&block_message(Some(&ed25519_dalek::Signature::from_bytes(&prev_sig)), &payload));
-    blocks.push(Value::Array(vec![Value::Bytes(payload), Value::Bytes(sig.to_bytes().to_vec())]));
-    top[2] = Value::Array(vec![cbor::u64_value(0), Value::Bytes(next_seed.to_vec())]);
+    let sig = signer.sign(&block_message(
+        Some(&ed25519_dalek::Signature::from_bytes(&prev_sig)),
+        &payload,
+    ));
+    blocks.push(Value::Bytes(payload));
+    blocks.push(Value::Bytes(sig.to_bytes().to_vec()));
+    top[2] = Value::Bytes(next_seed.to_vec());
     Ok(cbor::encode(&Value::Array(top)))
+}
+
+fn bytes_n<const N: usize>(v: &Value) -> Result<[u8; N], ForgeError> {
+    match v {
+        Value::Bytes(b) => b.as_slice().try_into().map_err(|_| ForgeError::NotAToken),
+        _ => Err(ForgeError::NotAToken),
+    }
 }
 
 /// Appends a block declaring `caveats` as given, skipping the monotonicity,
 /// duplicate and ordering checks that [`crate::Token::attenuate`] applies.
-pub fn append_unchecked(token: &[u8], caveats: &[Caveat], next_seed: &[u8; 32]) -> Result<Vec<u8>, ForgeError> {
+pub fn append_unchecked(
+    token: &[u8],
+    caveats: &[Caveat],
+    next_seed: &[u8; 32],
+) -> Result<Vec<u8>, ForgeError> {
     let next_key = SigningKey::from_bytes(next_seed).verifying_key().to_bytes();
     append_raw(token, raw_payload(None, &next_key, caveats), next_seed)
 }

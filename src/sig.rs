@@ -95,14 +95,28 @@ fn acceptable_point(bytes: &[u8; 32]) -> bool {
     canonical_y(&y) && !SMALL_ORDER_Y.contains(&y)
 }
 
+/// Whether `bytes` can name a public key: a canonical encoding that is not
+/// a small-order point. Whether it lies on the curve at all is only known
+/// once [`decompress_key`] runs.
+pub(crate) fn acceptable_key_bytes(bytes: &[u8; 32]) -> bool {
+    acceptable_point(bytes)
+}
+
+/// Decompresses a key whose bytes passed [`acceptable_key_bytes`]. `None`
+/// if it is not a curve point.
+pub(crate) fn decompress_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    // Redundant with the byte check (see the table test), and cheap.
+    (!key.is_weak()).then_some(key)
+}
+
 /// Reads a public key as `verify_strict` would accept it, and additionally
 /// in canonical form. Returns `None` for a weak or invalid key.
 pub(crate) fn parse_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
     if !acceptable_point(bytes) {
         return None;
     }
-    let key = VerifyingKey::from_bytes(bytes).ok()?;
-    (!key.is_weak()).then_some(key)
+    decompress_key(bytes)
 }
 
 /// Whether the `R` half of a signature passes `verify_strict`'s checks.

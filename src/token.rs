@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ciborium::Value;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, Authorization, Request};
 use crate::caveat::Caveat;
-use crate::cbor;
+use crate::cbor::{self, Reader, Writer};
 use crate::error::{AttenuateError, Denied, ParseError, VerifyError};
 use crate::keys::{self, BlockId, Kid, RootKey};
 use crate::limits::{MAX_BLOCKS, MAX_CAVEATS_PER_BLOCK, MAX_TOKEN_BYTES, MAX_TOKEN_TEXT};
@@ -40,7 +39,9 @@ const VERSION_BYTE: u8 = 1;
 pub(crate) struct Block {
     pub(crate) payload: Vec<u8>,
     pub(crate) kid: Option<Kid>,
-    pub(crate) next_key: VerifyingKey,
+    /// The next signer's public key, as encoded. Checked on its bytes at
+    /// parse time; decompressed only when a signature must be checked with it.
+    pub(crate) next_key: [u8; 32],
     pub(crate) caveats: Vec<Caveat>,
     pub(crate) signature: Signature,
     pub(crate) id: BlockId,
@@ -88,27 +89,44 @@ pub(crate) fn seal_message(last: &Signature) -> Vec<u8> {
     m
 }
 
-/// Encodes a block body: `[kid / null, next_key, [caveats...]]`.
-fn body_value(kid: Option<&Kid>, next_key: &[u8; 32], caveats: &[Caveat]) -> Value {
-    Value::Array(vec![
-        kid.map_or(Value::Null, |k| Value::Bytes(k.0.to_vec())),
-        Value::Bytes(next_key.to_vec()),
-        Value::Array(caveats.iter().map(Caveat::to_value).collect()),
-    ])
+/// Encodes a block body: `[kid / null, next_key, [caveats...]]`, from
+/// caveats already encoded and in canonical order.
+fn encode_body(kid: Option<&Kid>, next_key: &[u8; 32], encoded: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(48 + encoded.iter().map(Vec::len).sum::<usize>());
+    // Block 0 names its root key; later blocks are signed by the key the
+    // block before them names, so they carry no kid.
+    match kid {
+        Some(k) => w.array(3).bytes(&k.0),
+        None => w.array(2),
+    };
+    w.bytes(next_key).array(encoded.len());
+    for e in encoded {
+        w.raw(e);
+    }
+    w.finish()
 }
 
 /// Puts caveats in canonical order (ascending encoded bytes) and checks the
-/// per-block rules: count, validity, no duplicates.
-fn canonical_caveats(block: usize, mut caveats: Vec<Caveat>) -> Result<Vec<Caveat>, ParseError> {
+/// per-block rules: count, validity, no duplicates. Returns each caveat
+/// with its encoding.
+fn canonical_caveats(
+    block: usize,
+    caveats: Vec<Caveat>,
+) -> Result<(Vec<Caveat>, Vec<Vec<u8>>), ParseError> {
     if caveats.len() > MAX_CAVEATS_PER_BLOCK {
         return Err(ParseError::TooManyCaveats { block });
     }
     for c in &caveats {
         c.validate(block)?;
     }
-    caveats.sort_by_cached_key(|c| cbor::encode(&c.to_value()));
+    let mut pairs: Vec<(Vec<u8>, Caveat)> = caveats
+        .into_iter()
+        .map(|c| (cbor::encode(&c.to_value()), c))
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let (encoded, caveats): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     check_duplicates(block, &caveats)?;
-    Ok(caveats)
+    Ok((caveats, encoded))
 }
 
 fn check_duplicates(block: usize, caveats: &[Caveat]) -> Result<(), ParseError> {
@@ -125,29 +143,19 @@ fn check_duplicates(block: usize, caveats: &[Caveat]) -> Result<(), ParseError> 
 }
 
 fn encode_token(blocks: &[Block], proof: &Proof) -> Vec<u8> {
-    let proof = match proof {
-        Proof::Secret(s) => Value::Array(vec![cbor::u64_value(0), Value::Bytes(s.to_vec())]),
-        Proof::Seal(sig) => Value::Array(vec![
-            cbor::u64_value(1),
-            Value::Bytes(sig.to_bytes().to_vec()),
-        ]),
+    let size = 48 + blocks.iter().map(|b| b.payload.len() + 72).sum::<usize>();
+    let mut w = Writer::with_capacity(size);
+    // Blocks are flattened as payload, signature, payload, signature...; the
+    // proof is told apart by its length (32-byte secret or 64-byte seal).
+    w.array(3).uint(FORMAT_VERSION).array(2 * blocks.len());
+    for b in blocks {
+        w.bytes(&b.payload).bytes(&b.signature.to_bytes());
+    }
+    match proof {
+        Proof::Secret(secret) => w.bytes(secret.as_ref()),
+        Proof::Seal(seal) => w.bytes(&seal.to_bytes()),
     };
-    let v = Value::Array(vec![
-        cbor::u64_value(FORMAT_VERSION),
-        Value::Array(
-            blocks
-                .iter()
-                .map(|b| {
-                    Value::Array(vec![
-                        Value::Bytes(b.payload.clone()),
-                        Value::Bytes(b.signature.to_bytes().to_vec()),
-                    ])
-                })
-                .collect(),
-        ),
-        proof,
-    ]);
-    cbor::encode(&v)
+    w.finish()
 }
 
 impl Chain {
@@ -156,67 +164,60 @@ impl Chain {
         if bytes.len() > MAX_TOKEN_BYTES {
             return Err(ParseError::TooLarge.into());
         }
-        let top = cbor::array(cbor::decode(bytes)?, "token is not an array")?;
+        let mut r = Reader::new(bytes);
+        let len = r.array("token is not an array")?;
         // The version comes first so that a future format fails as such, not as malformed.
-        match top.first() {
-            Some(v) if cbor::uint(v, "version").ok() == Some(FORMAT_VERSION) => {}
-            Some(Value::Integer(_)) => return Err(ParseError::UnsupportedVersion.into()),
-            _ => return Err(ParseError::Malformed("token does not start with a version").into()),
+        if len == 0 || r.peek_major() != Some(0) {
+            return Err(ParseError::Malformed("token does not start with a version").into());
         }
-        let [_, blocks, proof]: [Value; 3] = top
-            .try_into()
-            .map_err(|_| ParseError::Malformed("token is not [version, blocks, proof]"))?;
-        let raw_blocks = cbor::array(blocks, "blocks is not an array")?;
-        if raw_blocks.is_empty() {
+        if r.uint("version")? != FORMAT_VERSION {
+            return Err(ParseError::UnsupportedVersion.into());
+        }
+        if len != 3 {
+            return Err(ParseError::Malformed("token is not [version, blocks, proof]").into());
+        }
+        let items = r.array("blocks is not an array")?;
+        if items % 2 != 0 {
+            return Err(
+                ParseError::Malformed("blocks is not a list of payload, signature pairs").into(),
+            );
+        }
+        let n = items / 2;
+        if n == 0 {
             return Err(ParseError::NoBlocks.into());
         }
-        if raw_blocks.len() > MAX_BLOCKS {
+        if n > MAX_BLOCKS {
             return Err(ParseError::TooManyBlocks.into());
         }
         let mut authority = Authority::default();
-        let mut blocks = Vec::with_capacity(raw_blocks.len());
-        let mut ids: Vec<BlockId> = Vec::with_capacity(raw_blocks.len());
-        for (index, raw) in raw_blocks.into_iter().enumerate() {
-            let [payload, signature]: [Value; 2] = cbor::array(raw, "block is not an array")?
-                .try_into()
-                .map_err(|_| ParseError::Malformed("block is not [payload, signature]"))?;
-            let signature = Signature::from_bytes(&cbor::bytes_n::<64>(
-                &signature,
-                "signature is not 64 bytes",
-            )?);
-            let payload = match payload {
-                Value::Bytes(b) => b,
-                _ => return Err(ParseError::Malformed("payload is not a byte string").into()),
-            };
+        let mut blocks: Vec<Block> = Vec::with_capacity(n);
+        let mut ids: Vec<BlockId> = Vec::with_capacity(n);
+        for index in 0..n {
+            let payload = r.bytes("payload is not a byte string")?;
+            let signature = Signature::from_bytes(&r.bytes_n::<64>("signature is not 64 bytes")?);
             let block = parse_block(index, payload, signature, ids.last())?;
             authority.push_block(&block.caveats)?;
             ids.push(block.id);
             blocks.push(block);
         }
-        let [kind, value]: [Value; 2] = cbor::array(proof, "proof is not an array")?
-            .try_into()
-            .map_err(|_| ParseError::Malformed("proof is not [kind, value]"))?;
-        let proof = match cbor::uint(&kind, "proof kind")? {
-            0 => Proof::Secret(Zeroizing::new(cbor::bytes_n::<32>(
-                &value,
-                "proof secret is not 32 bytes",
-            )?)),
-            1 => Proof::Seal(Signature::from_bytes(&cbor::bytes_n::<64>(
-                &value,
-                "seal is not 64 bytes",
-            )?)),
-            _ => return Err(ParseError::Malformed("unknown proof kind").into()),
+        let proof = r.bytes("proof is not a byte string")?;
+        let proof = if let Ok(secret) = <[u8; 32]>::try_from(proof) {
+            Proof::Secret(Zeroizing::new(secret))
+        } else if let Ok(seal) = <[u8; 64]>::try_from(proof) {
+            Proof::Seal(Signature::from_bytes(&seal))
+        } else {
+            return Err(ParseError::Malformed(
+                "proof is neither a 32-byte secret nor a 64-byte seal",
+            )
+            .into());
         };
-        let canonical = encode_token(&blocks, &proof);
-        if canonical != bytes {
-            return Err(ParseError::NonCanonical.into());
-        }
+        r.finish()?;
         Ok(Self {
             blocks,
             proof,
             authority,
             ids,
-            bytes: canonical,
+            bytes: bytes.to_vec(),
         })
     }
 
@@ -260,11 +261,10 @@ impl Chain {
         if index >= MAX_BLOCKS {
             return Err(ParseError::TooManyBlocks.into());
         }
-        let caveats = canonical_caveats(index, caveats)?;
+        let (caveats, encoded) = canonical_caveats(index, caveats)?;
         authority.push_block(&caveats)?;
-        let next = SigningKey::from_bytes(next_seed);
-        let next_key = next.verifying_key();
-        let payload = cbor::encode(&body_value(kid.as_ref(), next_key.as_bytes(), &caveats));
+        let next_key = SigningKey::from_bytes(next_seed).verifying_key().to_bytes();
+        let payload = encode_body(kid.as_ref(), &next_key, &encoded);
         let signature = signer.sign(&block_message(prev, &payload));
         let id = BlockId::derive(ids.last(), &signature.to_bytes());
         ids.push(id);
@@ -328,48 +328,56 @@ impl Chain {
 /// Parses one block's payload (spec/token.md §4): `[kid / null, next_key, caveats]`.
 fn parse_block(
     index: usize,
-    payload: Vec<u8>,
+    payload: &[u8],
     signature: Signature,
     prev_id: Option<&BlockId>,
 ) -> Result<Block, VerifyError> {
-    let [kid, next_key, caveats]: [Value; 3] =
-        cbor::array(cbor::decode(&payload)?, "block body is not an array")?
-            .try_into()
-            .map_err(|_| ParseError::Malformed("block body is not [kid, next_key, caveats]"))?;
-    let kid = match (index, kid) {
-        (0, Value::Bytes(b)) => Some(Kid(b
-            .as_slice()
-            .try_into()
-            .map_err(|_| ParseError::Malformed("kid is not 8 bytes"))?)),
-        (1.., Value::Null) => None,
-        _ => return Err(ParseError::KidPlacement.into()),
+    let mut r = Reader::new(payload);
+    let kid = match (index, r.array("block body is not an array")?) {
+        (0, 3) => Some(Kid(r.bytes_n::<8>("kid is not 8 bytes")?)),
+        (1.., 2) => None,
+        (_, 2 | 3) => return Err(ParseError::KidPlacement.into()),
+        _ => {
+            return Err(ParseError::Malformed(
+                "block body is not [kid, next_key, caveats] or [next_key, caveats]",
+            )
+            .into());
+        }
     };
-    let next_key_bytes = cbor::bytes_n::<32>(&next_key, "next_key is not 32 bytes")?;
-    let next_key = sig::parse_key(&next_key_bytes).ok_or(ParseError::BadKey { block: index })?;
-    let raw = cbor::array(caveats, "caveats is not an array")?;
-    if raw.len() > MAX_CAVEATS_PER_BLOCK {
+    let next_key = r.bytes_n::<32>("next_key is not 32 bytes")?;
+    if !sig::acceptable_key_bytes(&next_key) {
+        return Err(ParseError::BadKey { block: index }.into());
+    }
+    let n = r.array("caveats is not an array")?;
+    if n > MAX_CAVEATS_PER_BLOCK {
         return Err(ParseError::TooManyCaveats { block: index }.into());
     }
-    let caveats = raw
-        .into_iter()
-        .map(|c| Caveat::from_value(c, index))
-        .collect::<Result<Vec<_>, _>>()?;
-    check_duplicates(index, &caveats)?;
-    // Re-encoding the typed body checks every byte: integer widths, lengths,
-    // set order, and the ascending order of caveats.
-    let canonical = body_value(kid.as_ref(), &next_key_bytes, &caveats);
-    cbor::ensure_canonical(&canonical, &payload)?;
-    let mut encoded: Vec<Vec<u8>> = caveats
-        .iter()
-        .map(|c| cbor::encode(&c.to_value()))
-        .collect();
-    if !encoded.is_sorted_by(|a, b| a < b) {
-        return Err(ParseError::NonCanonical.into());
+    let mut caveats = Vec::with_capacity(n);
+    let mut prev: Option<&[u8]> = None;
+    for _ in 0..n {
+        let start = r.pos();
+        let caveat = Caveat::read(&mut r, index)?;
+        let encoded = r.slice(start, r.pos());
+        // Caveats are in strictly ascending order of their encodings.
+        match prev.map(|p| p.cmp(encoded)) {
+            Some(std::cmp::Ordering::Equal) => {
+                return Err(ParseError::DuplicateCaveat {
+                    block: index,
+                    kind: caveat.kind(),
+                }
+                .into());
+            }
+            Some(std::cmp::Ordering::Greater) => return Err(ParseError::NonCanonical.into()),
+            _ => {}
+        }
+        prev = Some(encoded);
+        caveats.push(caveat);
     }
-    encoded.clear();
+    r.finish()?;
+    check_duplicates(index, &caveats)?;
     let id = BlockId::derive(prev_id, &signature.to_bytes());
     Ok(Block {
-        payload,
+        payload: payload.to_vec(),
         kid,
         next_key,
         caveats,

@@ -180,7 +180,7 @@ impl Verifier {
             keys.push(if i == 0 {
                 root
             } else {
-                chain.blocks[i - 1].next_key
+                block_key(chain, i - 1)?
             });
             let prev = (i > 0).then(|| &chain.blocks[i - 1].signature);
             messages.push(block_message(prev, &block.payload));
@@ -191,12 +191,12 @@ impl Verifier {
             Proof::Secret(secret) => {
                 // Deriving the public half proves the holder has the last
                 // ephemeral secret; dropping trailing blocks breaks this.
-                if SigningKey::from_bytes(secret).verifying_key() != last.next_key {
+                if SigningKey::from_bytes(secret).verifying_key().as_bytes() != &last.next_key {
                     return Err(VerifyError::BadProof);
                 }
             }
             Proof::Seal(seal) => {
-                keys.push(last.next_key);
+                keys.push(block_key(chain, n - 1)?);
                 messages.push(seal_message(&last.signature));
                 sigs.push(*seal);
             }
@@ -223,6 +223,13 @@ impl Verifier {
         }
         self.check_revoked(chain)
     }
+}
+
+/// The public key named by block `i`, decompressed.
+fn block_key(chain: &Chain, i: usize) -> Result<VerifyingKey, VerifyError> {
+    sig::decompress_key(&chain.blocks[i].next_key).ok_or(VerifyError::Parse(
+        crate::error::ParseError::BadKey { block: i },
+    ))
 }
 
 /// `h_0 = H(root key, payload_0, sig_0)`, `h_i = H(h_{i-1}, payload_i, sig_i)`.
