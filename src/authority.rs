@@ -107,27 +107,31 @@ impl Authority {
     /// Checks that block number `self.blocks` with `caveats` narrows the
     /// authority folded so far, and folds it in. On error `self` is unchanged.
     pub(crate) fn push_block(&mut self, caveats: &[Caveat]) -> Result<(), ChainError> {
+        let depth = self.check_block(caveats)?;
+        self.apply(caveats, depth);
+        Ok(())
+    }
+
+    /// Every monotonicity rule of spec/token.md §6.3, against the parent
+    /// authority `self`. Returns the remaining depth after the block.
+    fn check_block(&self, caveats: &[Caveat]) -> Result<Option<u32>, ChainError> {
         let block = self.blocks;
-        let mut next = self.clone();
-        next.blocks += 1;
-        if block > 0 {
-            next.depth = match self.depth {
-                Some(0) => return Err(ChainError::DepthExceeded { block }),
-                Some(r) => Some(r - 1),
-                None => None,
-            };
-        }
+        let mut depth = match (block, self.depth) {
+            (0, _) | (_, None) => None,
+            (_, Some(0)) => return Err(ChainError::DepthExceeded { block }),
+            (_, Some(r)) => Some(r - 1),
+        };
         for c in caveats {
             match c {
                 Caveat::Depth(d) => {
-                    if next.depth.is_some_and(|r| *d > r) {
+                    if depth.is_some_and(|r| *d > r) {
                         return Err(widen(
                             block,
                             CaveatKind::Depth,
                             "declares more remaining depth than its parent allows",
                         ));
                     }
-                    next.depth = Some(*d);
+                    depth = Some(*d);
                 }
                 Caveat::Tools(set) => {
                     if let Some(eff) = &self.tools
@@ -139,7 +143,6 @@ impl Authority {
                             "a pattern is not covered by the parent's tools",
                         ));
                     }
-                    next.tools = Some(set.clone());
                 }
                 Caveat::Resources(set) => {
                     if let Some(eff) = &self.resources
@@ -151,7 +154,6 @@ impl Authority {
                             "a pattern is not covered by the parent's resources",
                         ));
                     }
-                    next.resources = Some(set.clone());
                 }
                 Caveat::Expiry {
                     not_after,
@@ -173,16 +175,11 @@ impl Authority {
                             "not_before is earlier than the parent's",
                         ));
                     }
-                    next.not_after = Some(*not_after);
-                    if not_before.is_some() {
-                        next.not_before = *not_before;
-                    }
                 }
                 Caveat::Budget(b) => {
                     if block > 0 {
                         check_budget(block, b, &self.budgets)?;
                     }
-                    next.budgets.push((block, b.clone()));
                 }
                 Caveat::ArgBound(c) => {
                     let conflicts = self.args.iter().any(|(_, p)| {
@@ -195,13 +192,37 @@ impl Authority {
                             "bound is not within the parent's bound on the same argument",
                         ));
                     }
-                    next.args.push((block, c.clone()));
                 }
-                Caveat::Label(l) => next.labels.push((block, l.clone())),
+                Caveat::Label(_) => {}
             }
         }
-        *self = next;
-        Ok(())
+        Ok(depth)
+    }
+
+    /// Folds a checked block in.
+    fn apply(&mut self, caveats: &[Caveat], depth: Option<u32>) {
+        let block = self.blocks;
+        self.blocks += 1;
+        self.depth = depth;
+        for c in caveats {
+            match c {
+                Caveat::Depth(_) => {}
+                Caveat::Tools(set) => self.tools = Some(set.clone()),
+                Caveat::Resources(set) => self.resources = Some(set.clone()),
+                Caveat::Expiry {
+                    not_after,
+                    not_before,
+                } => {
+                    self.not_after = Some(*not_after);
+                    if not_before.is_some() {
+                        self.not_before = *not_before;
+                    }
+                }
+                Caveat::Budget(b) => self.budgets.push((block, b.clone())),
+                Caveat::ArgBound(c) => self.args.push((block, c.clone())),
+                Caveat::Label(l) => self.labels.push((block, l.clone())),
+            }
+        }
     }
 
     /// Decides `req` against this authority. `skew` widens the validity
