@@ -63,6 +63,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod forge;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod pattern;
 mod sig;
