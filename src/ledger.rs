@@ -18,8 +18,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::authority::BudgetScope;
-use crate::caveat::Unit;
 use crate::keys::BlockId;
+
+/// The largest amount or ceiling the ledger counts: `i64::MAX`, so that
+/// every counter fits a signed 64-bit SQL integer. A larger ceiling in a
+/// token is counted as this one (about $92 billion in usd_microcents).
+pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 
 /// Names one budget scope: a block, a unit and the budget's tools filter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,7 +42,10 @@ impl ScopeKey {
         Self {
             block: scope.block_id,
             unit: scope.unit.as_str().to_owned(),
-            tools: scope.tools.as_ref().map_or(String::new(), |p| p.as_str().to_owned()),
+            tools: scope
+                .tools
+                .as_ref()
+                .map_or(String::new(), |p| p.as_str().to_owned()),
         }
     }
 }
@@ -67,7 +74,9 @@ pub struct ScopeState {
 impl ScopeState {
     /// `ceiling - spent - held`; never negative by the ledger's invariant.
     pub fn remaining(&self) -> u64 {
-        self.ceiling.saturating_sub(self.spent).saturating_sub(self.held)
+        self.ceiling
+            .saturating_sub(self.spent)
+            .saturating_sub(self.held)
     }
 }
 
@@ -187,6 +196,8 @@ pub enum Change {
     Scope(ScopeKey, ScopeState),
     /// Insert or update a reservation.
     Reservation(Reservation),
+    /// Record the outcome of an idempotent request.
+    Idempotency(IdemKey, IdemRecord),
     /// Record a revoked block.
     Revoke {
         /// The tree the block belongs to.
@@ -198,7 +209,28 @@ pub enum Change {
     },
 }
 
+/// An idempotency key, scoped to one delegation tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdemKey {
+    /// The tree (block 0's id).
+    pub tree: BlockId,
+    /// The caller's key.
+    pub key: String,
+}
+
+/// The stored outcome of an idempotent request: replayed verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// A hash of the request, to tell a replay from a different request.
+    pub fingerprint: [u8; 32],
+    /// The HTTP status of the first answer.
+    pub status: u16,
+    /// The body of the first answer.
+    pub body: String,
+}
+
 enum Undo {
+    Idem(IdemKey),
     Scope(ScopeKey, Option<ScopeState>),
     Reservation(String, Option<Reservation>),
     Revoke(BlockId),
@@ -231,6 +263,7 @@ pub struct Ledger {
     reservations: HashMap<String, Reservation>,
     revoked: HashSet<BlockId>,
     revoke_seq: u64,
+    idem: HashMap<IdemKey, IdemRecord>,
     changes: Vec<Change>,
     undo: Vec<Undo>,
 }
@@ -246,10 +279,13 @@ impl Ledger {
         scopes: impl IntoIterator<Item = (ScopeKey, ScopeState)>,
         reservations: impl IntoIterator<Item = Reservation>,
         revoked: impl IntoIterator<Item = (BlockId, u64)>,
+        idem: impl IntoIterator<Item = (IdemKey, IdemRecord)>,
     ) -> Self {
         let mut l = Self::new();
+        l.idem.extend(idem);
         l.scopes.extend(scopes);
-        l.reservations.extend(reservations.into_iter().map(|r| (r.id.clone(), r)));
+        l.reservations
+            .extend(reservations.into_iter().map(|r| (r.id.clone(), r)));
         for (b, seq) in revoked {
             l.revoked.insert(b);
             l.revoke_seq = l.revoke_seq.max(seq);
@@ -280,6 +316,9 @@ impl Ledger {
                 Undo::Reservation(id, None) => {
                     self.reservations.remove(&id);
                 }
+                Undo::Idem(k) => {
+                    self.idem.remove(&k);
+                }
                 Undo::Revoke(b) => {
                     self.revoked.remove(&b);
                     self.revoke_seq -= 1;
@@ -303,13 +342,35 @@ impl Ledger {
 
     /// A scope's counters; an unseen scope has spent and held nothing.
     pub fn scope(&self, key: &ScopeKey, ceiling: u64) -> ScopeState {
-        self.scopes.get(key).copied().unwrap_or(ScopeState { ceiling, spent: 0, held: 0 })
+        self.scopes.get(key).copied().unwrap_or(ScopeState {
+            ceiling,
+            spent: 0,
+            held: 0,
+        })
     }
 
     /// A reservation, if it exists in `tree`. Other trees' reservations are
     /// invisible, not forbidden, so ids leak nothing across tenants.
     pub fn reservation(&self, tree: &BlockId, id: &str) -> Option<&Reservation> {
         self.reservations.get(id).filter(|r| &r.tree == tree)
+    }
+
+    /// The recorded outcome for an idempotency key.
+    pub fn idempotent(&self, key: &IdemKey) -> Option<&IdemRecord> {
+        self.idem.get(key)
+    }
+
+    /// Records the outcome for an idempotency key. Keys are kept for as
+    /// long as the ledger: they never lapse while their reservation matters.
+    pub fn record_idempotent(&mut self, key: IdemKey, record: IdemRecord) {
+        self.undo.push(Undo::Idem(key.clone()));
+        self.idem.insert(key.clone(), record.clone());
+        self.changes.push(Change::Idempotency(key, record));
+    }
+
+    /// The revocation sequence number of the newest revocation.
+    pub fn revocation_seq(&self) -> u64 {
+        self.revoke_seq
     }
 
     /// Whether a block is revoked.
@@ -322,11 +383,15 @@ impl Ledger {
         if let Some(b) = req.chain.iter().find(|b| self.revoked.contains(b)) {
             return Err(LedgerError::Revoked(*b));
         }
-        if req.amount == 0 {
+        if req.amount == 0 || req.amount > MAX_AMOUNT {
             return Err(LedgerError::InvalidAmount);
         }
-        let scopes: Vec<(ScopeKey, u64)> =
-            req.scopes.iter().filter(|s| s.unit.as_str() == req.unit).map(|s| (ScopeKey::of(s), s.ceiling)).collect();
+        let scopes: Vec<(ScopeKey, u64)> = req
+            .scopes
+            .iter()
+            .filter(|s| s.unit.as_str() == req.unit)
+            .map(|s| (ScopeKey::of(s), s.ceiling.min(MAX_AMOUNT)))
+            .collect();
         if scopes.is_empty() {
             return Err(LedgerError::NoBudget);
         }
@@ -338,9 +403,15 @@ impl Ledger {
                 return Err(LedgerError::CeilingConflict);
             }
             if s.remaining() < req.amount {
-                return Err(LedgerError::InsufficientBudget { scope: key.clone(), remaining: s.remaining() });
+                return Err(LedgerError::InsufficientBudget {
+                    scope: key.clone(),
+                    remaining: s.remaining(),
+                });
             }
-            let held = s.held.checked_add(req.amount).ok_or(LedgerError::InvalidAmount)?;
+            let held = s
+                .held
+                .checked_add(req.amount)
+                .ok_or(LedgerError::InvalidAmount)?;
             updated.push((key.clone(), ScopeState { held, ..s }));
         }
         for (k, s) in &updated {
@@ -361,10 +432,18 @@ impl Ledger {
         Ok(r)
     }
 
-    fn active(&self, tree: &BlockId, id: &str, now: u64, grace: u64) -> Result<Reservation, LedgerError> {
+    fn active(
+        &self,
+        tree: &BlockId,
+        id: &str,
+        now: u64,
+        grace: u64,
+    ) -> Result<Reservation, LedgerError> {
         let r = self.reservation(tree, id).ok_or(LedgerError::NotFound)?;
         match r.state {
-            ResState::Active if now > r.expires_at.saturating_add(grace) => Err(LedgerError::Finalized(ResState::Expired)),
+            ResState::Active if now > r.expires_at.saturating_add(grace) => {
+                Err(LedgerError::Finalized(ResState::Expired))
+            }
             ResState::Active => Ok(r.clone()),
             s => Err(LedgerError::Finalized(s)),
         }
@@ -373,17 +452,36 @@ impl Ledger {
     /// Charges `actual` and returns the rest of the hold. `actual` may exceed
     /// the hold only if every scope has room for the difference; otherwise
     /// nothing changes and the hold stays.
-    pub fn commit(&mut self, tree: &BlockId, id: &str, actual: u64, now: u64, grace: u64) -> Result<Reservation, LedgerError> {
+    pub fn commit(
+        &mut self,
+        tree: &BlockId,
+        id: &str,
+        actual: u64,
+        now: u64,
+        grace: u64,
+    ) -> Result<Reservation, LedgerError> {
+        if actual > MAX_AMOUNT {
+            return Err(LedgerError::InvalidAmount);
+        }
         let mut r = self.active(tree, id, now, grace)?;
         let extra = actual.saturating_sub(r.amount);
         let mut updated = Vec::with_capacity(r.scopes.len());
         for key in &r.scopes {
             let s = self.scopes.get(key).copied().ok_or(LedgerError::NotFound)?;
             if s.remaining() < extra {
-                return Err(LedgerError::InsufficientBudget { scope: key.clone(), remaining: s.remaining() });
+                return Err(LedgerError::InsufficientBudget {
+                    scope: key.clone(),
+                    remaining: s.remaining(),
+                });
             }
-            let held = s.held.checked_sub(r.amount).ok_or(LedgerError::InvalidAmount)?;
-            let spent = s.spent.checked_add(actual).ok_or(LedgerError::InvalidAmount)?;
+            let held = s
+                .held
+                .checked_sub(r.amount)
+                .ok_or(LedgerError::InvalidAmount)?;
+            let spent = s
+                .spent
+                .checked_add(actual)
+                .ok_or(LedgerError::InvalidAmount)?;
             updated.push((key.clone(), ScopeState { held, spent, ..s }));
         }
         for (k, s) in &updated {
@@ -396,7 +494,13 @@ impl Ledger {
     }
 
     /// Returns the hold.
-    pub fn release(&mut self, tree: &BlockId, id: &str, now: u64, grace: u64) -> Result<Reservation, LedgerError> {
+    pub fn release(
+        &mut self,
+        tree: &BlockId,
+        id: &str,
+        now: u64,
+        grace: u64,
+    ) -> Result<Reservation, LedgerError> {
         let r = self.active(tree, id, now, grace)?;
         Ok(self.finish(r, ResState::Released))
     }
@@ -405,7 +509,13 @@ impl Ledger {
         for key in &r.scopes {
             if let Some(s) = self.scopes.get(key).copied() {
                 // held >= amount by the invariant; saturate rather than panic.
-                self.set_scope(key, ScopeState { held: s.held.saturating_sub(r.amount), ..s });
+                self.set_scope(
+                    key,
+                    ScopeState {
+                        held: s.held.saturating_sub(r.amount),
+                        ..s
+                    },
+                );
             }
         }
         r.state = state;
@@ -414,7 +524,14 @@ impl Ledger {
     }
 
     /// Lengthens the hold to `expires_at`, while it is active.
-    pub fn extend(&mut self, tree: &BlockId, id: &str, expires_at: u64, now: u64, grace: u64) -> Result<Reservation, LedgerError> {
+    pub fn extend(
+        &mut self,
+        tree: &BlockId,
+        id: &str,
+        expires_at: u64,
+        now: u64,
+        grace: u64,
+    ) -> Result<Reservation, LedgerError> {
         let mut r = self.active(tree, id, now, grace)?;
         r.expires_at = r.expires_at.max(expires_at);
         self.set_reservation(r.clone());
@@ -430,7 +547,9 @@ impl Ledger {
             .filter(|r| r.state == ResState::Active && now > r.expires_at.saturating_add(grace))
             .cloned()
             .collect();
-        due.into_iter().map(|r| self.finish(r, ResState::Expired).id).collect()
+        due.into_iter()
+            .map(|r| self.finish(r, ResState::Expired).id)
+            .collect()
     }
 
     /// Revokes `block` of `tree`. Returns its feed position, or `None` if it
@@ -441,14 +560,21 @@ impl Ledger {
         }
         self.revoke_seq += 1;
         self.undo.push(Undo::Revoke(block));
-        self.changes.push(Change::Revoke { tree, block, seq: self.revoke_seq });
+        self.changes.push(Change::Revoke {
+            tree,
+            block,
+            seq: self.revoke_seq,
+        });
         Some(self.revoke_seq)
     }
 
     /// Checks the invariant everywhere; for tests and the crash-recovery check.
     pub fn check_invariant(&self) -> Result<(), ScopeKey> {
         for (k, s) in &self.scopes {
-            if s.spent.checked_add(s.held).is_none_or(|used| used > s.ceiling) {
+            if s.spent
+                .checked_add(s.held)
+                .is_none_or(|used| used > s.ceiling)
+            {
                 return Err(k.clone());
             }
         }
@@ -464,9 +590,16 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caveat::Unit;
 
     fn scope(block: u8, ceiling: u64) -> BudgetScope {
-        BudgetScope { block: block as usize, block_id: BlockId([block; 32]), unit: Unit::Calls, ceiling, tools: None }
+        BudgetScope {
+            block: block as usize,
+            block_id: BlockId([block; 32]),
+            unit: Unit::Calls,
+            ceiling,
+            tools: None,
+        }
     }
 
     fn req(id: &str, leaf: u8, amount: u64) -> ReserveRequest {
@@ -496,7 +629,11 @@ mod tests {
         assert_eq!(
             err,
             LedgerError::InsufficientBudget {
-                scope: ScopeKey { block: BlockId([1; 32]), unit: "calls".into(), tools: String::new() },
+                scope: ScopeKey {
+                    block: BlockId([1; 32]),
+                    unit: "calls".into(),
+                    tools: String::new()
+                },
                 remaining: 3
             }
         );
@@ -513,11 +650,27 @@ mod tests {
         l.reserve(req("a", 2, 4)).unwrap();
         let r = l.commit(&tree, "a", 3, 10, 0).unwrap();
         assert_eq!(r.charged, Some(3));
-        assert_eq!(l.scope(&ScopeKey::of(&scope(2, 5)), 5), ScopeState { ceiling: 5, spent: 3, held: 0 });
-        assert_eq!(l.release(&tree, "a", 10, 0), Err(LedgerError::Finalized(ResState::Committed)));
-        assert_eq!(l.commit(&tree, "a", 3, 10, 0), Err(LedgerError::Finalized(ResState::Committed)));
+        assert_eq!(
+            l.scope(&ScopeKey::of(&scope(2, 5)), 5),
+            ScopeState {
+                ceiling: 5,
+                spent: 3,
+                held: 0
+            }
+        );
+        assert_eq!(
+            l.release(&tree, "a", 10, 0),
+            Err(LedgerError::Finalized(ResState::Committed))
+        );
+        assert_eq!(
+            l.commit(&tree, "a", 3, 10, 0),
+            Err(LedgerError::Finalized(ResState::Committed))
+        );
         // Another tree cannot see it.
-        assert_eq!(l.release(&BlockId([9; 32]), "a", 10, 0), Err(LedgerError::NotFound));
+        assert_eq!(
+            l.release(&BlockId([9; 32]), "a", 10, 0),
+            Err(LedgerError::NotFound)
+        );
     }
 
     #[test]
@@ -526,7 +679,10 @@ mod tests {
         let tree = BlockId([0; 32]);
         l.reserve(req("a", 2, 2)).unwrap();
         // Leaf ceiling 5: 2 held, commit of 6 needs 4 more but only 3 remain.
-        assert!(matches!(l.commit(&tree, "a", 6, 10, 0), Err(LedgerError::InsufficientBudget { .. })));
+        assert!(matches!(
+            l.commit(&tree, "a", 6, 10, 0),
+            Err(LedgerError::InsufficientBudget { .. })
+        ));
         assert_eq!(l.reservation(&tree, "a").unwrap().state, ResState::Active);
         assert_eq!(l.commit(&tree, "a", 5, 10, 0).unwrap().charged, Some(5));
         l.check_invariant().unwrap();
@@ -538,10 +694,16 @@ mod tests {
         let tree = BlockId([0; 32]);
         l.reserve(req("a", 2, 4)).unwrap();
         assert!(l.expire(1_000, 100).is_empty());
-        assert_eq!(l.extend(&tree, "a", 2_000, 1_050, 100).unwrap().expires_at, 2_000);
+        assert_eq!(
+            l.extend(&tree, "a", 2_000, 1_050, 100).unwrap().expires_at,
+            2_000
+        );
         assert_eq!(l.expire(2_101, 100), vec!["a".to_owned()]);
         assert!(l.expire(5_000, 100).is_empty());
-        assert_eq!(l.commit(&tree, "a", 1, 5_000, 100), Err(LedgerError::Finalized(ResState::Expired)));
+        assert_eq!(
+            l.commit(&tree, "a", 1, 5_000, 100),
+            Err(LedgerError::Finalized(ResState::Expired))
+        );
         assert_eq!(l.scope(&ScopeKey::of(&scope(2, 5)), 5).held, 0);
     }
 
@@ -562,7 +724,10 @@ mod tests {
     fn revoked_chain_cannot_spend() {
         let mut l = Ledger::new();
         l.revoke(BlockId([0; 32]), BlockId([1; 32]));
-        assert_eq!(l.reserve(req("a", 2, 1)), Err(LedgerError::Revoked(BlockId([1; 32]))));
+        assert_eq!(
+            l.reserve(req("a", 2, 1)),
+            Err(LedgerError::Revoked(BlockId([1; 32])))
+        );
         assert_eq!(l.revoke(BlockId([0; 32]), BlockId([1; 32])), None);
     }
 }

@@ -67,6 +67,8 @@ pub mod ledger;
 pub mod limits;
 pub mod pattern;
 mod sig;
+#[cfg(feature = "server")]
+pub mod store;
 pub mod token;
 pub mod verifier;
 
