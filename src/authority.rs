@@ -134,6 +134,11 @@ impl Authority {
                     depth = Some(*d);
                 }
                 Caveat::Tools(set) => {
+                    // A chain with no tools caveat allows no action, so a
+                    // later block cannot introduce one: that would widen.
+                    if block > 0 && self.tools.is_none() {
+                        return Err(widen(block, CaveatKind::Tools, "the parent allows no actions"));
+                    }
                     if let Some(eff) = &self.tools
                         && !set.iter().all(|q| eff.iter().any(|p| p.covers(q)))
                     {
@@ -457,6 +462,11 @@ mod tests {
         let t = |p: &[&str]| Caveat::tools(p.iter().copied()).unwrap();
         assert!(fold(&[vec![t(&["crm.*"])], vec![t(&["crm.read"])]]).is_ok());
         assert!(fold(&[vec![t(&["crm.read"])], vec![t(&["crm.*"])]]).is_err());
+        // No tools caveat means no action: a child cannot grant one.
+        assert!(matches!(
+            fold(&[vec![], vec![t(&["*"])]]),
+            Err(ChainError::Widening { block: 1, kind: CaveatKind::Tools, .. })
+        ));
         let bound = |max| {
             Caveat::ArgBound(ArgConstraint {
                 action: ActionPattern::parse("refund.*").unwrap(),
