@@ -1,1 +1,340 @@
-fn main() {}
+//! Token costs, each beside its physical floor measured in the same run.
+//!
+//! A figure is what the library does; its floor is the Ed25519 work that no
+//! implementation of format v1 can skip (key generation, signing, batch
+//! verification over the very same messages). `benches/ratios.sh` prints
+//! figure / floor from the stored medians. Names pair up:
+//! `verify/cold/4` sits beside `verify/floor/4`.
+//!
+//! * `mint`: block 0 of a typical tenant token. Floor: derive the
+//!   ephemeral public key from a seed, plus one signature over a message of
+//!   the block's size (the root key is already expanded in a `RootKey`).
+//! * `attenuate`: one block appended to a three-block token. Floor: the same
+//!   keygen plus one signature. `attenuate` draws its seed from the OS;
+//!   `attenuate_seeded` shows what that costs.
+//! * `verify/{cold,warm,prefix}/n`: parse + verify + authorize from the text
+//!   form. `cold`: no cache. `warm`: a cached verifier sees the same token
+//!   again. `prefix`: a cached verifier that verified the `n - 1` block
+//!   parent sees the child for the first time. Floors: `verify_batch` over
+//!   the token's own `n` signatures and messages with keys already
+//!   decompressed (`verify_strict` for one), plus deriving the proof
+//!   secret's public key; for `prefix`, one `verify_strict` plus the derive.
+//! * `parts`: pieces of the figures, to see where time above the floor goes.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use baton::{Caveat, Keyset, Request, RootKey, Token, Unit, UnverifiedToken, Verifier};
+use ciborium::Value;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+const USD: u64 = 100_000_000;
+const NOW: u64 = 1_800_000_000;
+const MAX_BLOCKS: usize = 8;
+
+/// Domain tags and version byte of signed messages (spec/token.md §5.2).
+const TAG_ROOT: &[u8] = b"baton/v1/root\0";
+const TAG_BLOCK: &[u8] = b"baton/v1/block\0";
+const VERSION: u8 = 1;
+
+fn root() -> RootKey {
+    RootKey::from_seed(&[0x42; 32])
+}
+
+/// A typical tenant root: budget, three tool families, depth, expiry, label.
+fn root_caveats() -> Vec<Caveat> {
+    vec![
+        Caveat::budget(Unit::UsdMicrocents, 500 * USD),
+        Caveat::tools(["crm.*", "refund.*", "email.*"]).expect("valid patterns"),
+        Caveat::Depth(10),
+        Caveat::Expiry {
+            not_after: NOW + 3600,
+            not_before: None,
+        },
+        Caveat::Label("acme-support".into()),
+    ]
+}
+
+/// A typical delegation block: a smaller budget, fewer tools, a label.
+fn child_caveats(index: usize) -> Vec<Caveat> {
+    vec![
+        Caveat::budget(Unit::UsdMicrocents, (500 * USD) >> index),
+        Caveat::tools(["crm.*", "refund.issue"]).expect("valid patterns"),
+        Caveat::Label(format!("agent-{index}")),
+    ]
+}
+
+/// `chain[k]` has `k + 1` blocks; each extends the one before.
+fn chain(root: &RootKey) -> Vec<Token> {
+    let mut out = vec![
+        Token::mint_with_seed(root, root_caveats(), &[0; 32]).expect("root caveats are valid"),
+    ];
+    for i in 1..MAX_BLOCKS {
+        let seed = [u8::try_from(i).expect("fewer than 256 blocks"); 32];
+        let child = out[i - 1]
+            .attenuate_with_seed(child_caveats(i), &seed)
+            .expect("child caveats narrow their parent");
+        out.push(child);
+    }
+    out
+}
+
+/// What a verifier must check for one token: every block's key, message
+/// and signature, and the proof secret. Rebuilt here from the binary form
+/// and the spec, independently of the library.
+struct SignedParts {
+    keys: Vec<VerifyingKey>,
+    messages: Vec<Vec<u8>>,
+    sigs: Vec<Signature>,
+    secret: [u8; 32],
+}
+
+fn bytes(v: &Value) -> &[u8] {
+    v.as_bytes().expect("a byte string")
+}
+
+fn array(v: &Value) -> &[Value] {
+    v.as_array().expect("an array")
+}
+
+fn signed_parts(token: &Token, root: &VerifyingKey) -> SignedParts {
+    // Format v1: [version, [payload, signature, payload, signature, ...], proof].
+    let top: Value = ciborium::de::from_reader(token.to_bytes()).expect("a token is CBOR");
+    let top = array(&top);
+    let mut parts = SignedParts {
+        keys: vec![*root],
+        messages: vec![],
+        sigs: vec![],
+        secret: bytes(&top[2])
+            .try_into()
+            .expect("an unsealed token's proof is a 32-byte secret"),
+    };
+    for block in array(&top[1]).chunks(2) {
+        let [payload, sig] = block else {
+            panic!("blocks alternate payload and signature")
+        };
+        let (payload, sig) = (bytes(payload), bytes(sig));
+        let mut m = Vec::new();
+        match parts.sigs.last() {
+            None => m.extend_from_slice(TAG_ROOT),
+            Some(_) => m.extend_from_slice(TAG_BLOCK),
+        }
+        m.push(VERSION);
+        if let Some(prev) = parts.sigs.last() {
+            m.extend_from_slice(&prev.to_bytes());
+        }
+        m.extend_from_slice(payload);
+        parts.messages.push(m);
+        parts
+            .sigs
+            .push(Signature::from_slice(sig).expect("signatures are 64 bytes"));
+        // A body is [kid, next_key, caveats] in block 0, [next_key, caveats] after.
+        let body: Value = ciborium::de::from_reader(payload).expect("a payload is CBOR");
+        let body = array(&body);
+        let next: [u8; 32] = bytes(&body[body.len() - 2])
+            .try_into()
+            .expect("next_key is 32 bytes");
+        parts
+            .keys
+            .push(VerifyingKey::from_bytes(&next).expect("next_key is a point"));
+    }
+    // The last next_key verifies the proof, not a block.
+    parts.keys.pop();
+    let refs: Vec<&[u8]> = parts.messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&refs, &parts.sigs, &parts.keys)
+        .expect("the floor checks the same signatures the library does");
+    parts
+}
+
+fn derive(secret: &[u8; 32]) -> VerifyingKey {
+    SigningKey::from_bytes(secret).verifying_key()
+}
+
+fn mint(c: &mut Criterion) {
+    let root = root();
+    let token = Token::mint_with_seed(&root, root_caveats(), &[0; 32]).expect("valid root");
+    let parts = signed_parts(&token, &root_pub(&root));
+    let message = parts.messages[0].clone();
+    let signer = SigningKey::from_bytes(&[0x42; 32]);
+
+    let mut g = c.benchmark_group("mint");
+    g.bench_function("figure", |b| {
+        b.iter_batched(
+            root_caveats,
+            |cav| Token::mint(black_box(&root), cav).expect("valid root"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("figure_seeded", |b| {
+        b.iter_batched(
+            root_caveats,
+            |cav| Token::mint_with_seed(black_box(&root), cav, &[7; 32]).expect("valid root"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            let next = derive(black_box(&[7; 32]));
+            (next, signer.sign(black_box(&message)))
+        })
+    });
+    g.finish();
+}
+
+fn attenuate(c: &mut Criterion) {
+    let root = root();
+    let tokens = chain(&root);
+    let parent = &tokens[2];
+    let child = &tokens[3];
+    let parts = signed_parts(child, &root_pub(&root));
+    let message = parts.messages[3].clone();
+    let signer = SigningKey::from_bytes(&parts.secret);
+
+    let mut g = c.benchmark_group("attenuate");
+    g.bench_function("figure", |b| {
+        b.iter_batched(
+            || child_caveats(3),
+            |cav| black_box(parent).attenuate(cav).expect("narrows"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("figure_seeded", |b| {
+        b.iter_batched(
+            || child_caveats(3),
+            |cav| {
+                black_box(parent)
+                    .attenuate_with_seed(cav, &[9; 32])
+                    .expect("narrows")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            let next = derive(black_box(&[9; 32]));
+            (next, signer.sign(black_box(&message)))
+        })
+    });
+    g.finish();
+}
+
+fn verify(c: &mut Criterion) {
+    let root = root();
+    let root_pub = root_pub(&root);
+    let keyset = Keyset::new().with(root.public());
+    let tokens = chain(&root);
+    let texts: Vec<String> = tokens.iter().map(Token::to_text).collect();
+    let request = Request::new("crm.read", NOW).expect("valid action");
+    // A verifier without a cache keeps no state between calls, so reusing
+    // one is the same as building a fresh one each time.
+    let cold = Verifier::new(keyset.clone());
+
+    let mut g = c.benchmark_group("verify");
+    for n in 1..=MAX_BLOCKS {
+        let text = &texts[n - 1];
+        let parts = signed_parts(&tokens[n - 1], &root_pub);
+        let refs: Vec<&[u8]> = parts.messages.iter().map(Vec::as_slice).collect();
+
+        g.bench_function(format!("cold/{n}"), |b| {
+            b.iter(|| {
+                let t = cold.verify_text(black_box(text)).expect("valid");
+                cold.authorize(&t, &request).expect("allowed")
+            })
+        });
+        g.bench_function(format!("floor/{n}"), |b| {
+            b.iter(|| {
+                let ok = if n == 1 {
+                    parts.keys[0]
+                        .verify_strict(black_box(refs[0]), &parts.sigs[0])
+                        .is_ok()
+                } else {
+                    ed25519_dalek::verify_batch(black_box(&refs), &parts.sigs, &parts.keys).is_ok()
+                };
+                (ok, derive(black_box(&parts.secret)))
+            })
+        });
+
+        let warm = Verifier::new(keyset.clone()).with_cache(64);
+        warm.verify_text(text).expect("valid");
+        g.bench_function(format!("warm/{n}"), |b| {
+            b.iter(|| {
+                let t = warm.verify_text(black_box(text)).expect("valid");
+                warm.authorize(&t, &request).expect("allowed")
+            })
+        });
+
+        if n >= 2 {
+            let parent = &texts[n - 2];
+            g.bench_function(format!("prefix/{n}"), |b| {
+                b.iter_batched(
+                    || {
+                        let v = Verifier::new(keyset.clone()).with_cache(64);
+                        v.verify_text(parent).expect("valid");
+                        v
+                    },
+                    |v| {
+                        let t = v.verify_text(black_box(text)).expect("valid");
+                        let a = v.authorize(&t, &request).expect("allowed");
+                        // Returned so that dropping the cache is not timed.
+                        (v, t, a)
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            let last = n - 1;
+            g.bench_function(format!("prefix_floor/{n}"), |b| {
+                b.iter(|| {
+                    let ok = parts.keys[last]
+                        .verify_strict(black_box(refs[last]), &parts.sigs[last])
+                        .is_ok();
+                    (ok, derive(black_box(&parts.secret)))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Pieces of the figures above, to attribute time beyond the floor.
+fn parts(c: &mut Criterion) {
+    let root = root();
+    let tokens = chain(&root);
+    let next_key = *derive(&[9; 32]).as_bytes();
+
+    let mut g = c.benchmark_group("parts");
+    for n in [1, 4, 8] {
+        let text = tokens[n - 1].to_text();
+        g.bench_function(format!("parse/{n}"), |b| {
+            b.iter(|| UnverifiedToken::from_text(black_box(&text)).expect("valid"))
+        });
+    }
+    g.bench_function("keygen", |b| b.iter(|| derive(black_box(&[9; 32]))));
+    g.bench_function("decompress", |b| {
+        b.iter(|| VerifyingKey::from_bytes(black_box(&next_key)).expect("a point"))
+    });
+    g.bench_function("getrandom", |b| {
+        b.iter(|| {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).expect("OS randomness");
+            seed
+        })
+    });
+    g.finish();
+}
+
+/// The root's public key as the floors use it: already decompressed.
+fn root_pub(root: &RootKey) -> VerifyingKey {
+    VerifyingKey::from_bytes(&root.public().to_bytes()).expect("a root key is a point")
+}
+
+criterion_group! {
+    name = token;
+    // Moderate times: the whole run takes a few minutes on two cores.
+    config = Criterion::default()
+        .sample_size(40)
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3));
+    targets = mint, attenuate, verify, parts
+}
+criterion_main!(token);

@@ -58,10 +58,13 @@ impl Request {
         Ok(self)
     }
 
-    /// Adds an argument. Too many arguments, or a repeated one, is an error.
+    /// Adds an argument. A bad or repeated name, or too many arguments, is an error.
     pub fn arg(mut self, name: &str, value: ArgValue) -> Result<Self, Denied> {
-        if self.args.len() >= MAX_REQUEST_ARGS || self.args.contains_key(name) {
-            return Err(Denied::ArgOutOfBounds(name.chars().take(64).collect()));
+        if self.args.len() >= MAX_REQUEST_ARGS
+            || self.args.contains_key(name)
+            || !crate::caveat::valid_arg_name(name)
+        {
+            return Err(Denied::InvalidArgs);
         }
         self.args.insert(name.to_owned(), value);
         Ok(self)
@@ -137,7 +140,11 @@ impl Authority {
                     // A chain with no tools caveat allows no action, so a
                     // later block cannot introduce one: that would widen.
                     if block > 0 && self.tools.is_none() {
-                        return Err(widen(block, CaveatKind::Tools, "the parent allows no actions"));
+                        return Err(widen(
+                            block,
+                            CaveatKind::Tools,
+                            "the parent allows no actions",
+                        ));
                     }
                     if let Some(eff) = &self.tools
                         && !set.iter().all(|q| eff.iter().any(|p| p.covers(q)))
@@ -465,7 +472,11 @@ mod tests {
         // No tools caveat means no action: a child cannot grant one.
         assert!(matches!(
             fold(&[vec![], vec![t(&["*"])]]),
-            Err(ChainError::Widening { block: 1, kind: CaveatKind::Tools, .. })
+            Err(ChainError::Widening {
+                block: 1,
+                kind: CaveatKind::Tools,
+                ..
+            })
         ));
         let bound = |max| {
             Caveat::ArgBound(ArgConstraint {

@@ -400,15 +400,19 @@ impl Caveat {
                     ArgBound::Range { .. } => {}
                     ArgBound::OneOf(s) => {
                         check_set_len(s.len()).map_err(|e| e.at(block, self.kind()))?;
-                        if !s.iter().all(|v| {
-                            v.len() <= MAX_STRING_BYTES && !v.chars().any(char::is_control)
-                        }) {
+                        if s.iter().any(|v| v.len() > MAX_STRING_BYTES) {
+                            return Err(ParseError::TooLong);
+                        }
+                        if s.iter().any(|v| v.chars().any(char::is_control)) {
                             return Err(invalid("one_of value too long or has control characters"));
                         }
                     }
                 }
             }
             Self::Label(s) => {
+                if s.len() > MAX_STRING_BYTES {
+                    return Err(ParseError::TooLong);
+                }
                 if !printable(s) {
                     return Err(invalid(
                         "label must be 1-128 bytes without control characters",

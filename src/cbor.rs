@@ -17,7 +17,10 @@ use ciborium::Value;
 use ciborium_ll::{Decoder, Encoder, Header};
 
 use crate::error::ParseError;
-use crate::limits::MAX_CBOR_DEPTH;
+
+/// Nesting limit of the lenient decoder below. The strict [`Reader`] needs
+/// none: the schema fixes its nesting (at most four levels).
+const MAX_CBOR_DEPTH: usize = 8;
 
 /// The length of the shortest header encoding an argument of `arg`.
 fn canonical_header_len(arg: u64) -> usize {

@@ -31,7 +31,8 @@ pub enum ParseError {
     /// The encoded token exceeds [`crate::limits::MAX_TOKEN_BYTES`].
     #[error("token exceeds the size limit")]
     TooLarge,
-    /// The bytes are not well-formed CBOR, or nest too deeply.
+    /// The bytes are not well-formed CBOR (truncated, bad UTF-8, a length
+    /// longer than the input).
     #[error("token is not well-formed CBOR")]
     Cbor,
     /// The CBOR is well-formed but not in the deterministic encoding of RFC 8949 §4.2
@@ -226,6 +227,10 @@ pub enum Denied {
     /// An argument constrained for this action is absent from the request.
     #[error("argument {0} is required by a bound but missing")]
     ArgMissing(String),
+    /// The request's arguments are malformed: a bad name, a repeated name, or
+    /// more than [`crate::limits::MAX_REQUEST_ARGS`].
+    #[error("invalid request arguments")]
+    InvalidArgs,
     /// An argument is outside a bound (or of the wrong type for it).
     #[error("argument {0} is out of bounds")]
     ArgOutOfBounds(String),
@@ -240,6 +245,7 @@ impl Denied {
             Self::InvalidAction => "invalid_action",
             Self::ActionNotAllowed => "action_not_allowed",
             Self::ResourceNotAllowed => "resource_not_allowed",
+            Self::InvalidArgs => "invalid_args",
             Self::ArgMissing(_) => "arg_missing",
             Self::ArgOutOfBounds(_) => "arg_out_of_bounds",
         }

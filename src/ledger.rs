@@ -14,7 +14,7 @@
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::authority::BudgetScope;
@@ -262,6 +262,7 @@ pub struct Ledger {
     scopes: HashMap<ScopeKey, ScopeState>,
     reservations: HashMap<String, Reservation>,
     revoked: HashSet<BlockId>,
+    feed: BTreeMap<u64, BlockId>,
     revoke_seq: u64,
     idem: HashMap<IdemKey, IdemRecord>,
     changes: Vec<Change>,
@@ -288,19 +289,26 @@ impl Ledger {
             .extend(reservations.into_iter().map(|r| (r.id.clone(), r)));
         for (b, seq) in revoked {
             l.revoked.insert(b);
+            l.feed.insert(seq, b);
             l.revoke_seq = l.revoke_seq.max(seq);
         }
         l
     }
 
-    /// The changes made since the last [`Self::take_changes`] or [`Self::rollback`].
-    pub fn take_changes(&mut self) -> Vec<Change> {
-        self.undo.clear();
-        std::mem::take(&mut self.changes)
+    /// The changes made since the last [`Self::settle`] or [`Self::rollback`],
+    /// for the store to write in one transaction.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
     }
 
-    /// Undoes every change since the last [`Self::take_changes`]: the store
-    /// could not make them durable, so nobody may see them.
+    /// The store has made [`Self::changes`] durable: forget them and their undo.
+    pub fn settle(&mut self) {
+        self.undo.clear();
+        self.changes.clear();
+    }
+
+    /// Undoes every change since the last [`Self::settle`]: the store could
+    /// not make them durable, so nobody may see them.
     pub fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
@@ -321,6 +329,7 @@ impl Ledger {
                 }
                 Undo::Revoke(b) => {
                     self.revoked.remove(&b);
+                    self.feed.remove(&self.revoke_seq);
                     self.revoke_seq -= 1;
                 }
             }
@@ -371,6 +380,20 @@ impl Ledger {
     /// The revocation sequence number of the newest revocation.
     pub fn revocation_seq(&self) -> u64 {
         self.revoke_seq
+    }
+
+    /// Up to `limit` revocations with a feed position above `after`, in order.
+    pub fn revocations_after(&self, after: u64, limit: usize) -> Vec<(u64, BlockId)> {
+        self.feed
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(s, b)| (*s, *b))
+            .collect()
+    }
+
+    /// Every revoked block.
+    pub fn revoked(&self) -> impl Iterator<Item = &BlockId> {
+        self.revoked.iter()
     }
 
     /// Whether a block is revoked.
@@ -559,6 +582,7 @@ impl Ledger {
             return None;
         }
         self.revoke_seq += 1;
+        self.feed.insert(self.revoke_seq, block);
         self.undo.push(Undo::Revoke(block));
         self.changes.push(Change::Revoke {
             tree,
@@ -711,7 +735,7 @@ mod tests {
     fn rollback_restores_everything() {
         let mut l = Ledger::new();
         l.reserve(req("a", 2, 4)).unwrap();
-        let _ = l.take_changes();
+        l.settle();
         l.reserve(req("b", 3, 1)).unwrap();
         l.revoke(BlockId([0; 32]), BlockId([3; 32]));
         l.rollback();

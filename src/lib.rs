@@ -66,6 +66,8 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod pattern;
+#[cfg(feature = "server")]
+pub mod server;
 mod sig;
 #[cfg(feature = "server")]
 pub mod store;

@@ -6,9 +6,10 @@
 
 /// Maximum size of a token in its binary (CBOR) form, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Maximum length of a token's text form: the prefix plus base64url of
-/// [`MAX_TOKEN_BYTES`].
-pub const MAX_TOKEN_TEXT: usize = crate::token::TEXT_PREFIX.len() + MAX_TOKEN_BYTES.div_ceil(3) * 4;
+/// Maximum length of a token's text form: the prefix plus unpadded
+/// base64url of [`MAX_TOKEN_BYTES`] bytes.
+pub const MAX_TOKEN_TEXT: usize =
+    crate::token::TEXT_PREFIX.len() + (MAX_TOKEN_BYTES * 4).div_ceil(3);
 /// Maximum number of blocks in a token, authority block included.
 pub const MAX_BLOCKS: usize = 16;
 /// Maximum number of caveats in one block.
@@ -19,7 +20,5 @@ pub const MAX_STRING_BYTES: usize = 128;
 pub const MAX_SET_ENTRIES: usize = 32;
 /// Maximum number of segments in an action or resource name.
 pub const MAX_SEGMENTS: usize = 16;
-/// Maximum CBOR nesting depth the decoder will follow.
-pub const MAX_CBOR_DEPTH: usize = 8;
 /// Maximum number of arguments in one authorization request.
 pub const MAX_REQUEST_ARGS: usize = 64;

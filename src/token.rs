@@ -302,6 +302,10 @@ impl Chain {
             .signature;
         let proof = Proof::Seal(secret.sign(&seal_message(last)));
         let bytes = encode_token(&self.blocks, &proof);
+        // A seal is 32 bytes longer than the secret it replaces.
+        if bytes.len() > MAX_TOKEN_BYTES {
+            return Err(ParseError::TooLarge.into());
+        }
         Ok(Self {
             blocks: self.blocks.clone(),
             proof,
@@ -325,7 +329,8 @@ impl Chain {
     }
 }
 
-/// Parses one block's payload (spec/token.md §4): `[kid / null, next_key, caveats]`.
+/// Parses one block's payload (spec/token.md §4): `[kid, next_key, caveats]`
+/// for block 0, `[next_key, caveats]` after it.
 fn parse_block(
     index: usize,
     payload: &[u8],

@@ -23,7 +23,8 @@ use crate::token::{
 /// The verified-chain cache: whole tokens by the hash of their bytes, and
 /// signature-chain prefixes by their chain hash (spec/token.md §7.3).
 struct ChainCache {
-    tokens: Cache<[u8; 32], Arc<Chain>>,
+    /// Token bytes hash to the chain and the root key it verified under.
+    tokens: Cache<[u8; 32], (Arc<Chain>, [u8; 32])>,
     prefixes: Cache<[u8; 32], ()>,
 }
 
@@ -105,19 +106,19 @@ impl Verifier {
         }
         let token_key = self.cache.as_ref().map(|_| *blake3::hash(bytes).as_bytes());
         if let (Some(cache), Some(k)) = (&self.cache, &token_key)
-            && let Some(chain) = cache.tokens.get(k)
+            && let Some((chain, root)) = cache.tokens.get(k)
+            // The chain was verified under the key its kid named then; the
+            // entry counts only while the keyset holds that same key.
+            && self.root_key(&chain).is_ok_and(|key| key.as_bytes() == &root)
         {
-            // The cached chain was verified under the key its kid named then;
-            // it still counts only if the keyset holds that same key now.
-            self.root_key(&chain)?;
             self.check_revoked(&chain)?;
             return Ok(Token { chain });
         }
         let chain = Chain::from_bytes(bytes)?;
-        self.verify_chain(&chain)?;
+        let root = self.verify_chain(&chain)?;
         let chain = Arc::new(chain);
         if let (Some(cache), Some(k)) = (&self.cache, token_key) {
-            cache.tokens.insert(k, chain.clone());
+            cache.tokens.insert(k, (chain.clone(), root.to_bytes()));
         }
         Ok(Token { chain })
     }
@@ -159,7 +160,8 @@ impl Verifier {
         }
     }
 
-    fn verify_chain(&self, chain: &Chain) -> Result<(), VerifyError> {
+    /// Checks every signature and the proof; returns the root key used.
+    fn verify_chain(&self, chain: &Chain) -> Result<VerifyingKey, VerifyError> {
         let root = self.root_key(chain)?;
         // prefix[i] names "blocks 0..=i under this root key", so a hit means
         // those signatures were checked before and need not be again.
@@ -216,12 +218,13 @@ impl Verifier {
                 VerifyError::BadSignature
             });
         }
-        if let (Some(cache), Some(p)) = (&self.cache, prefixes) {
+        if let (Some(cache), Some(p)) = (&self.cache, &prefixes) {
             for h in &p[first_unverified..] {
                 cache.prefixes.insert(*h, ());
             }
         }
-        self.check_revoked(chain)
+        self.check_revoked(chain)?;
+        Ok(root)
     }
 }
 

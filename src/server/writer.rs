@@ -1,0 +1,377 @@
+//! The ledger's single writer: group commit with no added delay.
+//!
+//! Handlers verify tokens in parallel, then queue ledger operations here.
+//! One thread drains whatever is queued, applies it to the in-memory
+//! [`Ledger`] under its lock, writes all the resulting rows in one durable
+//! transaction, and only then answers every request in the group. If the
+//! write fails, the group is undone in memory and everyone gets 503: a 2xx
+//! always means "on disk".
+//!
+//! Readers take the same lock, so they never see a change before it is
+//! durable.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::keys::BlockId;
+use crate::ledger::{IdemKey, IdemRecord, Ledger, LedgerError, Reservation, ReserveRequest};
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch, from the server's clock only.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that moves only when told: for tests of expiry without sleeping.
+#[derive(Default)]
+pub struct ManualClock(AtomicU64);
+impl ManualClock {
+    /// A clock at `ms`.
+    pub fn new(ms: u64) -> Self {
+        Self(AtomicU64::new(ms))
+    }
+    /// Moves the clock forward.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One ledger operation, its token already verified and authorized.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Reserve; with `actual`, commit at once (spend).
+    Reserve {
+        req: ReserveRequest,
+        ttl_ms: u64,
+        actual: Option<u64>,
+    },
+    Commit {
+        tree: BlockId,
+        id: String,
+        actual: u64,
+    },
+    Release {
+        tree: BlockId,
+        id: String,
+    },
+    Extend {
+        tree: BlockId,
+        id: String,
+        ttl_ms: u64,
+    },
+    Revoke {
+        tree: BlockId,
+        block: BlockId,
+    },
+    /// The sweeper's tick.
+    Expire,
+}
+
+/// An answer: HTTP status and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+}
+
+struct Job {
+    op: Op,
+    idem: Option<(IdemKey, [u8; 32])>,
+    reply: oneshot::Sender<Option<Reply>>,
+}
+
+/// Tunables of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// How long past its expiry a hold still accepts commit, release and extend.
+    pub grace_ms: u64,
+    /// The most requests in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 2_000,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// The handle handlers use to reach the writer.
+#[derive(Clone)]
+pub(crate) struct LedgerHandle {
+    tx: mpsc::Sender<Job>,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) batches: Arc<AtomicU64>,
+}
+
+impl LedgerHandle {
+    /// Queues `op` and waits for its durable answer. `None` means the store
+    /// is unavailable (503).
+    pub(crate) async fn submit(&self, op: Op, idem: Option<(IdemKey, [u8; 32])>) -> Option<Reply> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { op, idem, reply }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Locks the ledger for a read. A poisoned lock means a writer panicked
+    /// mid-group; the state is still the last durable one plus an undone
+    /// group, so reading it is safe.
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the writer thread over `store`, whose rows seed the ledger.
+pub(crate) fn start(
+    mut store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: WriterConfig,
+) -> Result<(LedgerHandle, std::thread::JoinHandle<()>), crate::store::StoreError> {
+    let snap = store.load()?;
+    let ledger = Arc::new(Mutex::new(Ledger::restore(
+        snap.scopes,
+        snap.reservations,
+        snap.revoked,
+        snap.idem,
+    )));
+    let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
+    let handle = LedgerHandle {
+        tx,
+        ledger: ledger.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
+        clock: clock.clone(),
+        batches: Arc::new(AtomicU64::new(0)),
+    };
+    // The thread gets the shared parts but no sender: once every handle is
+    // dropped the channel closes and the thread ends.
+    let shared = Shared {
+        ledger,
+        ready: handle.ready.clone(),
+        clock,
+        batches: handle.batches.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("baton-ledger-writer".into())
+        .spawn(move || run(rx, store, shared, config))
+        .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
+    Ok((handle, thread))
+}
+
+struct Shared {
+    ledger: Arc<Mutex<Ledger>>,
+    ready: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
+    batches: Arc<AtomicU64>,
+}
+
+fn run(
+    mut rx: mpsc::Receiver<Job>,
+    mut store: Box<dyn Store>,
+    handle: Shared,
+    config: WriterConfig,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+    // The loop ends when every sender is gone: the server has shut down and
+    // drained, so every queued job has been answered.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut ledger = handle.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let now = handle.clock.now_ms();
+        let replies: Vec<Reply> = batch
+            .iter()
+            .map(|job| apply(&mut ledger, job, now, config.grace_ms))
+            .collect();
+        let durable = store.write(ledger.changes());
+        let ok = match durable {
+            Ok(()) => {
+                ledger.settle();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ledger write failed; group undone");
+                ledger.rollback();
+                false
+            }
+        };
+        drop(ledger);
+        handle.ready.store(ok, Ordering::SeqCst);
+        handle.batches.fetch_add(1, Ordering::Relaxed);
+        for (job, reply) in batch.drain(..).zip(replies) {
+            // A client that went away no longer needs its answer.
+            let _ = job.reply.send(ok.then_some(reply));
+        }
+    }
+}
+
+fn apply(ledger: &mut Ledger, job: &Job, now: u64, grace: u64) -> Reply {
+    if let Some((key, fingerprint)) = &job.idem {
+        if let Some(rec) = ledger.idempotent(key) {
+            return if &rec.fingerprint == fingerprint {
+                Reply {
+                    status: rec.status,
+                    body: rec.body.clone(),
+                }
+            } else {
+                error_reply(
+                    409,
+                    "idempotency_mismatch",
+                    "this idempotency key was used for a different request",
+                    None,
+                )
+            };
+        }
+    }
+    let reply = execute(ledger, &job.op, now, grace);
+    if let Some((key, fingerprint)) = &job.idem {
+        ledger.record_idempotent(
+            key.clone(),
+            IdemRecord {
+                fingerprint: *fingerprint,
+                status: reply.status,
+                body: reply.body.clone(),
+            },
+        );
+    }
+    reply
+}
+
+fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
+    let result = match op {
+        Op::Reserve {
+            req,
+            ttl_ms,
+            actual,
+        } => {
+            let req = ReserveRequest {
+                expires_at: now.saturating_add(*ttl_ms),
+                ..req.clone()
+            };
+            let tree = req.tree;
+            match (ledger.reserve(req), actual) {
+                (Ok(r), None) => Ok((201, r)),
+                (Ok(r), Some(actual)) => match ledger.commit(&tree, &r.id, *actual, now, grace) {
+                    Ok(r) => Ok((201, r)),
+                    Err(e) => {
+                        // A spend is one step: undo the hold rather than leave it.
+                        let _ = ledger.release(&tree, &r.id, now, grace);
+                        Err(e)
+                    }
+                },
+                (Err(e), _) => Err(e),
+            }
+        }
+        Op::Commit { tree, id, actual } => ledger
+            .commit(tree, id, *actual, now, grace)
+            .map(|r| (200, r)),
+        Op::Release { tree, id } => ledger.release(tree, id, now, grace).map(|r| (200, r)),
+        Op::Extend { tree, id, ttl_ms } => ledger
+            .extend(tree, id, now.saturating_add(*ttl_ms), now, grace)
+            .map(|r| (200, r)),
+        Op::Revoke { tree, block } => {
+            let seq = ledger.revoke(*tree, *block);
+            return Reply {
+                status: 200,
+                body: json!({ "block_id": block.to_string(), "revoked": true, "seq": seq.unwrap_or(0), "new": seq.is_some() })
+                    .to_string(),
+            };
+        }
+        Op::Expire => {
+            let n = ledger.expire(now, grace).len();
+            return Reply {
+                status: 200,
+                body: json!({ "expired": n }).to_string(),
+            };
+        }
+    };
+    match result {
+        Ok((status, r)) => Reply {
+            status,
+            body: json!({ "reservation": reservation_json(ledger, &r) }).to_string(),
+        },
+        Err(e) => ledger_error_reply(&e),
+    }
+}
+
+/// The JSON view of a reservation with the current counters of its scopes.
+pub(crate) fn reservation_json(ledger: &Ledger, r: &Reservation) -> Value {
+    json!({
+        "id": r.id,
+        "state": r.state.as_str(),
+        "unit": r.unit,
+        "amount": r.amount,
+        "charged": r.charged,
+        "expires_at_ms": r.expires_at,
+        "block_id": r.block.to_string(),
+        "scopes": r.scopes.iter().map(|k| {
+            let s = ledger.scope(k, 0);
+            json!({
+                "block_id": k.block.to_string(),
+                "unit": k.unit,
+                "tools": if k.tools.is_empty() { Value::Null } else { Value::String(k.tools.clone()) },
+                "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "remaining": s.remaining(),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn error_reply(status: u16, code: &str, message: &str, detail: Option<Value>) -> Reply {
+    let mut err = json!({ "code": code, "message": message });
+    if let (Some(Value::Object(d)), Some(obj)) = (detail, err.as_object_mut()) {
+        obj.extend(d);
+    }
+    Reply {
+        status,
+        body: json!({ "error": err }).to_string(),
+    }
+}
+
+pub(crate) fn ledger_error_reply(e: &LedgerError) -> Reply {
+    let (status, detail) = match e {
+        LedgerError::InsufficientBudget { scope, remaining } => (
+            402,
+            Some(
+                json!({ "scope": { "block_id": scope.block.to_string(), "unit": scope.unit, "tools": scope.tools }, "remaining": remaining }),
+            ),
+        ),
+        LedgerError::NoBudget => (403, None),
+        LedgerError::InvalidAmount => (400, None),
+        LedgerError::NotFound => (404, None),
+        LedgerError::Finalized(crate::ledger::ResState::Expired) => {
+            (410, Some(json!({ "state": "expired" })))
+        }
+        LedgerError::Finalized(s) => (409, Some(json!({ "state": s.as_str() }))),
+        LedgerError::Revoked(b) => (403, Some(json!({ "block_id": b.to_string() }))),
+        // Unreachable for tokens of one issuer; a conflict, not a server fault.
+        LedgerError::CeilingConflict => (409, None),
+    };
+    error_reply(status, e.code(), &e.to_string(), detail)
+}
