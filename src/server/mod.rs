@@ -8,6 +8,7 @@
 //!   the first admin token) and graceful shutdown.
 
 mod api;
+pub mod run;
 pub mod writer;
 
 use std::future::Future;
@@ -302,6 +303,9 @@ pub fn open(data_dir: &Path) -> Result<(Service, Option<PathBuf>), StartError> {
         .create(data_dir)
         .map_err(io(data_dir))?;
     let db = data_dir.join("ledger.db");
+    // The database holds the root secret keys: create it 0600 before SQLite
+    // does (its -wal and -shm files copy the database's mode).
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&db).map_err(io(&db))?;
     let mut store = SqliteStore::open(&db)?;
     let first_start = store.keys()?.is_empty();
     let service = Service::start(
