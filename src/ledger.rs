@@ -301,6 +301,36 @@ impl Ledger {
         &self.changes
     }
 
+    /// [`Self::changes`] with only the last write of each scope and each
+    /// reservation kept, in first-write order. A group of requests all
+    /// debiting the root scope then writes that row once, which is what
+    /// keeps the hot root counter cheap.
+    pub fn coalesced_changes(&self) -> Vec<&Change> {
+        let mut last_scope: HashMap<&ScopeKey, usize> = HashMap::new();
+        let mut last_res: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in self.changes.iter().enumerate() {
+            match c {
+                Change::Scope(k, _) => {
+                    last_scope.insert(k, i);
+                }
+                Change::Reservation(r) => {
+                    last_res.insert(&r.id, i);
+                }
+                _ => {}
+            }
+        }
+        self.changes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| match c {
+                Change::Scope(k, _) => last_scope.get(k) == Some(i),
+                Change::Reservation(r) => last_res.get(r.id.as_str()) == Some(i),
+                _ => true,
+            })
+            .map(|(_, c)| c)
+            .collect()
+    }
+
     /// The store has made [`Self::changes`] durable: forget them and their undo.
     pub fn settle(&mut self) {
         self.undo.clear();
@@ -358,10 +388,14 @@ impl Ledger {
         })
     }
 
-    /// A reservation, if it exists in `tree`. Other trees' reservations are
-    /// invisible, not forbidden, so ids leak nothing across tenants.
-    pub fn reservation(&self, tree: &BlockId, id: &str) -> Option<&Reservation> {
-        self.reservations.get(id).filter(|r| &r.tree == tree)
+    /// A reservation as seen by the holder of `chain` (a token's block ids,
+    /// root first): visible only if it was made in the same tree by a block
+    /// of that chain, i.e. by the holder itself or one of its ancestors.
+    /// Anything else is invisible, not forbidden, so ids leak nothing.
+    pub fn reservation(&self, chain: &[BlockId], id: &str) -> Option<&Reservation> {
+        self.reservations
+            .get(id)
+            .filter(|r| chain.first() == Some(&r.tree) && chain.contains(&r.block))
     }
 
     /// The recorded outcome for an idempotency key.
@@ -457,12 +491,12 @@ impl Ledger {
 
     fn active(
         &self,
-        tree: &BlockId,
+        chain: &[BlockId],
         id: &str,
         now: u64,
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
-        let r = self.reservation(tree, id).ok_or(LedgerError::NotFound)?;
+        let r = self.reservation(chain, id).ok_or(LedgerError::NotFound)?;
         match r.state {
             ResState::Active if now > r.expires_at.saturating_add(grace) => {
                 Err(LedgerError::Finalized(ResState::Expired))
@@ -477,7 +511,7 @@ impl Ledger {
     /// nothing changes and the hold stays.
     pub fn commit(
         &mut self,
-        tree: &BlockId,
+        chain: &[BlockId],
         id: &str,
         actual: u64,
         now: u64,
@@ -486,7 +520,7 @@ impl Ledger {
         if actual > MAX_AMOUNT {
             return Err(LedgerError::InvalidAmount);
         }
-        let mut r = self.active(tree, id, now, grace)?;
+        let mut r = self.active(chain, id, now, grace)?;
         let extra = actual.saturating_sub(r.amount);
         let mut updated = Vec::with_capacity(r.scopes.len());
         for key in &r.scopes {
@@ -519,12 +553,12 @@ impl Ledger {
     /// Returns the hold.
     pub fn release(
         &mut self,
-        tree: &BlockId,
+        chain: &[BlockId],
         id: &str,
         now: u64,
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
-        let r = self.active(tree, id, now, grace)?;
+        let r = self.active(chain, id, now, grace)?;
         Ok(self.finish(r, ResState::Released))
     }
 
@@ -549,13 +583,13 @@ impl Ledger {
     /// Lengthens the hold to `expires_at`, while it is active.
     pub fn extend(
         &mut self,
-        tree: &BlockId,
+        chain: &[BlockId],
         id: &str,
         expires_at: u64,
         now: u64,
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
-        let mut r = self.active(tree, id, now, grace)?;
+        let mut r = self.active(chain, id, now, grace)?;
         r.expires_at = r.expires_at.max(expires_at);
         self.set_reservation(r.clone());
         Ok(r)
@@ -670,7 +704,7 @@ mod tests {
     #[test]
     fn commit_release_and_finality() {
         let mut l = Ledger::new();
-        let tree = BlockId([0; 32]);
+        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
         l.reserve(req("a", 2, 4)).unwrap();
         let r = l.commit(&tree, "a", 3, 10, 0).unwrap();
         assert_eq!(r.charged, Some(3));
@@ -700,7 +734,7 @@ mod tests {
     #[test]
     fn commit_above_hold_needs_room_everywhere() {
         let mut l = Ledger::new();
-        let tree = BlockId([0; 32]);
+        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
         l.reserve(req("a", 2, 2)).unwrap();
         // Leaf ceiling 5: 2 held, commit of 6 needs 4 more but only 3 remain.
         assert!(matches!(
@@ -715,7 +749,7 @@ mod tests {
     #[test]
     fn expiry_is_decided_by_the_clock_and_happens_once() {
         let mut l = Ledger::new();
-        let tree = BlockId([0; 32]);
+        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
         l.reserve(req("a", 2, 4)).unwrap();
         assert!(l.expire(1_000, 100).is_empty());
         assert_eq!(
@@ -739,9 +773,32 @@ mod tests {
         l.reserve(req("b", 3, 1)).unwrap();
         l.revoke(BlockId([0; 32]), BlockId([3; 32]));
         l.rollback();
-        assert!(l.reservation(&BlockId([0; 32]), "b").is_none());
+        assert!(
+            l.reservation(&[BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])], "b")
+                .is_none()
+        );
         assert!(!l.is_revoked(&BlockId([3; 32])));
         assert_eq!(l.scope(&ScopeKey::of(&scope(1, 8)), 8).held, 4);
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_write_of_each_row() {
+        let mut l = Ledger::new();
+        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
+        l.reserve(req("a", 2, 1)).unwrap();
+        l.reserve(req("b", 3, 1)).unwrap();
+        l.commit(&tree, "a", 1, 10, 0).unwrap();
+        let all = l.changes().len();
+        let kept = l.coalesced_changes();
+        // Scopes 0, 1, 2, 3 and reservations a, b: one row each.
+        assert_eq!(kept.len(), 6, "from {all}");
+        assert!(kept.iter().any(
+            |c| matches!(c, Change::Reservation(r) if r.id == "a" && r.state == ResState::Committed)
+        ));
+        let root = ScopeKey::of(&scope(0, 100));
+        assert!(kept.iter().any(
+            |c| matches!(c, Change::Scope(k, s) if *k == root && s.held == 1 && s.spent == 1)
+        ));
     }
 
     #[test]

@@ -455,7 +455,14 @@ async fn bad_input_gets_4xx_and_a_code() {
     let (_, parent) = h.tree();
     let t = Some(parent.to_text());
     // (method, path, token, body, expected status, expected code)
-    type Case<'a> = (&'a str, &'a str, Option<String>, Option<String>, u16, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        Option<String>,
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         ("POST", "/v1/reservations", t.clone(), Some("{not json".into()), 400, "invalid_json"),
         ("POST", "/v1/reservations", t.clone(), Some(format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000))), 413, "body_too_large"),
@@ -469,7 +476,7 @@ async fn bad_input_gets_4xx_and_a_code() {
         ("POST", "/v1/reservations", t.clone(), Some(json!({ "action": "nope.run", "unit": "calls", "amount": 1, "idempotency_key": "k" }).to_string()), 403, "action_not_allowed"),
         ("POST", "/v1/reservations", t.clone(), Some(json!({ "action": "tool.run", "unit": "tokens", "amount": 1, "idempotency_key": "k2" }).to_string()), 403, "no_budget"),
         ("GET", "/v1/reservations/rsv_nope", t.clone(), None, 404, "reservation_not_found"),
-        ("POST", "/v1/reservations/rsv_nope/commit", t.clone(), Some(json!({ "actual": 1, "idempotency_key": "k" }).to_string()), 404, "reservation_not_found"),
+        ("POST", "/v1/reservations/rsv_nope/commit", t.clone(), Some(json!({ "actual": 1, "idempotency_key": "k-commit" }).to_string()), 404, "reservation_not_found"),
         ("POST", "/v1/revocations", t.clone(), Some(json!({ "block_id": "xyz" }).to_string()), 400, "invalid_block_id"),
         ("GET", "/v1/nothing", None, None, 404, "not_found"),
         ("POST", "/v1/tokens", t.clone(), Some(json!({ "tools": ["a"] }).to_string()), 403, "not_admin"),

@@ -453,6 +453,9 @@ async fn reserve_like(
     let token = bearer(&state, &headers)?;
     let b = json_body(body)?;
     let amt = amount(&b.amount, "amount")?;
+    if amt == 0 {
+        return Err(ApiError::new(400, "invalid_amount", "amount must be at least 1"));
+    }
     let actual = match (spend, &b.actual) {
         (true, Some(v)) => Some(amount(v, "actual")?),
         (true, None) => Some(amt),
@@ -487,16 +490,21 @@ async fn reserve_like(
             actual
         ]),
     );
-    // A replay is answered from the record even if the token has since expired.
-    if let Some(rec) = state.ledger.read().idempotent(&idem).cloned() {
-        if rec.fingerprint == fp {
-            return Ok(reply(Reply {
-                status: rec.status,
-                body: rec.body,
-            }));
+    let auth = match authorize(&state, &token, &b.action) {
+        Ok(auth) => auth,
+        Err(denied) => {
+            // A replay is answered from its record even if the token has
+            // expired since; only this slow path reads the ledger here.
+            let ledger = state.ledger.read().await;
+            return match ledger.idempotent(&idem) {
+                Some(rec) if rec.fingerprint == fp => Ok(reply(Reply {
+                    status: rec.status,
+                    body: rec.body.clone(),
+                })),
+                _ => Err(denied),
+            };
         }
-    }
-    let auth = authorize(&state, &token, &b.action)?;
+    };
     let req = ReserveRequest {
         id: new_reservation_id()?,
         tree: token.block_ids()[0],
@@ -536,30 +544,15 @@ pub(crate) async fn spend(
     reserve_like(state, headers, body, true).await
 }
 
-/// The caller may act on a reservation made by its own block or an ancestor's
-/// block in its chain, and only within its own tree.
-fn own_reservation(state: &AppState, token: &Token, id: &str) -> Result<(), ApiError> {
-    let ledger = state.ledger.read();
-    match ledger.reservation(&token.block_ids()[0], id) {
-        Some(r) if token.block_ids().contains(&r.block) => Ok(()),
-        _ => Err(ApiError::new(
-            404,
-            "reservation_not_found",
-            "no such reservation for this token",
-        )),
-    }
-}
-
 pub(crate) async fn get_reservation(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
-    own_reservation(&state, &token, &id)?;
-    let ledger = state.ledger.read();
+    let ledger = state.ledger.read().await;
     let r = ledger
-        .reservation(&token.block_ids()[0], &id)
+        .reservation(token.block_ids(), &id)
         .ok_or_else(|| ApiError::new(404, "reservation_not_found", "no such reservation"))?;
     Ok(Json(json!({ "reservation": reservation_json(&ledger, r) })).into_response())
 }
@@ -584,7 +577,7 @@ async fn finish(
     let token = bearer(&state, &headers)?;
     let b = json_body(body)?;
     let idem = idem_key(&token, &b.idempotency_key)?;
-    let tree = token.block_ids()[0];
+    let chain = token.block_ids().to_vec();
     let op = match kind {
         "commit" => {
             let actual = amount(
@@ -594,7 +587,7 @@ async fn finish(
                 "actual",
             )?;
             Op::Commit {
-                tree,
+                chain,
                 id: id.clone(),
                 actual,
             }
@@ -607,26 +600,19 @@ async fn finish(
                     ApiError::new(400, "invalid_ttl", "ttl_ms must be between 1 and 86400000")
                 })?;
             Op::Extend {
-                tree,
+                chain,
                 id: id.clone(),
                 ttl_ms,
             }
         }
         _ => Op::Release {
-            tree,
+            chain,
             id: id.clone(),
         },
     };
+    // Whether this token may see the reservation is the ledger's call
+    // (same tree, made by a block of this chain), decided in the writer.
     let fp = fingerprint(kind, &token, &json!([id, b.actual, b.ttl_ms]));
-    if let Some(rec) = state.ledger.read().idempotent(&idem).cloned() {
-        if rec.fingerprint == fp {
-            return Ok(reply(Reply {
-                status: rec.status,
-                body: rec.body,
-            }));
-        }
-    }
-    own_reservation(&state, &token, &id)?;
     Ok(submit(&state, op, Some((idem, fp)), kind).await)
 }
 
@@ -664,7 +650,7 @@ pub(crate) async fn balances(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
-    let ledger = state.ledger.read();
+    let ledger = state.ledger.read().await;
     let ids = token.block_ids();
     let scopes: Vec<Value> = token
         .authority()
@@ -762,7 +748,7 @@ pub(crate) async fn revocation_feed(
     require_admin(&state, &token, "baton.admin.revocations.read")?;
     let Query(q) = query
         .map_err(|_| ApiError::new(400, "invalid_request", "after must be an unsigned integer"))?;
-    let ledger = state.ledger.read();
+    let ledger = state.ledger.read().await;
     let entries: Vec<Value> = ledger
         .revocations_after(q.after, 1000)
         .into_iter()

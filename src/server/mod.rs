@@ -158,9 +158,9 @@ impl Service {
                 key
             }
         };
-        let (ledger, writer) = writer::start(store, clock, config)?;
+        let (ledger, writer, revoked) = writer::start(store, clock, config)?;
         let mut verifier = Verifier::new(keyset).with_cache(100_000);
-        verifier.set_revoked(ledger.read().revoked().copied());
+        verifier.set_revoked(revoked);
         let state = AppState {
             ledger,
             verifier: Arc::new(RwLock::new(verifier)),
@@ -305,7 +305,13 @@ pub fn open(data_dir: &Path) -> Result<(Service, Option<PathBuf>), StartError> {
     let db = data_dir.join("ledger.db");
     // The database holds the root secret keys: create it 0600 before SQLite
     // does (its -wal and -shm files copy the database's mode).
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&db).map_err(io(&db))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&db)
+        .map_err(io(&db))?;
     let mut store = SqliteStore::open(&db)?;
     let first_start = store.keys()?.is_empty();
     let service = Service::start(

@@ -10,8 +10,10 @@
 //! Readers take the same lock, so they never see a change before it is
 //! durable.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use tokio::sync::Mutex;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -65,16 +67,16 @@ pub(crate) enum Op {
         actual: Option<u64>,
     },
     Commit {
-        tree: BlockId,
+        chain: Vec<BlockId>,
         id: String,
         actual: u64,
     },
     Release {
-        tree: BlockId,
+        chain: Vec<BlockId>,
         id: String,
     },
     Extend {
-        tree: BlockId,
+        chain: Vec<BlockId>,
         id: String,
         ttl_ms: u64,
     },
@@ -136,11 +138,11 @@ impl LedgerHandle {
         rx.await.ok().flatten()
     }
 
-    /// Locks the ledger for a read. A poisoned lock means a writer panicked
-    /// mid-group; the state is still the last durable one plus an undone
-    /// group, so reading it is safe.
-    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the ledger for a read. The writer holds the lock while it makes
+    /// a group durable, so a reader never sees a change before it is on
+    /// disk; an async lock keeps that wait off the runtime's threads.
+    pub(crate) async fn read(&self) -> tokio::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().await
     }
 }
 
@@ -149,8 +151,9 @@ pub(crate) fn start(
     mut store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
-) -> Result<(LedgerHandle, std::thread::JoinHandle<()>), crate::store::StoreError> {
+) -> Result<(LedgerHandle, std::thread::JoinHandle<()>, Vec<BlockId>), crate::store::StoreError> {
     let snap = store.load()?;
+    let revoked: Vec<BlockId> = snap.revoked.iter().map(|(b, _)| *b).collect();
     let ledger = Arc::new(Mutex::new(Ledger::restore(
         snap.scopes,
         snap.reservations,
@@ -177,7 +180,7 @@ pub(crate) fn start(
         .name("baton-ledger-writer".into())
         .spawn(move || run(rx, store, shared, config))
         .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
-    Ok((handle, thread))
+    Ok((handle, thread, revoked))
 }
 
 struct Shared {
@@ -204,13 +207,13 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut ledger = handle.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = handle.ledger.blocking_lock();
         let now = handle.clock.now_ms();
         let replies: Vec<Reply> = batch
             .iter()
             .map(|job| apply(&mut ledger, job, now, config.grace_ms))
             .collect();
-        let durable = store.write(ledger.changes());
+        let durable = store.write(&ledger.coalesced_changes());
         let ok = match durable {
             Ok(()) => {
                 ledger.settle();
@@ -275,26 +278,26 @@ fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
                 expires_at: now.saturating_add(*ttl_ms),
                 ..req.clone()
             };
-            let tree = req.tree;
+            let chain = req.chain.clone();
             match (ledger.reserve(req), actual) {
                 (Ok(r), None) => Ok((201, r)),
-                (Ok(r), Some(actual)) => match ledger.commit(&tree, &r.id, *actual, now, grace) {
+                (Ok(r), Some(actual)) => match ledger.commit(&chain, &r.id, *actual, now, grace) {
                     Ok(r) => Ok((201, r)),
                     Err(e) => {
                         // A spend is one step: undo the hold rather than leave it.
-                        let _ = ledger.release(&tree, &r.id, now, grace);
+                        let _ = ledger.release(&chain, &r.id, now, grace);
                         Err(e)
                     }
                 },
                 (Err(e), _) => Err(e),
             }
         }
-        Op::Commit { tree, id, actual } => ledger
-            .commit(tree, id, *actual, now, grace)
+        Op::Commit { chain, id, actual } => ledger
+            .commit(chain, id, *actual, now, grace)
             .map(|r| (200, r)),
-        Op::Release { tree, id } => ledger.release(tree, id, now, grace).map(|r| (200, r)),
-        Op::Extend { tree, id, ttl_ms } => ledger
-            .extend(tree, id, now.saturating_add(*ttl_ms), now, grace)
+        Op::Release { chain, id } => ledger.release(chain, id, now, grace).map(|r| (200, r)),
+        Op::Extend { chain, id, ttl_ms } => ledger
+            .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
             .map(|r| (200, r)),
         Op::Revoke { tree, block } => {
             let seq = ledger.revoke(*tree, *block);

@@ -62,7 +62,7 @@ pub trait Store: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Writes `changes` in one durable transaction: all or nothing, on disk
     /// before this returns `Ok`.
-    fn write(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+    fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError>;
     /// Every root key, oldest first.
     fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a root key and marks every other key retired.

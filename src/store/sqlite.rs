@@ -238,7 +238,7 @@ impl Store for SqliteStore {
         Ok(snap)
     }
 
-    fn write(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+    fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -269,7 +269,7 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             // Amounts are below i64::MAX by the ledger's MAX_AMOUNT, so the casts are exact.
             for change in changes {
-                match change {
+                match *change {
                     Change::Scope(k, s) => scope
                         .execute(params![
                             k.block.to_string(),
@@ -373,6 +373,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn write(s: &mut SqliteStore, changes: &[Change]) -> Result<(), StoreError> {
+        s.write(&changes.iter().collect::<Vec<_>>())
+    }
+
     fn key(b: u8) -> ScopeKey {
         ScopeKey {
             block: BlockId([b; 32]),
@@ -409,37 +413,43 @@ mod tests {
                 body: "{}".into(),
             },
         );
-        s.write(&[
-            Change::Scope(
-                key(0),
-                ScopeState {
-                    ceiling: 10,
-                    spent: 0,
-                    held: 3,
+        write(
+            &mut s,
+            &[
+                Change::Scope(
+                    key(0),
+                    ScopeState {
+                        ceiling: 10,
+                        spent: 0,
+                        held: 3,
+                    },
+                ),
+                Change::Scope(
+                    key(1),
+                    ScopeState {
+                        ceiling: 5,
+                        spent: 0,
+                        held: 3,
+                    },
+                ),
+                Change::Reservation(res("r1", ResState::Active)),
+                Change::Idempotency(idem.0.clone(), idem.1.clone()),
+                Change::Revoke {
+                    tree: BlockId([0; 32]),
+                    block: BlockId([9; 32]),
+                    seq: 1,
                 },
-            ),
-            Change::Scope(
-                key(1),
-                ScopeState {
-                    ceiling: 5,
-                    spent: 0,
-                    held: 3,
-                },
-            ),
-            Change::Reservation(res("r1", ResState::Active)),
-            Change::Idempotency(idem.0.clone(), idem.1.clone()),
-            Change::Revoke {
-                tree: BlockId([0; 32]),
-                block: BlockId([9; 32]),
-                seq: 1,
-            },
-        ])
+            ],
+        )
         .unwrap();
-        s.write(&[Change::Reservation(Reservation {
-            charged: Some(2),
-            state: ResState::Committed,
-            ..res("r1", ResState::Active)
-        })])
+        write(
+            &mut s,
+            &[Change::Reservation(Reservation {
+                charged: Some(2),
+                state: ResState::Committed,
+                ..res("r1", ResState::Active)
+            })],
+        )
         .unwrap();
         let snap = s.load().unwrap();
         assert_eq!(snap.scopes.len(), 2);
@@ -458,17 +468,20 @@ mod tests {
     #[test]
     fn check_constraint_refuses_overspend_and_the_whole_transaction() {
         let mut s = SqliteStore::in_memory().unwrap();
-        let err = s.write(&[
-            Change::Reservation(res("r1", ResState::Active)),
-            Change::Scope(
-                key(0),
-                ScopeState {
-                    ceiling: 10,
-                    spent: 8,
-                    held: 3,
-                },
-            ),
-        ]);
+        let err = write(
+            &mut s,
+            &[
+                Change::Reservation(res("r1", ResState::Active)),
+                Change::Scope(
+                    key(0),
+                    ScopeState {
+                        ceiling: 10,
+                        spent: 8,
+                        held: 3,
+                    },
+                ),
+            ],
+        );
         assert!(matches!(err, Err(StoreError::Unavailable(_))));
         let snap = s.load().unwrap();
         assert!(
