@@ -726,7 +726,21 @@ mod tests {
         );
         // Another tree cannot see it.
         assert_eq!(
-            l.release(&BlockId([9; 32]), "a", 10, 0),
+            l.release(&[BlockId([9; 32]), BlockId([2; 32])], "a", 10, 0),
+            Err(LedgerError::NotFound)
+        );
+        // Nor can a sibling in the same tree, nor an ancestor.
+        assert_eq!(
+            l.release(
+                &[BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])],
+                "a",
+                10,
+                0
+            ),
+            Err(LedgerError::NotFound)
+        );
+        assert_eq!(
+            l.release(&[BlockId([0; 32]), BlockId([1; 32])], "a", 10, 0),
             Err(LedgerError::NotFound)
         );
     }

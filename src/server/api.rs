@@ -454,7 +454,11 @@ async fn reserve_like(
     let b = json_body(body)?;
     let amt = amount(&b.amount, "amount")?;
     if amt == 0 {
-        return Err(ApiError::new(400, "invalid_amount", "amount must be at least 1"));
+        return Err(ApiError::new(
+            400,
+            "invalid_amount",
+            "amount must be at least 1",
+        ));
     }
     let actual = match (spend, &b.actual) {
         (true, Some(v)) => Some(amount(v, "actual")?),
