@@ -1,48 +1,24 @@
-//! The `baton` command (temporary: serve and keys only, until the CLI lands).
+//! The `baton` command. Argument definitions and every command live in
+//! [`cli`] (a module of this binary, not of the library); `main` only
+//! parses, runs and turns the result into an exit status.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 
-#[derive(Parser)]
-#[command(name = "baton", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the spend ledger service on its embedded store.
-    Serve(baton::server::run::ServeArgs),
-    /// Manage root keys.
-    #[command(subcommand)]
-    Keys(Keys),
-}
-
-#[derive(Subcommand)]
-enum Keys {
-    /// Add a new active root key; older keys keep verifying.
-    Rotate(baton::server::run::RotateArgs),
-}
+mod cli;
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => match baton::server::run::serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Keys(Keys::Rotate(args)) => match baton::server::run::rotate(args) {
-            Ok(kid) => {
-                println!("{kid}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: rotating keys: {e}");
-                ExitCode::from(2)
-            }
-        },
+    // Usage errors exit through clap, with status 2.
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(e) => {
+            // Ignored: if stderr is gone there is nowhere left to report to.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            e.exit_code()
+        }
     }
 }

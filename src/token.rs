@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
+use ed25519_dalek::{Sha512, Signature, Signer as _, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, Authorization, Request};
@@ -48,10 +49,33 @@ pub(crate) struct Block {
 }
 
 /// How the holder proves possession: the last ephemeral secret, or a seal.
+/// A chain built in this process also keeps the secret's signing key, so
+/// attenuating it again does not re-derive the public key.
 #[derive(Clone)]
 pub(crate) enum Proof {
-    Secret(Zeroizing<[u8; 32]>),
+    Secret(Zeroizing<[u8; 32]>, Option<SigningKey>),
     Seal(Signature),
+}
+
+/// The key that signs the next block (or the seal).
+enum Signer {
+    Key(SigningKey),
+    /// The proof secret of a parsed token, with the public key its last
+    /// block declares. Signing this way skips re-deriving the public key (a
+    /// scalar multiplication). Signing with a public key that does not match
+    /// the secret could leak the secret to whoever picked that key; here
+    /// that party already holds the token, secret included, so nothing is
+    /// revealed, and the resulting block simply fails verification.
+    Expanded(Box<ExpandedSecretKey>, VerifyingKey),
+}
+
+impl Signer {
+    fn sign(&self, message: &[u8]) -> Signature {
+        match self {
+            Self::Key(k) => k.sign(message),
+            Self::Expanded(esk, vk) => raw_sign::<Sha512>(esk, message, vk),
+        }
+    }
 }
 
 /// A parsed chain: everything but signature validity.
@@ -152,7 +176,7 @@ fn encode_token(blocks: &[Block], proof: &Proof) -> Vec<u8> {
         w.bytes(&b.payload).bytes(&b.signature.to_bytes());
     }
     match proof {
-        Proof::Secret(secret) => w.bytes(secret.as_ref()),
+        Proof::Secret(secret, _) => w.bytes(secret.as_ref()),
         Proof::Seal(seal) => w.bytes(&seal.to_bytes()),
     };
     w.finish()
@@ -202,7 +226,7 @@ impl Chain {
         }
         let proof = r.bytes("proof is not a byte string")?;
         let proof = if let Ok(secret) = <[u8; 32]>::try_from(proof) {
-            Proof::Secret(Zeroizing::new(secret))
+            Proof::Secret(Zeroizing::new(secret), None)
         } else if let Ok(seal) = <[u8; 64]>::try_from(proof) {
             Proof::Seal(Signature::from_bytes(&seal))
         } else {
@@ -223,11 +247,26 @@ impl Chain {
 
     /// Appends a block signed with the current proof secret (or, for the
     /// authority block, the root key) and returns the new chain.
+    /// The signer for the next block or the seal.
+    fn signer(&self) -> Result<Signer, AttenuateError> {
+        match &self.proof {
+            Proof::Seal(_) => Err(AttenuateError::Sealed),
+            Proof::Secret(_, Some(key)) => Ok(Signer::Key(key.clone())),
+            Proof::Secret(seed, None) => {
+                let last = self.blocks.len() - 1;
+                let declared = VerifyingKey::from_bytes(&self.blocks[last].next_key)
+                    .map_err(|_| ParseError::BadKey { block: last })?;
+                let seed: &[u8; 32] = seed;
+                Ok(Signer::Expanded(
+                    Box::new(ExpandedSecretKey::from(seed)),
+                    declared,
+                ))
+            }
+        }
+    }
+
     fn append(&self, caveats: Vec<Caveat>, next_seed: &[u8; 32]) -> Result<Self, AttenuateError> {
-        let secret = match &self.proof {
-            Proof::Secret(s) => SigningKey::from_bytes(s),
-            Proof::Seal(_) => return Err(AttenuateError::Sealed),
-        };
+        let secret = self.signer()?;
         let index = self.blocks.len();
         let prev = self.blocks.last().map(|b| &b.signature);
         Self::build(
@@ -253,7 +292,7 @@ impl Chain {
         (mut blocks, mut authority, mut ids): (Vec<Block>, Authority, Vec<BlockId>),
         index: usize,
         kid: Option<Kid>,
-        signer: &SigningKey,
+        signer: &Signer,
         prev: Option<&Signature>,
         caveats: Vec<Caveat>,
         next_seed: &[u8; 32],
@@ -263,7 +302,8 @@ impl Chain {
         }
         let (caveats, encoded) = canonical_caveats(index, caveats)?;
         authority.push_block(&caveats)?;
-        let next_key = SigningKey::from_bytes(next_seed).verifying_key().to_bytes();
+        let next = SigningKey::from_bytes(next_seed);
+        let next_key = next.verifying_key().to_bytes();
         let payload = encode_body(kid.as_ref(), &next_key, &encoded);
         let signature = signer.sign(&block_message(prev, &payload));
         let id = BlockId::derive(ids.last(), &signature.to_bytes());
@@ -276,7 +316,7 @@ impl Chain {
             signature,
             id,
         });
-        let proof = Proof::Secret(Zeroizing::new(*next_seed));
+        let proof = Proof::Secret(Zeroizing::new(*next_seed), Some(next));
         let bytes = encode_token(&blocks, &proof);
         if bytes.len() > MAX_TOKEN_BYTES {
             return Err(ParseError::TooLarge.into());
@@ -291,10 +331,7 @@ impl Chain {
     }
 
     fn seal(&self) -> Result<Self, AttenuateError> {
-        let secret = match &self.proof {
-            Proof::Secret(s) => SigningKey::from_bytes(s),
-            Proof::Seal(_) => return Err(AttenuateError::Sealed),
-        };
+        let secret = self.signer()?;
         let last = &self
             .blocks
             .last()
@@ -549,7 +586,8 @@ impl Token {
         seed: &[u8; 32],
     ) -> Result<Self, AttenuateError> {
         let empty = (Vec::new(), Authority::default(), Vec::new());
-        let chain = Chain::build(empty, 0, Some(root.kid()), &root.key, None, caveats, seed)?;
+        let signer = Signer::Key(root.key.clone());
+        let chain = Chain::build(empty, 0, Some(root.kid()), &signer, None, caveats, seed)?;
         Ok(Self {
             chain: Arc::new(chain),
         })
@@ -655,6 +693,27 @@ mod tests {
             UnverifiedToken::from_bytes(&extra).unwrap_err().code(),
             "trailing_bytes"
         );
+    }
+
+    #[test]
+    fn attenuating_a_parsed_token_signs_with_its_declared_key() {
+        let root = root();
+        let t =
+            Token::mint_with_seed(&root, vec![Caveat::tools(["a.*"]).unwrap()], &[2; 32]).unwrap();
+        let parsed = UnverifiedToken::from_text(&t.to_text()).unwrap();
+        let child = parsed
+            .attenuate_with_seed(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
+            .unwrap();
+        let sealed = parsed.seal().unwrap();
+        // The same block as signing in-process: deterministic Ed25519.
+        let direct = t
+            .attenuate_with_seed(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
+            .unwrap();
+        assert_eq!(child.to_bytes(), direct.to_bytes());
+        assert_eq!(sealed.to_bytes(), t.seal().unwrap().to_bytes());
+        let v = crate::Verifier::new(crate::Keyset::new().with(root.public()));
+        assert!(v.verify(&child).is_ok());
+        assert!(v.verify(&sealed).is_ok());
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl Verifier {
         }
         let last = &chain.blocks[n - 1];
         match &chain.proof {
-            Proof::Secret(secret) => {
+            Proof::Secret(secret, _) => {
                 // Deriving the public half proves the holder has the last
                 // ephemeral secret; dropping trailing blocks breaks this.
                 if SigningKey::from_bytes(secret).verifying_key().as_bytes() != &last.next_key {

@@ -1,0 +1,170 @@
+//! [`CliError`]: every way a `baton` command can fail, named after the step
+//! that failed (the convention of rage's CLI errors).
+//!
+//! Library errors keep their stable reason code in the message
+//! (`parsing token: non_canonical: ...`) so that scripts can match on it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baton::keys::KeyError;
+use baton::{AttenuateError, VerifyError};
+
+use super::{EXIT_LOCAL, EXIT_REFUSED};
+
+/// A `baton` command failed. Printed as `error: <step>: <detail>`.
+#[derive(Debug)]
+pub enum CliError {
+    /// Reading stdin failed.
+    ReadingStdin(std::io::Error),
+    /// Stdin is a terminal: the command would wait forever for a token.
+    StdinIsTerminal,
+    /// Stdin held nothing (or a lone newline).
+    EmptyStdin,
+    /// The token on stdin is not a valid token.
+    ParsingToken(VerifyError),
+    /// The root secret key file could not be read.
+    ReadingKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The root secret key file is too large to be a key.
+    KeyFileTooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The root secret key file does not hold a secret key.
+    ParsingKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: KeyError,
+    },
+    /// The operating system could not provide randomness for a new key.
+    GeneratingKey(KeyError),
+    /// `keygen` would overwrite a file and `--force` was not given.
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing the new secret key file failed.
+    WritingKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The keyset file could not be read.
+    ReadingKeyset {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line of the keyset file is not a public key.
+    ParsingKeyset {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        source: KeyError,
+    },
+    /// `verify` was given no public key at all (an empty keyset file).
+    NoKeys,
+    /// The system clock is before 1970 or beyond what a token can hold.
+    ReadingClock,
+    /// The caveat flags are valid one by one but not together.
+    CaveatFlags(String),
+    /// The library refused to mint the root token.
+    Minting(AttenuateError),
+    /// The library refused to append the block.
+    Attenuating(AttenuateError),
+    /// The library refused to seal the token.
+    Sealing(AttenuateError),
+    /// Writing to stdout failed.
+    WritingOutput(std::io::Error),
+    /// `baton serve` stopped with an error.
+    #[cfg(feature = "server")]
+    Serving(baton::server::run::ServeError),
+    /// `baton keys rotate` failed.
+    #[cfg(feature = "server")]
+    RotatingKeys(baton::server::StartError),
+}
+
+impl CliError {
+    /// The exit status: 1 when the library refused the token or block, 2
+    /// for local and usage errors.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::ParsingToken(_) | Self::Minting(_) | Self::Attenuating(_) | Self::Sealing(_) => {
+                ExitCode::from(EXIT_REFUSED)
+            }
+            _ => ExitCode::from(EXIT_LOCAL),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReadingStdin(e) => write!(f, "reading token from stdin: {e}"),
+            Self::StdinIsTerminal => f.write_str(
+                "reading token from stdin: stdin is a terminal; pipe a token in \
+                 (for example `baton inspect < token.txt`)",
+            ),
+            Self::EmptyStdin => f.write_str("reading token from stdin: no token on stdin"),
+            Self::ParsingToken(e) => write!(f, "parsing token: {}: {e}", e.code()),
+            Self::ReadingKeyFile { path, source } => {
+                write!(f, "reading key file {}: {source}", path.display())
+            }
+            Self::KeyFileTooLarge { path } => write!(
+                f,
+                "reading key file {}: too large to be a baton secret key",
+                path.display()
+            ),
+            Self::ParsingKeyFile { path, source } => write!(
+                f,
+                "reading key file {}: {}: {source} (expected a baton_sk1_ secret key)",
+                path.display(),
+                source.code()
+            ),
+            Self::GeneratingKey(e) => write!(f, "generating key: {}: {e}", e.code()),
+            Self::KeyFileExists { path } => write!(
+                f,
+                "writing key file {}: the file exists; pass --force to replace it",
+                path.display()
+            ),
+            Self::WritingKeyFile { path, source } => {
+                write!(f, "writing key file {}: {source}", path.display())
+            }
+            Self::ReadingKeyset { path, source } => {
+                write!(f, "reading keyset file {}: {source}", path.display())
+            }
+            Self::ParsingKeyset { path, line, source } => write!(
+                f,
+                "reading keyset file {}: line {line}: {}: {source} (expected a baton_pk1_ public key)",
+                path.display(),
+                source.code()
+            ),
+            Self::NoKeys => {
+                f.write_str("reading public keys: no public key given (the keyset file has none)")
+            }
+            Self::ReadingClock => f.write_str("reading the system clock: time is out of range"),
+            Self::CaveatFlags(msg) => write!(f, "reading caveat flags: {msg}"),
+            Self::Minting(e) => write!(f, "minting: {}: {e}", e.code()),
+            Self::Attenuating(e) => write!(f, "attenuating: {}: {e}", e.code()),
+            Self::Sealing(e) => write!(f, "sealing: {}: {e}", e.code()),
+            Self::WritingOutput(e) => write!(f, "writing to stdout: {e}"),
+            #[cfg(feature = "server")]
+            Self::Serving(e) => write!(f, "serving: {e}"),
+            #[cfg(feature = "server")]
+            Self::RotatingKeys(e) => write!(f, "rotating keys: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}

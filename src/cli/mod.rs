@@ -1,0 +1,132 @@
+//! The `baton` command line: argument definitions and dispatch.
+//!
+//! This module tree belongs to the binary, not the library. It owns
+//! everything that touches the outside world on the token side (files,
+//! stdin, stdout, the clock) and leaves every decision about tokens to the
+//! library: the CLI parses flags into [`baton::Caveat`]s and requests,
+//! calls the library, and prints what it said, reason codes included.
+//!
+//! # Layout
+//! * [`flags`]: the caveat flags shared by `mint` and `attenuate`, and the
+//!   parsers of their values (budgets, dollars, argument bounds, patterns).
+//! * [`time`]: reading `RFC 3339 | unix seconds`, the clock, formatting.
+//! * [`io`]: stdin tokens, key files, keyset files and stdout.
+//! * [`keygen`], [`mint`], [`attenuate`], [`seal`], [`inspect`],
+//!   [`verify`]: one file per subcommand.
+//! * [`error`]: [`CliError`], one variant per step that can fail.
+//!
+//! # Exit status
+//! * `0`: success (for `verify`: the request is allowed).
+//! * `1`: the token was refused: `verify` denied the request or found the
+//!   token invalid, or the library refused to parse, mint, attenuate or
+//!   seal. The reason code is printed.
+//! * `2`: a usage error (clap's default) or a local error: an unreadable
+//!   file, a key that does not parse, stdout closed.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod attenuate;
+mod error;
+mod flags;
+mod inspect;
+mod io;
+mod keygen;
+mod mint;
+mod seal;
+mod time;
+mod verify;
+
+pub use error::CliError;
+
+/// Exit status after a refusal: a denied request or an invalid token.
+const EXIT_REFUSED: u8 = 1;
+/// Exit status after a usage or local error; clap uses it for usage errors too.
+const EXIT_LOCAL: u8 = 2;
+
+/// Delegation tokens whose authority shrinks at every hop.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    after_help = "Exit status: 0 on success (verify: allowed); 1 when the token or request \
+                  was refused, with its reason code; 2 on usage or local errors."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a root secret key (file mode 0600); print its kid and public key.
+    Keygen(keygen::KeygenArgs),
+    /// Mint a root token with a root secret key; print it on stdout.
+    Mint(mint::MintArgs),
+    /// Read a token on stdin, append a narrowing block, print the child. Needs no key.
+    Attenuate(attenuate::AttenuateArgs),
+    /// Read a token on stdin and seal it so no block can follow.
+    Seal,
+    /// Show a token's blocks and effective authority. Does NOT verify signatures.
+    Inspect(inspect::InspectArgs),
+    /// Verify a token (stdin) with public keys and decide one request.
+    Verify(verify::VerifyArgs),
+    /// Run the spend ledger service on its embedded store.
+    #[cfg(feature = "server")]
+    Serve(baton::server::run::ServeArgs),
+    /// Manage the ledger service's root keys.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[cfg(feature = "server")]
+#[derive(Debug, Subcommand)]
+enum Keys {
+    /// Add a new active root key; older keys keep verifying.
+    Rotate(baton::server::run::RotateArgs),
+}
+
+/// How a command that ran to completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked (for `verify`: allowed).
+    Done,
+    /// `verify` denied the request or found the token invalid; the decision
+    /// has already been printed.
+    Refused,
+}
+
+impl Outcome {
+    /// The process exit status for this outcome.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Done => ExitCode::SUCCESS,
+            Self::Refused => ExitCode::from(EXIT_REFUSED),
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Mint(args) => mint::run(args),
+        Command::Attenuate(args) => attenuate::run(args),
+        Command::Seal => seal::run(),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => {
+            baton::server::run::serve(args).map_err(CliError::Serving)?;
+            Ok(Outcome::Done)
+        }
+        #[cfg(feature = "server")]
+        Command::Keys(Keys::Rotate(args)) => {
+            let kid = baton::server::run::rotate(args).map_err(CliError::RotatingKeys)?;
+            io::emit(&format!("{kid}\n"))?;
+            Ok(Outcome::Done)
+        }
+    }
+}
