@@ -47,7 +47,8 @@ impl Sandbox {
 
     /// Mints with `key` and the given caveat flags; returns the token text.
     fn mint(&self, key: &str, flags: &[&str]) -> String {
-        let mut args = vec!["mint", "--key", path_str(&self.path(key))];
+        let key = self.path(key);
+        let mut args = vec!["mint", "--key", path_str(&key)];
         args.extend_from_slice(flags);
         let out = baton(&args, "");
         assert_ok(&out);
@@ -373,7 +374,7 @@ fn inspect_json_reports_effective_budgets_and_depth() {
     assert_eq!(a["arg_bounds"][0]["bound"]["max"], 10_000_000_000u64);
     assert_eq!(a["labels"][1]["label"], "refund-agent");
     assert!(a["not_after"]["rfc3339"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(doc["size_bytes"].as_u64().unwrap() > 0, true);
+    assert!(doc["size_bytes"].as_u64().unwrap() > 0);
 
     let out = baton(&["inspect"], &refund);
     assert_ok(&out);
@@ -528,17 +529,28 @@ fn revoked_blocks_are_denied() {
 fn usd_shorthand_equals_microcents() {
     let s = Sandbox::new("usd");
     s.keygen("k");
-    let budgets = |flag: &str| {
+    // The budget caveat of the minted block, as inspect --json shows it.
+    let budget = |flag: &str| {
         let token = s.mint("k", &["--tools", "*", "--budget", flag]);
         let out = baton(&["inspect", "--json"], &token);
         assert_ok(&out);
-        json(&out)["blocks"][0]["caveats"].clone()
+        let caveats = json(&out)["blocks"][0]["caveats"].clone();
+        caveats
+            .as_array()
+            .expect("caveats is an array")
+            .iter()
+            .find(|c| c["type"] == "budget")
+            .cloned()
+            .expect("a budget caveat")
     };
-    let microcents = budgets("usd_microcents=5000000000");
-    assert_eq!(budgets("usd=50"), microcents);
-    assert_eq!(budgets("usd=50.00"), microcents);
-    assert_eq!(budgets("usd=0.00000001@crm.*")[0]["ceiling"], 1);
-    assert_eq!(budgets("usd=0.00000001@crm.*")[0]["tools"], "crm.*");
+    let microcents = budget("usd_microcents=5000000000");
+    assert_eq!(microcents["ceiling"], 5_000_000_000u64);
+    assert_eq!(budget("usd=50"), microcents);
+    assert_eq!(budget("usd=50.00"), microcents);
+    let tiny = budget("usd=0.00000001@crm.*");
+    assert_eq!(tiny["ceiling"], 1);
+    assert_eq!(tiny["unit"], "usd_microcents");
+    assert_eq!(tiny["tools"], "crm.*");
 
     // More than 8 decimal places is a usage error, not a rounding.
     let out = baton(

@@ -237,6 +237,75 @@ fn match_arm_literals(src: &str, fn_name: &str) -> BTreeSet<String> {
     out
 }
 
+/// The variants of `Denied` in src/error.rs (authorization denials: 403).
+const DENIED: [&str; 8] = [
+    "Expired",
+    "NotYetValid",
+    "InvalidAction",
+    "ActionNotAllowed",
+    "ResourceNotAllowed",
+    "InvalidArgs",
+    "ArgMissing",
+    "ArgOutOfBounds",
+];
+
+/// (variant, code) pairs of the `Self::Variant ... => "code"` arms in
+/// every `fn NAME(` of `src`.
+fn variant_literals(src: &str, fn_name: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (at, _) in src.match_indices(&format!("fn {fn_name}(")) {
+        let body = &src[at..];
+        let body = &body[..body.find("\n    }\n").unwrap_or(body.len())];
+        for (i, _) in body.match_indices("Self::") {
+            let rest = &body[i + "Self::".len()..];
+            let variant: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let Some(arrow) = rest.find("=>") else {
+                continue;
+            };
+            if let Some(code) = leading_literal(&rest[arrow + 2..]) {
+                out.push((variant, code.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// LedgerError variant → the HTTP statuses `ledger_error_reply` gives it.
+fn ledger_statuses(writer: &str) -> BTreeMap<String, BTreeSet<u16>> {
+    let at = writer
+        .find("fn ledger_error_reply(")
+        .expect("ledger_error_reply in writer.rs");
+    let body = &writer[at..];
+    let mut out: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for (i, _) in body.match_indices("LedgerError::") {
+        let rest = &body[i + "LedgerError::".len()..];
+        let variant: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let Some(arrow) = rest.find("=>") else {
+            continue;
+        };
+        // The arm's pattern must not span another arm.
+        if rest[..arrow].contains("LedgerError::") {
+            continue;
+        }
+        let digits: String = rest[arrow + 2..]
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(status) = digits.parse() {
+            out.entry(variant).or_default().insert(status);
+        }
+    }
+    assert!(out.len() >= 5, "status parsing found too little: {out:?}");
+    out
+}
+
 struct Harness {
     service: Service,
 }
@@ -347,15 +416,23 @@ fn error_codes_match_the_source() {
         );
     }
 
-    // Every ledger code is documented.
+    // Every ledger code is documented with every status writer.rs maps it to.
     let ledger = std::fs::read_to_string(root().join("src/ledger.rs")).expect("ledger.rs");
     let ledger_codes = match_arm_literals(&ledger, "code");
     assert!(ledger_codes.len() >= 5, "{ledger_codes:?}");
-    for code in &ledger_codes {
-        assert!(
-            documented_names.contains(code.as_str()),
-            "ledger code {code} missing from the error-codes block"
-        );
+    let variant_codes = variant_literals(&ledger, "code");
+    let writer = std::fs::read_to_string(root().join("src/server/writer.rs")).expect("writer.rs");
+    let statuses = ledger_statuses(&writer);
+    for (variant, code) in &variant_codes {
+        let mapped = statuses.get(variant).unwrap_or_else(|| {
+            panic!("LedgerError::{variant} has no status in ledger_error_reply")
+        });
+        for status in mapped {
+            assert!(
+                documented.contains(&(*status, code.clone())),
+                "`{status} {code}` (ledger) missing from the error-codes block"
+            );
+        }
     }
 
     // Every token reason code reachable over HTTP is documented.
@@ -375,6 +452,31 @@ fn error_codes_match_the_source() {
         );
     }
     assert!(token_codes.contains("widening_tools") && token_codes.contains("arg_missing"));
+    // Statuses (spec/http.md §1.2, §7.2): an invalid bearer token is 401,
+    // a denial 403, a revoked chain 403.
+    let denied: BTreeSet<String> = variant_literals(&errors, "code")
+        .into_iter()
+        .filter(|(v, _)| DENIED.contains(&v.as_str()))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(
+        denied.len(),
+        DENIED.len(),
+        "Denied variants changed: {denied:?}"
+    );
+    for code in &token_codes {
+        if not_over_http.contains(&code.as_str())
+            || ["rng_failed", "revoked"].contains(&code.as_str())
+        {
+            continue;
+        }
+        let status = if denied.contains(code) { 403 } else { 401 };
+        assert!(
+            documented.contains(&(status, code.clone())),
+            "`{status} {code}` missing from the error-codes block"
+        );
+    }
+    assert!(documented.contains(&(403, "revoked".to_owned())));
 
     // The human table of §7.1 lists every service code of the block.
     let table = &doc[doc.find("### 7.1").expect("§7.1")..doc.find("### 7.2").expect("§7.2")];
