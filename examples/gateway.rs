@@ -2,8 +2,10 @@
 //! Baton spend ledger.
 //!
 //! ```text
-//! cargo run -- serve --listen 127.0.0.1:7878 &          # the ledger
+//! cargo run -- serve --data ledger-data --listen 127.0.0.1:7878 &   # the ledger
 //! cargo run --example gateway -- --ledger http://127.0.0.1:7878 --listen 127.0.0.1:0
+//! # A token: POST /v1/tokens on the ledger with ledger-data/admin.token, e.g.
+//! # {"budgets":[{"unit":"usd_microcents","ceiling":500000000}],"tools":["crm.*","refund.*"]}
 //! curl -s http://127.0.0.1:PORT/tools/crm.read -H "authorization: Bearer $TOKEN" \
 //!   -H 'content-type: application/json' \
 //!   -d '{"resource":"customer:4821","estimated_cost":1000000,"unit":"usd_microcents"}'
@@ -15,14 +17,20 @@
 //! | step | done where | failure |
 //! |------|-----------|---------|
 //! | verify the bearer token with the issuer's public keys | offline, [`Caller`] extractor | 401 + reason code |
-//! | check the body and the tool's own input | offline | 400, 404 `unknown_tool` |
 //! | authorize the call ([`baton::Verifier::authorize`]) | offline | 403 + reason code |
+//! | find the tool, check the body and the tool's input | offline | 404 `unknown_tool`, 400 |
 //! | hold `estimated_cost` at the ledger | `POST /v1/reservations` | 402 `insufficient_budget` + `remaining`, 403, 503 `ledger_unavailable` |
 //! | run the tool | in process | 502 `tool_failed`, 504 `tool_timeout`: the hold is released |
 //! | charge the actual cost | `POST /v1/reservations/{id}/commit` | the result is still returned (see [`commit`]) |
 //!
 //! Every error is `{"error": {"code", "message"}}`. A denied call never
 //! reaches the ledger; only a call the token allows costs a round trip.
+//!
+//! Every response carries `x-request-id`, the client's or a fresh one. The
+//! ledger idempotency keys derive from it, so a client that retries after a
+//! lost answer, with the same id, is never charged twice; and if that call
+//! has already finished, the retry gets 409 `request_id_reused` rather than
+//! a second, unpaid run of the tool.
 //!
 //! Keys come from the ledger's `GET /v1/keys` at start and are cached: they
 //! are refetched in the background once older than [`KeyPolicy::max_age`],
@@ -79,7 +87,8 @@ mod app {
     /// Most requests handled at once; more are shed with 503.
     pub const MAX_CONCURRENCY: usize = 1024;
     /// Longest a request may take before it is answered 408. Longer than a
-    /// tool run plus its ledger calls, so it only fires when something hangs.
+    /// tool run plus its ledger calls, so it only fires when something hangs;
+    /// the call still finishes its ledger bookkeeping (see `call_tool`).
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Longest one tool run may take.
     pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -312,7 +321,11 @@ mod app {
     /// The request's id; the ledger idempotency keys derive from it, so a
     /// client retrying with the same `x-request-id` is charged once.
     #[derive(Debug, Clone)]
-    struct RequestId(String);
+    struct RequestId {
+        id: String,
+        /// Whether the client chose it, and so may have sent it before.
+        from_client: bool,
+    }
 
     fn valid_request_id(s: &str) -> bool {
         (1..=64).contains(&s.len())
@@ -323,9 +336,9 @@ mod app {
     /// Takes the client's `x-request-id` (or makes one up), hands it to the
     /// handler and echoes it on the response, errors included.
     async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-        let id = match req.headers().get(&REQUEST_ID) {
+        let (id, from_client) = match req.headers().get(&REQUEST_ID) {
             Some(v) => match v.to_str() {
-                Ok(s) if valid_request_id(s) => s.to_owned(),
+                Ok(s) if valid_request_id(s) => (s.to_owned(), true),
                 _ => {
                     return GatewayError::BadRequest {
                         code: "invalid_request_id",
@@ -334,13 +347,19 @@ mod app {
                     .into_response();
                 }
             },
-            None => format!(
-                "gw-{}-{}",
-                state.ids.prefix,
-                state.ids.next.fetch_add(1, Ordering::Relaxed)
+            None => (
+                format!(
+                    "gw-{}-{}",
+                    state.ids.prefix,
+                    state.ids.next.fetch_add(1, Ordering::Relaxed)
+                ),
+                false,
             ),
         };
-        req.extensions_mut().insert(RequestId(id.clone()));
+        req.extensions_mut().insert(RequestId {
+            id: id.clone(),
+            from_client,
+        });
         let mut resp = next.run(req).await;
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(REQUEST_ID, v);
@@ -390,6 +409,12 @@ mod app {
             /// For `insufficient_budget`: what the tightest scope has left.
             remaining: Option<u64>,
         },
+        /// The client's request id belongs to a call that already finished;
+        /// the tool is not run again.
+        RequestIdReused {
+            /// The finished reservation's state, e.g. `committed`.
+            state: String,
+        },
         /// The ledger could not be reached or answered 5xx; nothing was run.
         LedgerUnavailable,
         /// The tool failed; its hold was released and nothing was charged.
@@ -414,6 +439,7 @@ mod app {
                 Self::UnknownTool | Self::NotFound => StatusCode::NOT_FOUND,
                 Self::Denied { .. } => StatusCode::FORBIDDEN,
                 Self::Ledger { status, .. } => *status,
+                Self::RequestIdReused { .. } => StatusCode::CONFLICT,
                 Self::LedgerUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
                 Self::ToolFailed => StatusCode::BAD_GATEWAY,
                 Self::ToolTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -431,6 +457,7 @@ mod app {
                 Self::UnknownTool => "unknown_tool",
                 Self::NotFound => "not_found",
                 Self::Ledger { code, .. } => code,
+                Self::RequestIdReused { .. } => "request_id_reused",
                 Self::LedgerUnavailable => "ledger_unavailable",
                 Self::ToolFailed => "tool_failed",
                 Self::ToolTimeout => "tool_timeout",
@@ -449,6 +476,9 @@ mod app {
                 | Self::Ledger { message, .. } => message.clone(),
                 Self::UnknownTool => "no such tool".into(),
                 Self::NotFound => "no such endpoint".into(),
+                Self::RequestIdReused { state } => format!(
+                    "a call with this x-request-id already finished ({state}); use a new id to call again"
+                ),
                 Self::LedgerUnavailable => "the spend ledger is unavailable; retry later".into(),
                 Self::ToolFailed => "the tool failed; nothing was charged".into(),
                 Self::ToolTimeout => "the tool timed out; nothing was charged".into(),
@@ -620,7 +650,8 @@ mod app {
         }
 
         /// Verifies `text`, refetching the keys first if it names a key id
-        /// the cache does not hold and the policy allows a fetch.
+        /// the cache does not hold and the policy allows a fetch. Stale keys
+        /// are refetched in the background.
         async fn verify(self: &Arc<Self>, text: &str) -> Result<Token, VerifyError> {
             let current = self.current();
             if current.fetched_at.elapsed() >= self.policy.max_age
@@ -823,6 +854,27 @@ mod app {
                 .ok_or_else(|| LedgerError::Unavailable("reservation without a valid id".into()))
         }
 
+        /// The state of reservation `id`: `active`, `committed`, `released`...
+        async fn reservation_state(&self, call: &Call, id: &str) -> Result<String, LedgerError> {
+            let resp = self
+                .client
+                .get(format!("{}/v1/reservations/{id}", self.base))
+                .bearer_auth(&call.bearer)
+                .timeout(LEDGER_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            match read_json(resp).await? {
+                (200, v) => v["reservation"]["state"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| LedgerError::Unavailable("reservation without a state".into())),
+                (status, _) => Err(LedgerError::Unavailable(format!(
+                    "reservation lookup: status {status}"
+                ))),
+            }
+        }
+
         /// POSTs a commit or release, retrying while the ledger is unreachable.
         async fn finish(
             &self,
@@ -931,25 +983,17 @@ mod app {
                 code: "invalid_tool_input",
                 message: message.into(),
             };
-            match self {
-                Self::CrmRead if call.resource.is_none() => {
-                    Err(bad("crm.read needs a resource (customer:ID)"))
-                }
-                Self::RefundIssue if call.resource.is_none() => {
-                    Err(bad("refund.issue needs a resource (customer:ID)"))
-                }
-                Self::RefundIssue
-                    if !call
-                        .args
-                        .get("amount")
-                        .is_some_and(|a| a.as_u64().is_some_and(|n| n > 0)) =>
-                {
-                    Err(bad(
-                        "refund.issue needs a positive integer amount (usd_microcents)",
-                    ))
-                }
-                _ => Ok(()),
+            let needs_resource = matches!(self, Self::CrmRead | Self::RefundIssue);
+            if needs_resource && call.resource.is_none() {
+                return Err(bad("this tool needs a resource (customer:ID)"));
             }
+            let amount = call.args.get("amount").and_then(Value::as_u64);
+            if matches!(self, Self::RefundIssue) && amount.is_none_or(|n| n == 0) {
+                return Err(bad(
+                    "refund.issue needs a positive integer amount (usd_microcents)",
+                ));
+            }
+            Ok(())
         }
 
         /// Runs the tool. A real tool would take `request_id` as its own
@@ -1001,6 +1045,9 @@ mod app {
         unit: Unit,
         bearer: String,
         request_id: String,
+        /// The request id came from the client, so the reservation may be
+        /// an idempotent replay of one that has already finished.
+        replayable: bool,
     }
 
     impl Call {
@@ -1060,7 +1107,7 @@ mod app {
     /// `POST /tools/{name}`: every offline check, then [`execute`].
     async fn call_tool(
         State(state): State<AppState>,
-        Extension(RequestId(request_id)): Extension<RequestId>,
+        Extension(request_id): Extension<RequestId>,
         Path(action): Path<String>,
         caller: Caller,
         body: Result<Json<ToolCall>, JsonRejection>,
@@ -1099,7 +1146,8 @@ mod app {
             body,
             unit,
             bearer: caller.bearer,
-            request_id,
+            request_id: request_id.id,
+            replayable: request_id.from_client,
         };
         // Once money is held, the call must reach a commit or a release even
         // if the client hangs up or the request times out: hyper drops the
@@ -1115,6 +1163,14 @@ mod app {
     /// Holds the estimate, runs the tool, then charges or releases.
     async fn execute(ledger: Ledger, call: Call) -> Result<Response, GatewayError> {
         let id = ledger.reserve(&call).await?;
+        // A replayed reservation looks new. If its call already finished
+        // (committed, released), running the tool again would go unpaid.
+        if call.replayable {
+            let state = ledger.reservation_state(&call, &id).await?;
+            if state != "active" {
+                return Err(GatewayError::RequestIdReused { state });
+            }
+        }
         let failure = match tokio::time::timeout(
             TOOL_TIMEOUT,
             call.tool.run(&call.request_id, &call.body),

@@ -147,6 +147,10 @@ fn custom_unit(s: &str) -> Result<&str, &'static str> {
     if BUILTIN_UNITS.contains(&s) {
         return Err("built-in unit written as a custom name");
     }
+    // Reserved: tools read `usd=` as dollars converted to usd_microcents.
+    if s == "usd" {
+        return Err("unit name usd is reserved; use usd_microcents");
+    }
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.bytes()

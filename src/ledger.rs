@@ -124,8 +124,9 @@ pub struct Reservation {
     pub id: String,
     /// The delegation tree (block 0's id) it belongs to.
     pub tree: BlockId,
-    /// The block whose token made it.
-    pub block: BlockId,
+    /// The chain of the token that made it, root first. Only that holder
+    /// and its ancestors may see or finish the reservation.
+    pub chain: Vec<BlockId>,
     /// The unit held.
     pub unit: String,
     /// Every scope held on, nearest first.
@@ -389,13 +390,15 @@ impl Ledger {
     }
 
     /// A reservation as seen by the holder of `chain` (a token's block ids,
-    /// root first): visible only if it was made in the same tree by a block
-    /// of that chain, i.e. by the holder itself or one of its ancestors.
-    /// Anything else is invisible, not forbidden, so ids leak nothing.
+    /// root first): visible only to the token that made it and to its
+    /// ancestors, whose chains are prefixes of the maker's. A descendant must
+    /// not finish it: committing more than the hold would spend the
+    /// ancestor's budget past the descendant's own ceiling. Anything else is
+    /// invisible, not forbidden, so ids leak nothing across trees.
     pub fn reservation(&self, chain: &[BlockId], id: &str) -> Option<&Reservation> {
         self.reservations
             .get(id)
-            .filter(|r| chain.first() == Some(&r.tree) && chain.contains(&r.block))
+            .filter(|r| !chain.is_empty() && r.chain.starts_with(chain))
     }
 
     /// The recorded outcome for an idempotency key.
@@ -437,6 +440,9 @@ impl Ledger {
 
     /// Holds `amount` on every scope for `unit`, or on none.
     pub fn reserve(&mut self, req: ReserveRequest) -> Result<Reservation, LedgerError> {
+        if req.chain.first() != Some(&req.tree) {
+            return Err(LedgerError::NoBudget);
+        }
         if let Some(b) = req.chain.iter().find(|b| self.revoked.contains(b)) {
             return Err(LedgerError::Revoked(*b));
         }
@@ -477,7 +483,7 @@ impl Ledger {
         let r = Reservation {
             id: req.id,
             tree: req.tree,
-            block: *req.chain.last().ok_or(LedgerError::NoBudget)?,
+            chain: req.chain,
             unit: req.unit,
             scopes: scopes.into_iter().map(|(k, _)| k).collect(),
             amount: req.amount,
@@ -729,7 +735,7 @@ mod tests {
             l.release(&[BlockId([9; 32]), BlockId([2; 32])], "a", 10, 0),
             Err(LedgerError::NotFound)
         );
-        // Nor can a sibling in the same tree, nor an ancestor.
+        // Nor can a sibling in the same tree.
         assert_eq!(
             l.release(
                 &[BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])],
@@ -739,8 +745,19 @@ mod tests {
             ),
             Err(LedgerError::NotFound)
         );
+        // An ancestor of the maker sees it (finalized here); a descendant does not.
         assert_eq!(
             l.release(&[BlockId([0; 32]), BlockId([1; 32])], "a", 10, 0),
+            Err(LedgerError::Finalized(ResState::Committed))
+        );
+        let descendant = [
+            BlockId([0; 32]),
+            BlockId([1; 32]),
+            BlockId([2; 32]),
+            BlockId([7; 32]),
+        ];
+        assert_eq!(
+            l.release(&descendant, "a", 10, 0),
             Err(LedgerError::NotFound)
         );
     }

@@ -291,24 +291,71 @@ async fn allowed_call_reserves_runs_and_commits() {
 }
 
 #[tokio::test]
-async fn a_retried_request_id_is_charged_once() {
+async fn a_cost_overrun_the_budget_cannot_cover_charges_the_hold() {
     let h = Harness::start().await;
-    let send = || {
+    let small = h
+        .agent
+        .attenuate(vec![Caveat::budget(Unit::UsdMicrocents, USD / 2)])
+        .unwrap();
+    // The refund costs 70 cents; 40 were held and only 50 exist.
+    let (s, v) = h
+        .call("refund.issue", &small, refund(40 * USD, 40 * USD / 100))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the tool ran, so its result is returned: {v}"
+    );
+    assert_eq!(
+        (v["cost"]["actual"].as_u64(), v["cost"]["charged"].as_u64()),
+        (Some(70 * USD / 100), Some(40 * USD / 100))
+    );
+    assert_eq!(
+        h.proxy.take_log(),
+        [
+            "POST /v1/reservations",
+            "POST /v1/reservations/{id}/commit",
+            "POST /v1/reservations/{id}/commit"
+        ]
+    );
+    assert_eq!(h.balance(&small).await, (40 * USD / 100, 0));
+}
+
+#[tokio::test]
+async fn a_retried_request_id_is_charged_once_and_not_rerun() {
+    let h = Harness::start().await;
+    let send = |tool: &str, id: &str| {
         h.client
-            .post(format!("{}/tools/crm.read", h.gateway))
+            .post(format!("{}/tools/{tool}", h.gateway))
             .bearer_auth(h.agent.to_text())
-            .header("x-request-id", "retry-1")
+            .header("x-request-id", id)
             .json(&usd_call(USD))
             .send()
     };
-    let first: Value = send().await.unwrap().json().await.unwrap();
-    let again = send().await.unwrap();
-    assert_eq!(again.headers()["x-request-id"], "retry-1");
-    let again: Value = again.json().await.unwrap();
+    let first = send("crm.read", "retry-1").await.unwrap();
+    assert_eq!(first.headers()["x-request-id"], "retry-1");
+    assert_eq!(first.status().as_u16(), 200);
+    h.proxy.take_log();
+    // The answer was "lost"; the client retries with the same id.
+    let again: Value = send("crm.read", "retry-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code(&again), "request_id_reused", "{again}");
     assert_eq!(
-        first["cost"], again["cost"],
-        "the same reservation, replayed"
+        h.proxy.take_log(),
+        ["POST /v1/reservations", "GET /v1/reservations/{id}"],
+        "the reservation was replayed, found committed, and the tool not run"
     );
+    assert_eq!(h.balance(&h.agent).await, (gateway::CRM_READ_COST, 0));
+
+    // Likewise after a failure: the hold was released, so a rerun would go unpaid.
+    let failed = send("flaky.fetch", "retry-2").await.unwrap();
+    assert_eq!(failed.status().as_u16(), 502);
+    let again = send("flaky.fetch", "retry-2").await.unwrap();
+    assert_eq!(again.status().as_u16(), 409);
     assert_eq!(h.balance(&h.agent).await, (gateway::CRM_READ_COST, 0));
 }
 
@@ -597,15 +644,11 @@ async fn bad_requests_get_400_and_a_code() {
     assert_eq!(h.proxy.take_log(), Vec::<String>::new());
 }
 
-/// The example's `main`: the CLI starts, serves and prints its address.
 #[test]
-fn main_is_a_thin_wrapper() {
-    // Building the router is what `main` does after parsing; a bad ledger
-    // URL is refused before any network access.
+fn a_bad_ledger_url_is_refused_before_any_request() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt
         .block_on(gateway::router("ftp://ledger", reqwest::Client::new()))
-        .err()
-        .expect("an ftp URL is refused");
+        .expect_err("an ftp URL is refused");
     assert!(matches!(err, gateway::StartError::LedgerUrl(_)), "{err}");
 }

@@ -86,7 +86,12 @@ fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Token, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .ok_or_else(|| {
             ApiError::new(
                 401,
@@ -117,10 +122,17 @@ fn now_secs(state: &AppState) -> u64 {
 }
 
 fn build_request(state: &AppState, a: &ActionBody) -> Result<Request, ApiError> {
-    let deny = |e: crate::error::Denied| ApiError::new(403, e.code(), &e.to_string());
+    // A malformed name is a client mistake (400), not a denial.
+    let deny = |e: crate::error::Denied| ApiError::new(400, e.code(), &e.to_string());
     let mut req = Request::new(&a.action, now_secs(state)).map_err(deny)?;
     if let Some(r) = &a.resource {
-        req = req.resource(r).map_err(deny)?;
+        req = req.resource(r).map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_resource",
+                "resource is not a valid resource name",
+            )
+        })?;
     }
     for (name, v) in &a.args {
         let value = match v {
@@ -163,9 +175,8 @@ fn authorize(
 fn require_admin(state: &AppState, token: &Token, action: &str) -> Result<(), ApiError> {
     let explicit = token.authority().tools().is_some_and(|set| {
         set.iter().any(|p| {
-            p.as_str() != "*"
+            p.as_str().starts_with(ADMIN_PREFIX)
                 && ActionPattern::parse(action).is_ok_and(|a| p.covers(&a))
-                && p.as_str().starts_with("baton.")
         })
     });
     if !explicit {
@@ -279,11 +290,17 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(
-        state.ledger.batches.load(Ordering::Relaxed),
-        state.ledger.ready.load(Ordering::SeqCst),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let body = state
+        .metrics
+        .render(state.ledger.ready.load(Ordering::SeqCst));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 // ---- minting (admin) ----
@@ -345,10 +362,14 @@ fn mint_caveats(state: &AppState, b: MintBody) -> Result<Vec<Caveat>, ApiError> 
             tools,
         }));
     }
-    if b.tools.iter().any(|t| {
-        ActionPattern::parse(t)
-            .is_ok_and(|p| p.covers(&ActionPattern::parse("baton.admin.x").expect("valid literal")))
-    }) {
+    // Any pattern that reaches into the admin namespace (`*`, `baton.*`,
+    // `baton.admin.mint`...) is refused: admin rights come only from the
+    // admin token and its attenuations.
+    let admin = ActionPattern::parse("baton.admin.*").expect("valid literal pattern");
+    if b.tools
+        .iter()
+        .any(|t| ActionPattern::parse(t).is_ok_and(|p| p.overlaps(&admin)))
+    {
         return Err(ApiError::new(
             400,
             "invalid_caveat",
@@ -415,6 +436,11 @@ pub(crate) async fn authorize_handler(
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
     let a = json_body(body)?;
+    // Admin actions follow the admin rule here too, so a gateway asking
+    // about one gets the answer the server itself would apply.
+    if a.action.starts_with(ADMIN_PREFIX) {
+        require_admin(&state, &token, &a.action)?;
+    }
     let auth = authorize(&state, &token, &a)?;
     let budgets: Vec<Value> = auth
         .budgets

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tower::ServiceBuilder;
 
@@ -66,14 +67,15 @@ pub enum StartError {
     BadKey(String),
 }
 
-/// Request counters for Prometheus.
+/// Prometheus metrics, in the OpenMetrics text format.
 pub(crate) struct Metrics {
-    registry: Mutex<Registry>,
+    registry: Registry,
     requests: Family<Vec<(String, String)>, Counter>,
+    ready: Gauge,
 }
 
 impl Metrics {
-    fn new() -> Self {
+    fn new(batches: Counter) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
@@ -81,9 +83,21 @@ impl Metrics {
             "Ledger requests by operation and HTTP status",
             requests.clone(),
         );
+        registry.register(
+            "baton_ledger_batches",
+            "Durable write transactions (group commits)",
+            batches,
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "baton_ready",
+            "Whether the store is available (1) or not (0)",
+            ready.clone(),
+        );
         Self {
-            registry: Mutex::new(registry),
+            registry,
             requests,
+            ready,
         }
     }
 
@@ -96,15 +110,11 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn render(&self, batches: u64, ready: bool) -> String {
+    pub(crate) fn render(&self, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Encoding into a String cannot fail.
-        let _ = encode(&mut out, &registry);
-        out.push_str(&format!(
-            "# HELP baton_ledger_batches Durable write transactions (group commits).\n# TYPE baton_ledger_batches counter\nbaton_ledger_batches_total {batches}\n# HELP baton_ready Whether the store is available.\n# TYPE baton_ready gauge\nbaton_ready {}\n",
-            u8::from(ready)
-        ));
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
@@ -159,13 +169,14 @@ impl Service {
             }
         };
         let (ledger, writer, revoked) = writer::start(store, clock, config)?;
+        let ledger_batches = ledger.batches.clone();
         let mut verifier = Verifier::new(keyset).with_cache(100_000);
         verifier.set_revoked(revoked);
         let state = AppState {
             ledger,
             verifier: Arc::new(RwLock::new(verifier)),
             signer: Arc::new(RwLock::new(signer)),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(ledger_batches)),
         };
         Ok(Self { state, writer })
     }
@@ -283,6 +294,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .fallback(|| async { api::not_found().await.into_response() })
+        .method_not_allowed_fallback(|| async {
+            api::reply(writer::error_reply(
+                405,
+                "method_not_allowed",
+                "this endpoint does not take this method",
+                None,
+            ))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(limits)
         .with_state(state)
@@ -312,29 +331,37 @@ pub fn open(data_dir: &Path) -> Result<(Service, Option<PathBuf>), StartError> {
         .mode(0o600)
         .open(&db)
         .map_err(io(&db))?;
-    let mut store = SqliteStore::open(&db)?;
-    let first_start = store.keys()?.is_empty();
+    let store = SqliteStore::open(&db)?;
     let service = Service::start(
         Box::new(store),
         Arc::new(SystemClock),
         WriterConfig::default(),
     )?;
-    if !first_start {
+    // Write an admin token whenever there is none: on first start, and after
+    // a crash between creating the key and writing the file. Whoever can
+    // delete the file can read the key store beside it, so this grants
+    // nothing new.
+    let path = data_dir.join("admin.token");
+    if path.exists() {
         return Ok((service, None));
     }
     let admin = service
         .mint_admin_token()
         .map_err(|e| StartError::BadKey(e.to_string()))?;
-    let path = data_dir.join("admin.token");
+    // Write a temporary file and rename it, so the token file is never
+    // seen half-written.
+    let tmp = data_dir.join("admin.token.tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(io(&path))?;
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     f.write_all(format!("{}\n", admin.to_text()).as_bytes())
-        .map_err(io(&path))?;
-    f.sync_all().map_err(io(&path))?;
+        .map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok((service, Some(path)))
 }
 

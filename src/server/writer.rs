@@ -126,7 +126,7 @@ pub(crate) struct LedgerHandle {
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) batches: Arc<AtomicU64>,
+    pub(crate) batches: prometheus_client::metrics::counter::Counter,
 }
 
 impl LedgerHandle {
@@ -166,7 +166,7 @@ pub(crate) fn start(
         ledger: ledger.clone(),
         ready: Arc::new(AtomicBool::new(true)),
         clock: clock.clone(),
-        batches: Arc::new(AtomicU64::new(0)),
+        batches: prometheus_client::metrics::counter::Counter::default(),
     };
     // The thread gets the shared parts but no sender: once every handle is
     // dropped the channel closes and the thread ends.
@@ -187,7 +187,7 @@ struct Shared {
     ledger: Arc<Mutex<Ledger>>,
     ready: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
-    batches: Arc<AtomicU64>,
+    batches: prometheus_client::metrics::counter::Counter,
 }
 
 fn run(
@@ -213,7 +213,16 @@ fn run(
             .iter()
             .map(|job| apply(&mut ledger, job, now, config.grace_ms))
             .collect();
-        let durable = store.write(&ledger.coalesced_changes());
+        let durable = {
+            let changes = ledger.coalesced_changes();
+            // A group that changed nothing (a quiet sweeper tick) still
+            // probes the store, so readiness tracks it in both directions.
+            if changes.is_empty() {
+                store.ping()
+            } else {
+                store.write(&changes)
+            }
+        };
         let ok = match durable {
             Ok(()) => {
                 ledger.settle();
@@ -227,7 +236,7 @@ fn run(
         };
         drop(ledger);
         handle.ready.store(ok, Ordering::SeqCst);
-        handle.batches.fetch_add(1, Ordering::Relaxed);
+        handle.batches.inc();
         for (job, reply) in batch.drain(..).zip(replies) {
             // A client that went away no longer needs its answer.
             let _ = job.reply.send(ok.then_some(reply));
@@ -333,7 +342,7 @@ pub(crate) fn reservation_json(ledger: &Ledger, r: &Reservation) -> Value {
         "amount": r.amount,
         "charged": r.charged,
         "expires_at_ms": r.expires_at,
-        "block_id": r.block.to_string(),
+        "block_id": r.chain.last().map(ToString::to_string),
         "scopes": r.scopes.iter().map(|k| {
             let s = ledger.scope(k, 0);
             json!({

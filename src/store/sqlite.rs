@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS scopes (
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     tree TEXT NOT NULL,
-    block_id TEXT NOT NULL,
+    chain TEXT NOT NULL,
     unit TEXT NOT NULL,
     scopes TEXT NOT NULL,
     amount BIGINT NOT NULL CHECK (amount > 0),
@@ -162,7 +162,7 @@ impl Store for SqliteStore {
             ));
         }
         let mut q = c
-            .prepare("SELECT id, tree, block_id, unit, scopes, amount, charged, state, expires_at FROM reservations")
+            .prepare("SELECT id, tree, chain, unit, scopes, amount, charged, state, expires_at FROM reservations")
             .map_err(unavailable)?;
         let rows = q
             .query_map([], |r| {
@@ -180,12 +180,12 @@ impl Store for SqliteStore {
             })
             .map_err(unavailable)?;
         for row in rows {
-            let (id, tree, b, unit, scopes, amt, charged, state, expires_at) =
+            let (id, tree, chain, unit, scopes, amt, charged, state, expires_at) =
                 row.map_err(unavailable)?;
             snap.reservations.push(Reservation {
                 id,
                 tree: block(&tree)?,
-                block: block(&b)?,
+                chain: chain.split(',').map(block).collect::<Result<_, _>>()?,
                 unit,
                 scopes: decode_scopes(&scopes)?,
                 amount: amount(amt)?,
@@ -256,7 +256,7 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let mut res = tx
                 .prepare_cached(
-                    "INSERT INTO reservations (id, tree, block_id, unit, scopes, amount, charged, state, expires_at)
+                    "INSERT INTO reservations (id, tree, chain, unit, scopes, amount, charged, state, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state, expires_at = excluded.expires_at",
                 )
@@ -284,7 +284,11 @@ impl Store for SqliteStore {
                         .execute(params![
                             r.id,
                             r.tree.to_string(),
-                            r.block.to_string(),
+                            r.chain
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
                             r.unit,
                             encode_scopes(&r.scopes),
                             r.amount as i64,
@@ -389,7 +393,7 @@ mod tests {
         Reservation {
             id: id.into(),
             tree: BlockId([0; 32]),
-            block: BlockId([1; 32]),
+            chain: vec![BlockId([0; 32]), BlockId([1; 32])],
             unit: "calls".into(),
             scopes: vec![key(1), key(0)],
             amount: 3,
