@@ -21,14 +21,36 @@ struct Harness {
     clock: Arc<ManualClock>,
 }
 
+/// The backend under test. The ledger suite below is written once against
+/// the `Store` trait; each backend runs all of it. `BATON_TEST_STORE` picks
+/// one: `sqlite` (in memory, the default) or `sqlite-file` (a WAL database
+/// in a temporary directory, fsync on). A new backend adds its arm here.
+fn new_store() -> Box<dyn baton::store::Store> {
+    match std::env::var("BATON_TEST_STORE").as_deref() {
+        Ok("sqlite-file") => {
+            let dir = std::env::temp_dir().join(format!("baton-http-{}-{}", std::process::id(), rand_suffix()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Box::new(SqliteStore::open(&dir.join("ledger.db")).expect("file store"))
+        }
+        Ok("sqlite") | Err(_) => Box::new(SqliteStore::in_memory().expect("in-memory store")),
+        Ok(other) => panic!("unknown BATON_TEST_STORE {other:?}"),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
-    let store = SqliteStore::in_memory().expect("in-memory store");
+    let store = new_store();
     let config = WriterConfig {
         grace_ms: 1_000,
         max_batch: 256,
     };
-    let service = Service::start(Box::new(store), clock.clone(), config).expect("service starts");
+    let service = Service::start(store, clock.clone(), config).expect("service starts");
     Harness { service, clock }
 }
 
