@@ -527,6 +527,7 @@ impl Ledger {
             return Err(LedgerError::InvalidAmount);
         }
         let mut r = self.active(chain, id, now, grace)?;
+        self.check_chain_not_revoked(&r)?;
         let extra = actual.saturating_sub(r.amount);
         let mut updated = Vec::with_capacity(r.scopes.len());
         for key in &r.scopes {
@@ -554,6 +555,16 @@ impl Ledger {
         r.charged = Some(actual);
         self.set_reservation(r.clone());
         Ok(r)
+    }
+
+    /// Spending or extending on a reservation whose maker's chain has been
+    /// revoked since is refused, even for an unrevoked ancestor; releasing
+    /// it is always allowed.
+    fn check_chain_not_revoked(&self, r: &Reservation) -> Result<(), LedgerError> {
+        match r.chain.iter().find(|b| self.revoked.contains(b)) {
+            Some(b) => Err(LedgerError::Revoked(*b)),
+            None => Ok(()),
+        }
     }
 
     /// Returns the hold.
@@ -596,6 +607,7 @@ impl Ledger {
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
         let mut r = self.active(chain, id, now, grace)?;
+        self.check_chain_not_revoked(&r)?;
         r.expires_at = r.expires_at.max(expires_at);
         self.set_reservation(r.clone());
         Ok(r)
@@ -830,6 +842,26 @@ mod tests {
         assert!(kept.iter().any(
             |c| matches!(c, Change::Scope(k, s) if *k == root && s.held == 1 && s.spent == 1)
         ));
+    }
+
+    #[test]
+    fn a_revoked_makers_hold_can_be_released_but_not_charged() {
+        let mut l = Ledger::new();
+        l.reserve(req("a", 2, 1)).unwrap();
+        l.revoke(BlockId([0; 32]), BlockId([2; 32]));
+        let ancestor = [BlockId([0; 32]), BlockId([1; 32])];
+        assert_eq!(
+            l.commit(&ancestor, "a", 1, 10, 0),
+            Err(LedgerError::Revoked(BlockId([2; 32])))
+        );
+        assert_eq!(
+            l.extend(&ancestor, "a", 500, 10, 0),
+            Err(LedgerError::Revoked(BlockId([2; 32])))
+        );
+        assert_eq!(
+            l.release(&ancestor, "a", 10, 0).unwrap().state,
+            ResState::Released
+        );
     }
 
     #[test]

@@ -249,6 +249,10 @@ const DENIED: [&str; 8] = [
     "ArgOutOfBounds",
 ];
 
+/// Denial codes of a request that cannot be formed (`Request::new`,
+/// `Request::arg`): answered 400 by the HTTP layer (spec/http.md §7.2).
+const MALFORMED: [&str; 2] = ["invalid_action", "invalid_args"];
+
 /// (variant, code) pairs of the `Self::Variant ... => "code"` arms in
 /// every `fn NAME(` of `src`.
 fn variant_literals(src: &str, fn_name: &str) -> Vec<(String, String)> {
@@ -333,6 +337,25 @@ impl Harness {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {}", t.to_text()));
         }
+        self.send(req, body).await
+    }
+
+    /// As `call`, with the `Authorization` header given verbatim.
+    async fn call_auth(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", authorization);
+        self.send(req, body).await
+    }
+
+    async fn send(&self, req: axum::http::request::Builder, body: Option<&Value>) -> (u16, Value) {
         let req = match body {
             Some(b) => req
                 .header("content-type", "application/json")
@@ -453,7 +476,8 @@ fn error_codes_match_the_source() {
     }
     assert!(token_codes.contains("widening_tools") && token_codes.contains("arg_missing"));
     // Statuses (spec/http.md §1.2, §7.2): an invalid bearer token is 401,
-    // a denial 403, a revoked chain 403.
+    // a denial 403, a revoked chain 403; a request the token library cannot
+    // form (malformed action name or arguments) is 400.
     let denied: BTreeSet<String> = variant_literals(&errors, "code")
         .into_iter()
         .filter(|(v, _)| DENIED.contains(&v.as_str()))
@@ -470,7 +494,13 @@ fn error_codes_match_the_source() {
         {
             continue;
         }
-        let status = if denied.contains(code) { 403 } else { 401 };
+        let status = if MALFORMED.contains(&code.as_str()) {
+            400
+        } else if denied.contains(code) {
+            403
+        } else {
+            401
+        };
         assert!(
             documented.contains(&(status, code.clone())),
             "`{status} {code}` missing from the error-codes block"
@@ -641,6 +671,28 @@ async fn examples_match_the_service() {
     assert_eq!(first, again);
 
     let id = first.1["reservation"]["id"].as_str().unwrap().to_owned();
+    // §1.3: the maker's ancestors see it (with the maker's block id); its
+    // descendants and siblings do not.
+    let path = format!("/v1/reservations/{id}");
+    let (s, v) = h.call("GET", &path, Some(&parent), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v,
+        serde_json::json!({ "reservation": first.1["reservation"] })
+    );
+    let grandchild = child
+        .attenuate(vec![Caveat::budget(Unit::Calls, 1)])
+        .unwrap();
+    let sibling = parent
+        .attenuate(vec![Caveat::budget(Unit::Calls, 4)])
+        .unwrap();
+    for other in [&grandchild, &sibling] {
+        let (s, v) = h.call("GET", &path, Some(other), None).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (404, Some("reservation_not_found"))
+        );
+    }
     check(
         "commit-response",
         &h.call(
@@ -735,8 +787,92 @@ async fn documented_error_statuses_hold() {
     // Unknown path: 404 not_found; known path, wrong method: 405.
     let (s, v) = h.call("GET", "/v1/nothing", None, None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
-    let (s, _) = h.call("GET", "/v1/spend", None, None).await;
-    assert_eq!(s, 405);
+    let (s, v) = h.call("GET", "/v1/spend", None, None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    // The scheme name is case-insensitive (§1.2).
+    let (s, _) = h
+        .call_auth(
+            "GET",
+            "/v1/balances",
+            &format!("bEARER {}", star.to_text()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Malformed names are 400, a disallowed well-formed resource 403 (§6.0).
+    for (body, status, code) in [
+        (
+            serde_json::json!({ "action": "Not An Action" }),
+            400,
+            "invalid_action",
+        ),
+        (
+            serde_json::json!({ "action": "a", "resource": "" }),
+            400,
+            "invalid_resource",
+        ),
+        (
+            serde_json::json!({ "action": "a", "args": { "Bad-Name": 1 } }),
+            400,
+            "invalid_args",
+        ),
+        // `*` never grants an admin action, even on /v1/authorize (§6.3).
+        (
+            serde_json::json!({ "action": "baton.admin.mint" }),
+            403,
+            "not_admin",
+        ),
+    ] {
+        let (s, v) = h
+            .call("POST", "/v1/authorize", Some(&star), Some(&body))
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    let narrow = h
+        .service
+        .mint(vec![
+            Caveat::tools(["a"]).unwrap(),
+            Caveat::resources(["doc:1"]).unwrap(),
+        ])
+        .unwrap();
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/authorize",
+            Some(&narrow),
+            Some(&serde_json::json!({ "action": "a", "resource": "doc:2" })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("resource_not_allowed"))
+    );
+    // Minting refuses every tools pattern overlapping the admin namespace,
+    // and the reserved unit `usd` (§5.3, §1.4).
+    let admin = h.service.mint_admin_token().unwrap();
+    for body in [
+        serde_json::json!({ "tools": ["*"] }),
+        serde_json::json!({ "tools": ["baton.*"] }),
+        serde_json::json!({ "tools": ["baton.admin.*"] }),
+        serde_json::json!({ "tools": ["a", "baton.admin.mint"] }),
+        serde_json::json!({ "tools": ["a"], "budgets": [{ "unit": "usd", "ceiling": 1 }] }),
+    ] {
+        let (s, v) = h
+            .call("POST", "/v1/tokens", Some(&admin), Some(&body))
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_caveat")),
+            "{body}"
+        );
+    }
     // Amount 0 is refused before the ledger (§6.4).
     let (s, v) = h
         .call(
@@ -763,6 +899,29 @@ async fn documented_error_statuses_hold() {
         (s, v["error"]["code"].as_str()),
         (409, Some("idempotency_mismatch"))
     );
+    // Metrics are OpenMetrics text (§6.15).
+    let resp = h
+        .service
+        .router()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    for series in [
+        "baton_ledger_requests_total{op=\"spend\",status=\"201\"} 1",
+        "baton_ledger_batches_total ",
+        "baton_ready 1",
+    ] {
+        assert!(text.contains(series), "{series} missing from\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
     // Readiness and health bodies (§6.13, §6.14).
     assert_eq!(
         h.call("GET", "/healthz", None, None).await,

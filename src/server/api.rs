@@ -520,6 +520,10 @@ async fn reserve_like(
             actual
         ]),
     );
+    // Spending on an admin action follows the admin rule too.
+    if b.action.action.starts_with(ADMIN_PREFIX) {
+        require_admin(&state, &token, &b.action.action)?;
+    }
     let auth = match authorize(&state, &token, &b.action) {
         Ok(auth) => auth,
         Err(denied) => {

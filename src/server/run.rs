@@ -59,7 +59,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         let (service, admin) = super::open(&args.data)?;
         if let Some(path) = admin {
             // The token itself never goes to the logs: only where it is.
-            tracing::info!(path = %path.display(), "first start: created a root key and wrote an admin token (mode 0600)");
+            tracing::info!(path = %path.display(), "wrote an admin token (mode 0600): first start, or the file was missing");
         }
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| ServeError::Listen { addr: args.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: args.listen, source })?;

@@ -13,6 +13,9 @@ use super::{Snapshot, Store, StoreError, StoredKey};
 use crate::keys::BlockId;
 use crate::ledger::{Change, IdemKey, IdemRecord, ResState, Reservation, ScopeKey, ScopeState};
 
+/// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS scopes (
     block_id TEXT NOT NULL,
@@ -122,6 +125,22 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // The schema's version lives in SQLite's user_version; a database
+        // written by another version is refused rather than misread.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(unavailable)?;
+        match version {
+            0 => conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(unavailable)?,
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {other}; this build reads {SCHEMA_VERSION}"
+                )));
+            }
+        }
         Ok(Self { conn })
     }
 }
