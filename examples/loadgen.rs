@@ -115,6 +115,7 @@ mod imp {
     const CHILD_CEILING: u64 = 10_000_000_000_000;
     const GRANDCHILD_CEILING: u64 = 1_000_000_000_000;
 
+    /// Runs the HTTP load and, with `--direct`, the socket-free measurements.
     pub async fn run(args: Args) -> Result<(), BoxError> {
         if args.clients == 0 || args.children == 0 {
             return Err("--clients and --children must be at least 1".into());
@@ -319,6 +320,15 @@ mod imp {
         errors: BTreeMap<String, u64>,
     }
 
+    impl ClientStats {
+        /// Counts an error by its label, if it happened in the measured window.
+        fn error(&mut self, counted: bool, label: String) {
+            if counted {
+                *self.errors.entry(label).or_default() += 1;
+            }
+        }
+    }
+
     fn micros(d: Duration) -> u32 {
         u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
     }
@@ -347,7 +357,7 @@ mod imp {
                 "action": "tool.run", "unit": "calls", "amount": amount,
                 "idempotency_key": format!("lg{run}-{id}-{n}-r"), "ttl_ms": 60_000,
             });
-            let id_ = match send(
+            let granted = match send(
                 &http,
                 reqwest::Method::POST,
                 &reserve_url,
@@ -358,28 +368,19 @@ mod imp {
             {
                 Ok((201, v)) => v["reservation"]["id"].as_str().map(str::to_owned),
                 Ok((status, v)) => {
-                    if counted {
-                        *s.errors
-                            .entry(format!("reserve: {}", error_code(status, &v)))
-                            .or_default() += 1;
-                    }
+                    s.error(counted, format!("reserve: {}", error_code(status, &v)));
                     continue;
                 }
                 Err(e) => {
-                    if counted {
-                        *s.errors
-                            .entry(format!("reserve: transport ({})", kind(&e)))
-                            .or_default() += 1;
-                    }
+                    s.error(counted, format!("reserve: transport ({})", kind(&e)));
+                    // Do not spin on a server that is down.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
             };
             let t1 = Instant::now();
-            let Some(rid) = id_ else {
-                *s.errors
-                    .entry("reserve: 201 without an id".into())
-                    .or_default() += 1;
+            let Some(rid) = granted else {
+                s.error(counted, "reserve: 201 without an id".into());
                 continue;
             };
             let body =
@@ -396,19 +397,11 @@ mod imp {
             {
                 Ok((200, _)) => true,
                 Ok((status, v)) => {
-                    if counted {
-                        *s.errors
-                            .entry(format!("commit: {}", error_code(status, &v)))
-                            .or_default() += 1;
-                    }
+                    s.error(counted, format!("commit: {}", error_code(status, &v)));
                     false
                 }
                 Err(e) => {
-                    if counted {
-                        *s.errors
-                            .entry(format!("commit: transport ({})", kind(&e)))
-                            .or_default() += 1;
-                    }
+                    s.error(counted, format!("commit: transport ({})", kind(&e)));
                     false
                 }
             };
@@ -720,8 +713,8 @@ mod imp {
                     n += 1;
                     pairs += 1;
                 }
-                let changes: Vec<_> = ledger.changes().iter().collect();
-                store.write(&changes)?;
+                // Coalesced per group, as the writer does.
+                store.write(&ledger.coalesced_changes())?;
                 ledger.settle();
                 txs += 1;
             }

@@ -206,6 +206,9 @@ struct Granted {
     charged: u64,
 }
 
+/// A client's answered requests and the reservations it was granted.
+type ClientLog = (Vec<Answered>, Vec<(String, Granted)>);
+
 /// State shared by the clients and the killer.
 struct Shared {
     url: RwLock<String>,
@@ -263,13 +266,20 @@ fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-/// Counts a 402; the third in a row marks the client's budget as spent.
-/// Holds are all committed at once, so a spent budget stays spent.
+/// Counts a 402. The third in a row marks the client's budget as spent,
+/// once per client: a smaller amount may still fit afterwards.
 fn refused(shared: &Shared, in_a_row: &mut u32) {
     shared.refused.fetch_add(1, Ordering::SeqCst);
     *in_a_row += 1;
     if *in_a_row == 3 {
         shared.exhausted.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A grant breaks a run of refusals, unless the client already counted as spent.
+fn granted_once_more(in_a_row: &mut u32) {
+    if *in_a_row < 3 {
+        *in_a_row = 0;
     }
 }
 
@@ -282,7 +292,7 @@ async fn client(
     shared: Arc<Shared>,
     spenders: Arc<Vec<Spender>>,
     seed: u64,
-) -> (Vec<Answered>, Vec<(String, Granted)>) {
+) -> ClientLog {
     let mut rng = Rng(seed | 1);
     // Six of the sixteen clients spend through parent2, the others share
     // parent's four children and the grandchild: both branches run dry.
@@ -319,7 +329,7 @@ async fn client(
             };
             match status {
                 201 => {
-                    in_a_row = 0;
+                    granted_once_more(&mut in_a_row);
                     let v = parse(&a.text);
                     let r = &v["reservation"];
                     assert_eq!(r["state"], "committed", "{}", context(&a));
@@ -361,7 +371,7 @@ async fn client(
             attempts,
         };
         match status {
-            201 => in_a_row = 0,
+            201 => granted_once_more(&mut in_a_row),
             402 => {
                 refused(&shared, &mut in_a_row);
                 continue;
@@ -410,7 +420,7 @@ async fn client(
 /// Waits until `done` holds, a client task ends early (it panicked), or
 /// `within` passes. Returns whether `done` held.
 async fn wait_for(
-    tasks: &[tokio::task::JoinHandle<(Vec<Answered>, Vec<(String, Granted)>)>],
+    tasks: &[tokio::task::JoinHandle<ClientLog>],
     within: Duration,
     done: impl Fn() -> bool,
 ) -> bool {
