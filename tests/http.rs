@@ -28,7 +28,11 @@ struct Harness {
 fn new_store() -> Box<dyn baton::store::Store> {
     match std::env::var("BATON_TEST_STORE").as_deref() {
         Ok("sqlite-file") => {
-            let dir = std::env::temp_dir().join(format!("baton-http-{}-{}", std::process::id(), rand_suffix()));
+            let dir = std::env::temp_dir().join(format!(
+                "baton-http-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
             std::fs::create_dir_all(&dir).unwrap();
             Box::new(SqliteStore::open(&dir.join("ledger.db")).expect("file store"))
         }
