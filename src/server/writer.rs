@@ -327,32 +327,83 @@ fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
     match result {
         Ok((status, r)) => Reply {
             status,
-            body: json!({ "reservation": reservation_json(ledger, &r) }).to_string(),
+            body: reservation_body(ledger, &r),
         },
         Err(e) => ledger_error_reply(&e),
     }
 }
 
+/// The JSON view of a scope. Fields are in alphabetical order, the order
+/// `serde_json::Value` maps print in, so bodies stay byte-identical.
+#[derive(serde::Serialize)]
+struct ScopeView<'a> {
+    block_id: String,
+    ceiling: u64,
+    held: u64,
+    remaining: u64,
+    spent: u64,
+    tools: Option<&'a str>,
+    unit: &'a str,
+}
+
+/// The JSON view of a reservation (alphabetical fields, as above).
+#[derive(serde::Serialize)]
+struct ReservationView<'a> {
+    amount: u64,
+    block_id: Option<String>,
+    charged: Option<u64>,
+    expires_at_ms: u64,
+    id: &'a str,
+    scopes: Vec<ScopeView<'a>>,
+    state: &'static str,
+    unit: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Wrapped<'a> {
+    reservation: ReservationView<'a>,
+}
+
+fn view<'a>(ledger: &Ledger, r: &'a Reservation) -> ReservationView<'a> {
+    ReservationView {
+        amount: r.amount,
+        block_id: r.chain.last().map(ToString::to_string),
+        charged: r.charged,
+        expires_at_ms: r.expires_at,
+        id: &r.id,
+        scopes: r
+            .scopes
+            .iter()
+            .map(|k| {
+                let s = ledger.scope(k, 0);
+                ScopeView {
+                    block_id: k.block.to_string(),
+                    ceiling: s.ceiling,
+                    held: s.held,
+                    remaining: s.remaining(),
+                    spent: s.spent,
+                    tools: (!k.tools.is_empty()).then_some(k.tools.as_str()),
+                    unit: &k.unit,
+                }
+            })
+            .collect(),
+        state: r.state.as_str(),
+        unit: &r.unit,
+    }
+}
+
 /// The JSON view of a reservation with the current counters of its scopes.
 pub(crate) fn reservation_json(ledger: &Ledger, r: &Reservation) -> Value {
-    json!({
-        "id": r.id,
-        "state": r.state.as_str(),
-        "unit": r.unit,
-        "amount": r.amount,
-        "charged": r.charged,
-        "expires_at_ms": r.expires_at,
-        "block_id": r.chain.last().map(ToString::to_string),
-        "scopes": r.scopes.iter().map(|k| {
-            let s = ledger.scope(k, 0);
-            json!({
-                "block_id": k.block.to_string(),
-                "unit": k.unit,
-                "tools": if k.tools.is_empty() { Value::Null } else { Value::String(k.tools.clone()) },
-                "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "remaining": s.remaining(),
-            })
-        }).collect::<Vec<_>>(),
+    serde_json::to_value(view(ledger, r)).unwrap_or(Value::Null)
+}
+
+/// `{"reservation": ...}` as a string, without building a `Value` tree:
+/// this runs in the writer, under the ledger lock, once per request.
+fn reservation_body(ledger: &Ledger, r: &Reservation) -> String {
+    serde_json::to_string(&Wrapped {
+        reservation: view(ledger, r),
     })
+    .unwrap_or_default()
 }
 
 pub(crate) fn error_reply(status: u16, code: &str, message: &str, detail: Option<Value>) -> Reply {
