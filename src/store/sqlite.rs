@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS scopes (
     held BIGINT NOT NULL CHECK (held >= 0),
     PRIMARY KEY (block_id, unit, tools),
     CHECK (spent + held <= ceiling)
-) WITHOUT ROWID;
+) WITHOUT ROWID; -- small rows, read by key only
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     tree TEXT NOT NULL,
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     charged BIGINT CHECK (charged IS NULL OR charged >= 0),
     state TEXT NOT NULL CHECK (state IN ('active', 'committed', 'released', 'expired')),
     expires_at BIGINT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS revocations (
     seq BIGINT PRIMARY KEY,
     tree TEXT NOT NULL,
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (tree, idem_key)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS root_keys (
     kid TEXT PRIMARY KEY,
     secret TEXT NOT NULL,
