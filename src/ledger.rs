@@ -14,7 +14,7 @@
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::authority::BudgetScope;
@@ -237,6 +237,15 @@ enum Undo {
     Revoke(BlockId),
 }
 
+/// The outcome of a revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The block's position in the revocation feed.
+    pub seq: u64,
+    /// Whether this call revoked it (false: it already was).
+    pub new: bool,
+}
+
 /// What a reserve request asks for, once the token has been verified and
 /// authorized by the caller.
 #[derive(Debug, Clone)]
@@ -262,7 +271,8 @@ pub struct ReserveRequest {
 pub struct Ledger {
     scopes: HashMap<ScopeKey, ScopeState>,
     reservations: HashMap<String, Reservation>,
-    revoked: HashSet<BlockId>,
+    /// Revoked blocks with their feed position.
+    revoked: HashMap<BlockId, u64>,
     feed: BTreeMap<u64, BlockId>,
     revoke_seq: u64,
     idem: HashMap<IdemKey, IdemRecord>,
@@ -289,7 +299,7 @@ impl Ledger {
         l.reservations
             .extend(reservations.into_iter().map(|r| (r.id.clone(), r)));
         for (b, seq) in revoked {
-            l.revoked.insert(b);
+            l.revoked.insert(b, seq);
             l.feed.insert(seq, b);
             l.revoke_seq = l.revoke_seq.max(seq);
         }
@@ -430,12 +440,12 @@ impl Ledger {
 
     /// Every revoked block.
     pub fn revoked(&self) -> impl Iterator<Item = &BlockId> {
-        self.revoked.iter()
+        self.revoked.keys()
     }
 
     /// Whether a block is revoked.
     pub fn is_revoked(&self, block: &BlockId) -> bool {
-        self.revoked.contains(block)
+        self.revoked.contains_key(block)
     }
 
     /// Holds `amount` on every scope for `unit`, or on none.
@@ -443,7 +453,7 @@ impl Ledger {
         if req.chain.first() != Some(&req.tree) {
             return Err(LedgerError::NoBudget);
         }
-        if let Some(b) = req.chain.iter().find(|b| self.revoked.contains(b)) {
+        if let Some(b) = req.chain.iter().find(|b| self.revoked.contains_key(b)) {
             return Err(LedgerError::Revoked(*b));
         }
         if req.amount == 0 || req.amount > MAX_AMOUNT {
@@ -561,7 +571,7 @@ impl Ledger {
     /// revoked since is refused, even for an unrevoked ancestor; releasing
     /// it is always allowed.
     fn check_chain_not_revoked(&self, r: &Reservation) -> Result<(), LedgerError> {
-        match r.chain.iter().find(|b| self.revoked.contains(b)) {
+        match r.chain.iter().find(|b| self.revoked.contains_key(b)) {
             Some(b) => Err(LedgerError::Revoked(*b)),
             None => Ok(()),
         }
@@ -627,13 +637,17 @@ impl Ledger {
             .collect()
     }
 
-    /// Revokes `block` of `tree`. Returns its feed position, or `None` if it
-    /// was already revoked (revoking twice changes nothing).
-    pub fn revoke(&mut self, tree: BlockId, block: BlockId) -> Option<u64> {
-        if !self.revoked.insert(block) {
-            return None;
+    /// Revokes `block` of `tree`. Revoking twice changes nothing and
+    /// reports the first revocation's feed position.
+    pub fn revoke(&mut self, tree: BlockId, block: BlockId) -> Revocation {
+        if let Some(seq) = self.revoked.get(&block) {
+            return Revocation {
+                seq: *seq,
+                new: false,
+            };
         }
         self.revoke_seq += 1;
+        self.revoked.insert(block, self.revoke_seq);
         self.feed.insert(self.revoke_seq, block);
         self.undo.push(Undo::Revoke(block));
         self.changes.push(Change::Revoke {
@@ -641,7 +655,10 @@ impl Ledger {
             block,
             seq: self.revoke_seq,
         });
-        Some(self.revoke_seq)
+        Revocation {
+            seq: self.revoke_seq,
+            new: true,
+        }
     }
 
     /// Checks the invariant everywhere; for tests and the crash-recovery check.
@@ -872,6 +889,9 @@ mod tests {
             l.reserve(req("a", 2, 1)),
             Err(LedgerError::Revoked(BlockId([1; 32])))
         );
-        assert_eq!(l.revoke(BlockId([0; 32]), BlockId([1; 32])), None);
+        assert_eq!(
+            l.revoke(BlockId([0; 32]), BlockId([1; 32])),
+            Revocation { seq: 1, new: false }
+        );
     }
 }

@@ -88,6 +88,11 @@ impl Verifier {
         self.revoked.insert(id);
     }
 
+    /// The clock skew allowance, in seconds.
+    pub fn skew(&self) -> u64 {
+        self.skew
+    }
+
     /// The trusted keys.
     pub fn keyset(&self) -> &Keyset {
         &self.keys

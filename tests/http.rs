@@ -607,3 +607,53 @@ async fn over_a_real_socket() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_expired_token_may_finish_its_hold_but_not_extend_it() {
+    let h = harness();
+    let not_after = T0 / 1000 + 10;
+    let token = h
+        .service
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 10),
+            Caveat::tools(["tool.*"]).unwrap(),
+            Caveat::Expiry {
+                not_after,
+                not_before: None,
+            },
+        ])
+        .unwrap();
+    let body = json!({ "action": "tool.run", "unit": "calls", "amount": 2, "idempotency_key": "r", "ttl_ms": 120_000 });
+    let (s, v) = h
+        .call("POST", "/v1/reservations", Some(&token), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["reservation"]["id"].as_str().unwrap().to_owned();
+    // Past not_after and the 30 s skew, but well inside the hold's TTL.
+    h.clock.advance(50_000);
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/v1/reservations/{id}/extend"),
+            Some(&token),
+            Some(json!({ "ttl_ms": 60_000, "idempotency_key": "x" })),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "expired"));
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/v1/reservations/{id}/commit"),
+            Some(&token),
+            Some(json!({ "actual": 1, "idempotency_key": "c" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A new reservation is refused: authorization checks expiry.
+    let body =
+        json!({ "action": "tool.run", "unit": "calls", "amount": 1, "idempotency_key": "r2" });
+    let (s, v) = h
+        .call("POST", "/v1/reservations", Some(&token), Some(body))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "expired"));
+}

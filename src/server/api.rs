@@ -627,6 +627,21 @@ async fn finish(
             }
         }
         "extend" => {
+            // Lengthening a hold is new authority over time: an expired
+            // token may still commit or release what it holds, not extend it.
+            let skew = state
+                .verifier
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .skew();
+            if token
+                .authority()
+                .not_after()
+                .is_some_and(|na| now_secs(&state) > na.saturating_add(skew))
+            {
+                let e = crate::error::Denied::Expired;
+                return Err(ApiError::new(403, e.code(), &e.to_string()));
+            }
             let ttl_ms = b
                 .ttl_ms
                 .filter(|t| (1..=MAX_TTL_MS).contains(t))

@@ -309,11 +309,10 @@ fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
             .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
             .map(|r| (200, r)),
         Op::Revoke { tree, block } => {
-            let seq = ledger.revoke(*tree, *block);
+            let r = ledger.revoke(*tree, *block);
             return Reply {
                 status: 200,
-                body: json!({ "block_id": block.to_string(), "revoked": true, "seq": seq.unwrap_or(0), "new": seq.is_some() })
-                    .to_string(),
+                body: json!({ "block_id": block.to_string(), "revoked": true, "seq": r.seq, "new": r.new }).to_string(),
             };
         }
         Op::Expire => {
