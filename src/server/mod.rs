@@ -170,7 +170,8 @@ impl Service {
         };
         let (ledger, writer, revoked) = writer::start(store, clock, config)?;
         let ledger_batches = ledger.batches.clone();
-        let mut verifier = Verifier::new(keyset).with_cache(100_000);
+        // 10k tokens of at most 8 KiB bound the cache to about 80 MiB.
+        let mut verifier = Verifier::new(keyset).with_cache(10_000);
         verifier.set_revoked(revoked);
         let state = AppState {
             ledger,
