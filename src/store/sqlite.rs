@@ -43,13 +43,15 @@ CREATE TABLE IF NOT EXISTS revocations (
     tree TEXT NOT NULL,
     block_id TEXT NOT NULL UNIQUE
 );
+-- An append-only log: the ledger looks keys up in memory (loaded from here
+-- at start) and never writes a key twice, so the table needs no index, and
+-- every insert lands on the last page.
 CREATE TABLE IF NOT EXISTS idempotency (
     tree TEXT NOT NULL,
     idem_key TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     status INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (tree, idem_key)
+    body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS root_keys (
     kid TEXT PRIMARY KEY,
