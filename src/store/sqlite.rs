@@ -88,27 +88,41 @@ fn amount(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| corrupt("negative amount"))
 }
 
-/// Scopes of a reservation as one text column: `block|unit|tools` lines.
-fn encode_scopes(scopes: &[ScopeKey]) -> String {
+/// Scopes of a reservation as one text column, one `block|unit|tools` line
+/// each. A scope's block is always one of the reservation's chain, so it is
+/// written as its position in the chain (`#2`), not 64 hex digits: rows
+/// stay small, and the store writes fewer pages per group.
+fn encode_scopes(scopes: &[ScopeKey], chain: &[BlockId]) -> String {
     scopes
         .iter()
-        .map(|k| format!("{}|{}|{}", k.block, k.unit, k.tools))
+        .map(|k| match chain.iter().position(|b| *b == k.block) {
+            Some(i) => format!("#{i}|{}|{}", k.unit, k.tools),
+            None => format!("{}|{}|{}", k.block, k.unit, k.tools),
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn decode_scopes(s: &str) -> Result<Vec<ScopeKey>, StoreError> {
+fn decode_scopes(s: &str, chain: &[BlockId]) -> Result<Vec<ScopeKey>, StoreError> {
     s.lines()
         .map(|line| {
             let mut parts = line.splitn(3, '|');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(b), Some(u), Some(t)) => Ok(ScopeKey {
-                    block: block(b)?,
-                    unit: u.to_owned(),
-                    tools: t.to_owned(),
-                }),
-                _ => Err(corrupt("reservation scopes")),
-            }
+            let (Some(b), Some(u), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(corrupt("reservation scopes"));
+            };
+            let block = match b.strip_prefix('#') {
+                Some(i) => *i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| chain.get(i))
+                    .ok_or_else(|| corrupt("reservation scope position"))?,
+                None => block(b)?,
+            };
+            Ok(ScopeKey {
+                block,
+                unit: u.to_owned(),
+                tools: t.to_owned(),
+            })
         })
         .collect()
 }
@@ -220,12 +234,13 @@ impl Store for SqliteStore {
         for row in rows {
             let (id, tree, chain, unit, scopes, amt, charged, state, expires_at) =
                 row.map_err(unavailable)?;
+            let chain: Vec<BlockId> = chain.split(',').map(block).collect::<Result<_, _>>()?;
             snap.reservations.push(Reservation {
                 id,
                 tree: block(&tree)?,
-                chain: chain.split(',').map(block).collect::<Result<_, _>>()?,
+                scopes: decode_scopes(&scopes, &chain)?,
+                chain,
                 unit,
-                scopes: decode_scopes(&scopes)?,
                 amount: amount(amt)?,
                 charged: charged.map(amount).transpose()?,
                 state: ResState::parse(&state).ok_or_else(|| corrupt("reservation state"))?,
@@ -328,7 +343,7 @@ impl Store for SqliteStore {
                                 .collect::<Vec<_>>()
                                 .join(","),
                             r.unit,
-                            encode_scopes(&r.scopes),
+                            encode_scopes(&r.scopes, &r.chain),
                             r.amount as i64,
                             r.charged.map(|c| c as i64),
                             r.state.as_str(),
