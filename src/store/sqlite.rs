@@ -14,7 +14,7 @@ use crate::keys::BlockId;
 use crate::ledger::{Change, IdemKey, IdemRecord, ResState, Reservation, ScopeKey, ScopeState};
 
 /// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS scopes (
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS scopes (
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     tree TEXT NOT NULL,
-    chain TEXT NOT NULL,
+    chain BLOB NOT NULL CHECK (length(chain) > 0 AND length(chain) % 32 = 0),
     unit TEXT NOT NULL,
     scopes TEXT NOT NULL,
     amount BIGINT NOT NULL CHECK (amount > 0),
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE TABLE IF NOT EXISTS idempotency (
     tree TEXT NOT NULL,
     idem_key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
+    fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),
     status INTEGER NOT NULL,
     body TEXT NOT NULL
 );
@@ -221,7 +221,7 @@ impl Store for SqliteStore {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, i64>(5)?,
@@ -234,7 +234,15 @@ impl Store for SqliteStore {
         for row in rows {
             let (id, tree, chain, unit, scopes, amt, charged, state, expires_at) =
                 row.map_err(unavailable)?;
-            let chain: Vec<BlockId> = chain.split(',').map(block).collect::<Result<_, _>>()?;
+            // The chain's block ids, 32 bytes each, root first.
+            let chain: Vec<BlockId> = chain
+                .chunks_exact(32)
+                .map(|c| {
+                    c.try_into()
+                        .map(BlockId)
+                        .map_err(|_| corrupt("reservation chain"))
+                })
+                .collect::<Result<_, _>>()?;
             snap.reservations.push(Reservation {
                 id,
                 tree: block(&tree)?,
@@ -265,7 +273,7 @@ impl Store for SqliteStore {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
                 ))
@@ -273,8 +281,10 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         for row in rows {
             let (tree, key, fp, status, body) = row.map_err(unavailable)?;
-            let mut fingerprint = [0u8; 32];
-            hex::decode_to_slice(&fp, &mut fingerprint).map_err(|_| corrupt("fingerprint"))?;
+            let fingerprint: [u8; 32] = fp
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("fingerprint"))?;
             let status = u16::try_from(status).map_err(|_| corrupt("status"))?;
             snap.idem.push((
                 IdemKey {
@@ -337,11 +347,7 @@ impl Store for SqliteStore {
                         .execute(params![
                             r.id,
                             r.tree.to_string(),
-                            r.chain
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(","),
+                            r.chain.iter().flat_map(|b| b.0).collect::<Vec<u8>>(),
                             r.unit,
                             encode_scopes(&r.scopes, &r.chain),
                             r.amount as i64,
@@ -354,7 +360,7 @@ impl Store for SqliteStore {
                         .execute(params![
                             k.tree.to_string(),
                             k.key,
-                            hex::encode(rec.fingerprint),
+                            rec.fingerprint.as_slice(),
                             i64::from(rec.status),
                             rec.body
                         ])
