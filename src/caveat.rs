@@ -696,16 +696,6 @@ fn read_set<N: Namespace>(
     Ok(set)
 }
 
-/// Parses the tools pattern of a per-toolset budget.
-pub fn parse_action_pattern(s: &str) -> Result<ActionPattern, PatternError> {
-    ActionPattern::parse(s)
-}
-
-/// Parses a resource pattern.
-pub fn parse_resource_pattern(s: &str) -> Result<ResourcePattern, PatternError> {
-    ResourcePattern::parse(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

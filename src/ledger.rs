@@ -424,11 +424,6 @@ impl Ledger {
         self.changes.push(Change::Idempotency(key, record));
     }
 
-    /// The revocation sequence number of the newest revocation.
-    pub fn revocation_seq(&self) -> u64 {
-        self.revoke_seq
-    }
-
     /// Up to `limit` revocations with a feed position above `after`, in order.
     pub fn revocations_after(&self, after: u64, limit: usize) -> Vec<(u64, BlockId)> {
         self.feed
@@ -672,11 +667,6 @@ impl Ledger {
             }
         }
         Ok(())
-    }
-
-    /// Every scope, for balances and tests.
-    pub fn scopes(&self) -> impl Iterator<Item = (&ScopeKey, &ScopeState)> {
-        self.scopes.iter()
     }
 }
 

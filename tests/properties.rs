@@ -17,7 +17,6 @@
 
 use std::collections::BTreeSet;
 
-use baton::caveat::{parse_action_pattern, parse_resource_pattern};
 use baton::pattern::{ActionPattern, ResourcePattern};
 use baton::{
     ArgBound, ArgConstraint, ArgValue, AttenuateError, Authority, Budget, Caveat, CaveatKind,
@@ -58,11 +57,11 @@ fn eph_seed(tag: u64, i: u64) -> [u8; 32] {
 }
 
 fn ap(s: &str) -> ActionPattern {
-    parse_action_pattern(s).expect("alphabet patterns are valid")
+    ActionPattern::parse(s).expect("alphabet patterns are valid")
 }
 
 fn rp(s: &str) -> ResourcePattern {
-    parse_resource_pattern(s).expect("alphabet patterns are valid")
+    ResourcePattern::parse(s).expect("alphabet patterns are valid")
 }
 
 // ---------------------------------------------------------------------------

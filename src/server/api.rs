@@ -153,11 +153,30 @@ fn build_request(state: &AppState, a: &ActionBody) -> Result<Request, ApiError> 
     Ok(req)
 }
 
+/// Authorizes an action for a token. Every endpoint goes through here, so
+/// admin actions get the same answer everywhere: an action in the admin
+/// namespace needs a tools pattern that itself starts with `baton.admin.`
+/// and covers it; `*` and `baton.*` never grant administration.
 fn authorize(
     state: &AppState,
     token: &Token,
     a: &ActionBody,
 ) -> Result<crate::Authorization, ApiError> {
+    if a.action.starts_with(ADMIN_PREFIX) {
+        let explicit = token.authority().tools().is_some_and(|set| {
+            set.iter().any(|p| {
+                p.as_str().starts_with(ADMIN_PREFIX)
+                    && ActionPattern::parse(&a.action).is_ok_and(|act| p.covers(&act))
+            })
+        });
+        if !explicit {
+            return Err(ApiError::new(
+                403,
+                "not_admin",
+                "this token does not grant this administrative action",
+            ));
+        }
+    }
     let req = build_request(state, a)?;
     let verifier = state.verifier.read().unwrap_or_else(|p| p.into_inner());
     verifier.authorize(token, &req).map_err(|e| {
@@ -170,32 +189,14 @@ fn authorize(
     })
 }
 
-/// Admin rights: the action must be allowed, by a tools pattern that names
-/// the admin namespace itself. `*` alone never grants administration.
+/// Admin rights for an administrative endpoint: see [`authorize`].
 fn require_admin(state: &AppState, token: &Token, action: &str) -> Result<(), ApiError> {
-    let explicit = token.authority().tools().is_some_and(|set| {
-        set.iter().any(|p| {
-            p.as_str().starts_with(ADMIN_PREFIX)
-                && ActionPattern::parse(action).is_ok_and(|a| p.covers(&a))
-        })
-    });
-    if !explicit {
-        return Err(ApiError::new(
-            403,
-            "not_admin",
-            "this token does not grant this administrative action",
-        ));
-    }
-    authorize(
-        state,
-        token,
-        &ActionBody {
-            action: action.to_owned(),
-            resource: None,
-            args: BTreeMap::new(),
-        },
-    )
-    .map(drop)
+    let body = ActionBody {
+        action: action.to_owned(),
+        resource: None,
+        args: BTreeMap::new(),
+    };
+    authorize(state, token, &body).map(drop)
 }
 
 fn idem_key(token: &Token, key: &str) -> Result<IdemKey, ApiError> {
@@ -444,11 +445,6 @@ pub(crate) async fn authorize_handler(
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
     let a = json_body(body)?;
-    // Admin actions follow the admin rule here too, so a gateway asking
-    // about one gets the answer the server itself would apply.
-    if a.action.starts_with(ADMIN_PREFIX) {
-        require_admin(&state, &token, &a.action)?;
-    }
     let auth = authorize(&state, &token, &a)?;
     let budgets: Vec<Value> = auth
         .budgets
@@ -528,10 +524,6 @@ async fn reserve_like(
             actual
         ]),
     );
-    // Spending on an admin action follows the admin rule too.
-    if b.action.action.starts_with(ADMIN_PREFIX) {
-        require_admin(&state, &token, &b.action.action)?;
-    }
     let auth = match authorize(&state, &token, &b.action) {
         Ok(auth) => auth,
         Err(denied) => {
