@@ -72,7 +72,7 @@ mod imp {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use baton::ledger::{Ledger, ReserveRequest};
+    use baton::ledger::{Command, IdemKey, Ledger, Operation, Outcome, ResId, ReserveRequest};
     use baton::server::Service;
     use baton::server::writer::{SystemClock, WriterConfig};
     use baton::store::Store as _;
@@ -198,7 +198,7 @@ mod imp {
     impl LocalServer {
         fn start() -> Result<Self, BoxError> {
             let dir = temp_dir("baton-loadgen");
-            let (service, admin_path) = baton::server::open(&dir)?;
+            let (service, admin_path) = baton::server::open(&dir, WriterConfig::default())?;
             let admin_path = admin_path.ok_or("a fresh data directory gave no admin token")?;
             let admin = read_token(&admin_path)?;
             // Bound here so the address is known at once; the server's own
@@ -613,7 +613,7 @@ mod imp {
         // The in-memory ledger, as the writer drives it minus idempotency records.
         let now_s = now_secs();
         let auth = leaf.authorize(&Request::new("tool.run", now_s)?)?;
-        let mut ledger = Ledger::new();
+        let mut ledger = Ledger::default();
         let start = Instant::now();
         let mut pairs = 0u64;
         while start.elapsed() < window {
@@ -664,18 +664,47 @@ mod imp {
         budgets: &[baton::BudgetScope],
         n: u64,
     ) -> Result<(), BoxError> {
-        let id = format!("rsv_{n:032x}");
+        let mut random = [0u8; 12];
+        random[4..].copy_from_slice(&n.to_be_bytes());
+        let id = ResId::new(1, random);
         let tree = leaf.block_ids()[0];
-        ledger.reserve(ReserveRequest {
-            id: id.clone(),
-            tree,
-            chain: leaf.block_ids().to_vec(),
-            unit: "calls".into(),
-            scopes: budgets.to_vec(),
-            amount: 1,
-            expires_at: u64::MAX / 2,
-        })?;
-        ledger.commit(leaf.block_ids(), &id, 1, 0, 0)?;
+        let key = |suffix: &str| {
+            Some((
+                IdemKey {
+                    tree,
+                    key: format!("k{n}-{suffix}"),
+                },
+                [7; 16],
+            ))
+        };
+        let reserve = Command {
+            op: Operation::Reserve {
+                req: ReserveRequest {
+                    id,
+                    chain: leaf.block_ids().to_vec(),
+                    unit: Unit::Calls,
+                    scopes: budgets.to_vec(),
+                    amount: 1,
+                    ttl_ms: 60_000,
+                },
+                actual: None,
+            },
+            idem: key("r"),
+        };
+        let commit = Command {
+            op: Operation::Commit {
+                chain: leaf.block_ids().to_vec(),
+                id,
+                actual: 1,
+            },
+            idem: key("c"),
+        };
+        for cmd in [reserve, commit] {
+            match ledger.apply(&cmd, 10, 0) {
+                Outcome::Done { .. } => {}
+                other => return Err(format!("{other:?}").into()),
+            }
+        }
         Ok(())
     }
 
@@ -686,9 +715,7 @@ mod imp {
         window: Duration,
     ) -> Result<(), BoxError> {
         let mut store = SqliteStore::open(&dir.join("store-only.db"))?;
-        let mut ledger = Ledger::new();
-        // About the size of a real reservation answer, which is what is stored.
-        let body = "x".repeat(700);
+        let mut ledger = Ledger::default();
         let mut n = 0u64;
         for group in [1usize, 8, 64] {
             let start = Instant::now();
@@ -696,20 +723,8 @@ mod imp {
             let mut pairs = 0u64;
             while start.elapsed() < window {
                 for _ in 0..group {
+                    // A pair with its two idempotency records, as the writer makes it.
                     pair(&mut ledger, leaf, budgets, n)?;
-                    for suffix in ["r", "c"] {
-                        ledger.record_idempotent(
-                            baton::ledger::IdemKey {
-                                tree: leaf.block_ids()[0],
-                                key: format!("k{n}-{suffix}"),
-                            },
-                            baton::ledger::IdemRecord {
-                                fingerprint: [7; 32],
-                                status: 200,
-                                body: body.clone(),
-                            },
-                        );
-                    }
                     n += 1;
                     pairs += 1;
                 }

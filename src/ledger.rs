@@ -6,19 +6,42 @@
 //! all of them or on none, so siblings under one parent can never spend more
 //! than the parent's ceiling together.
 //!
-//! [`Ledger`] keeps the counters in memory. Every mutating call records the
-//! rows it changed ([`Change`]) for the store to write in one transaction,
-//! and an undo entry, so that a failed write can be rolled back in memory
-//! before anyone is answered ([`Ledger::rollback`]).
+//! # What lives in memory
+//! [`Ledger`] owns the *active* state only: every scope's counters, every
+//! active reservation (with a time-ordered expiry index, so the sweep costs
+//! what expires), the revocation set and feed, and bounded caches of
+//! recently finalized reservations, idempotency records and interned
+//! [`Holder`]s. History lives in the store. Before a group of commands is
+//! applied, the writer asks [`Ledger::missing`] which records a command
+//! needs that are not in memory, reads them from the store with point
+//! look-ups, and hands them over with [`Ledger::supply`]. Memory is bounded
+//! by active state plus the caches, never by history.
+//!
+//! # Changes and undo
+//! Every mutating call records the rows it changed ([`Change`]) for the
+//! store to write in one transaction, and an undo entry, so that a failed
+//! write can be rolled back in memory before anyone is answered
+//! ([`Ledger::rollback`]). Records made by the current group sit in
+//! `pending` maps, never evicted, until [`Ledger::settle`] moves them into
+//! the caches.
+//!
+//! # Idempotency
+//! A [`Command`] may carry an idempotency key and a fingerprint of the
+//! request. The first outcome is recorded as a typed [`Recorded`] value, not
+//! a rendered reply: a replay returns the same [`Outcome`], which the HTTP
+//! layer renders to the same bytes.
 //!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::authority::BudgetScope;
+use crate::caveat::Unit;
 use crate::keys::BlockId;
+use crate::pattern::ActionPattern;
 
 /// The largest amount or ceiling the ledger counts: `i64::MAX`, so that
 /// every counter fits a signed 64-bit SQL integer. A larger ceiling in a
@@ -31,9 +54,9 @@ pub struct ScopeKey {
     /// The block declaring the budget.
     pub block: BlockId,
     /// The unit.
-    pub unit: String,
-    /// The tools filter, or the empty string for a budget on every action.
-    pub tools: String,
+    pub unit: Unit,
+    /// The tools filter, if the budget is per-toolset.
+    pub tools: Option<ActionPattern>,
 }
 
 impl ScopeKey {
@@ -41,27 +64,24 @@ impl ScopeKey {
     pub fn of(scope: &BudgetScope) -> Self {
         Self {
             block: scope.block_id,
-            unit: scope.unit.as_str().to_owned(),
-            tools: scope
-                .tools
-                .as_ref()
-                .map_or(String::new(), |p| p.as_str().to_owned()),
+            unit: scope.unit.clone(),
+            tools: scope.tools.clone(),
         }
     }
 }
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.block, self.unit)?;
-        if !self.tools.is_empty() {
-            write!(f, "/{}", self.tools)?;
+        write!(f, "{}/{}", self.block, self.unit.as_str())?;
+        if let Some(t) = &self.tools {
+            write!(f, "/{}", t.as_str())?;
         }
         Ok(())
     }
 }
 
 /// The counters of one scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ScopeState {
     /// The ceiling, from the signed token.
     pub ceiling: u64,
@@ -95,7 +115,7 @@ pub enum ResState {
 }
 
 impl ResState {
-    /// The state's name in the API and the store.
+    /// The state's name in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -105,15 +125,101 @@ impl ResState {
         }
     }
 
-    /// Reads a state name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "active" => Self::Active,
-            "committed" => Self::Committed,
-            "released" => Self::Released,
-            "expired" => Self::Expired,
+    /// The state's code in the store (spec/http.md §4).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Active => 0,
+            Self::Committed => 1,
+            Self::Released => 2,
+            Self::Expired => 3,
+        }
+    }
+
+    /// Reads a stored state code.
+    pub fn from_code(c: u64) -> Option<Self> {
+        Some(match c {
+            0 => Self::Active,
+            1 => Self::Committed,
+            2 => Self::Released,
+            3 => Self::Expired,
             _ => return None,
         })
+    }
+}
+
+/// A reservation id: 6 bytes of the server's millisecond clock, then 12
+/// random bytes. Its text form is `rsv_` and 36 lower-case hex digits. The
+/// time prefix makes ids arrive in order, so inserts into the store's
+/// B-tree stay local; the 96 random bits keep ids unguessable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResId(pub [u8; 18]);
+
+impl ResId {
+    /// The id made at `now_ms` with `random` bytes.
+    pub fn new(now_ms: u64, random: [u8; 12]) -> Self {
+        let mut b = [0u8; 18];
+        b[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&random);
+        Self(b)
+    }
+
+    /// The smallest id made at `ms`: ids below it were made earlier.
+    pub fn first_at(ms: u64) -> Self {
+        Self::new(ms, [0; 12])
+    }
+
+    /// Reads the text form; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("rsv_")?;
+        if hex.len() != 36 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let mut b = [0u8; 18];
+        hex::decode_to_slice(hex, &mut b).ok()?;
+        Some(Self(b))
+    }
+
+    /// Reads the stored form.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        b.try_into().ok().map(Self)
+    }
+}
+
+impl fmt::Display for ResId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 36];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str("rsv_")?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for ResId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What a reservation holds on, shared by every reservation of one token,
+/// unit and set of scopes. The store keeps it once (interned by `id`), so a
+/// reservation row carries a number instead of the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder {
+    /// The store's id for this holder.
+    pub id: u64,
+    /// The chain of the token that made the reservation, root first. Only
+    /// that holder and its ancestors may see or finish the reservation.
+    pub chain: Vec<BlockId>,
+    /// The unit held.
+    pub unit: Unit,
+    /// Every scope held on, nearest first.
+    pub scopes: Vec<ScopeKey>,
+}
+
+impl Holder {
+    /// The delegation tree (block 0's id).
+    pub fn tree(&self) -> BlockId {
+        self.chain[0]
     }
 }
 
@@ -121,16 +227,9 @@ impl ResState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// Server-chosen id.
-    pub id: String,
-    /// The delegation tree (block 0's id) it belongs to.
-    pub tree: BlockId,
-    /// The chain of the token that made it, root first. Only that holder
-    /// and its ancestors may see or finish the reservation.
-    pub chain: Vec<BlockId>,
-    /// The unit held.
-    pub unit: String,
-    /// Every scope held on, nearest first.
-    pub scopes: Vec<ScopeKey>,
+    pub id: ResId,
+    /// The chain, unit and scopes it holds on.
+    pub holder: Arc<Holder>,
     /// The amount held while active.
     pub amount: u64,
     /// The amount charged, once committed.
@@ -139,6 +238,8 @@ pub struct Reservation {
     pub state: ResState,
     /// When the hold lapses, in milliseconds since the Unix epoch.
     pub expires_at: u64,
+    /// When it reached its final state (ms since the epoch); `None` while active.
+    pub finalized_at: Option<u64>,
 }
 
 /// Why the ledger refused an operation.
@@ -189,12 +290,71 @@ impl LedgerError {
     }
 }
 
+/// An idempotency key, scoped to one delegation tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdemKey {
+    /// The tree (block 0's id).
+    pub tree: BlockId,
+    /// The caller's key.
+    pub key: String,
+}
+
+/// A hash of a request, to tell a replay from a different request under
+/// the same key (128 bits: a second preimage is out of reach).
+pub type Fingerprint = [u8; 16];
+
+/// A reservation's counters as one answer saw them: what a replay must
+/// show again, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The reservation.
+    pub id: ResId,
+    /// Its state after the operation.
+    pub state: ResState,
+    /// The amount it held.
+    pub amount: u64,
+    /// The amount charged, if committed.
+    pub charged: Option<u64>,
+    /// Its expiry after the operation.
+    pub expires_at: u64,
+    /// The counters of each of its scopes after the operation, nearest first.
+    pub counters: Vec<ScopeState>,
+}
+
+/// The recorded outcome of an idempotent command, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// The operation succeeded on a reservation.
+    Done {
+        /// Whether it made the reservation (reserve, spend).
+        created: bool,
+        /// What the answer showed.
+        snapshot: Snapshot,
+    },
+    /// The ledger refused it.
+    Refused(LedgerError),
+}
+
+/// The stored outcome of an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// The request's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// When it was recorded (ms since the epoch): retention counts from here.
+    pub at: u64,
+    /// The outcome.
+    pub outcome: Recorded,
+}
+
 /// A row the store must write, as part of the current transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Change {
     /// Insert or update a scope's counters.
     Scope(ScopeKey, ScopeState),
+    /// Insert a holder (interned chain, unit and scopes).
+    Holder(Arc<Holder>),
     /// Insert or update a reservation.
     Reservation(Reservation),
     /// Record the outcome of an idempotent request.
@@ -210,31 +370,138 @@ pub enum Change {
     },
 }
 
-/// An idempotency key, scoped to one delegation tree.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdemKey {
-    /// The tree (block 0's id).
-    pub tree: BlockId,
-    /// The caller's key.
-    pub key: String,
+/// What a reserve asks for, once the token has been verified and
+/// authorized by the caller.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// The id to give the reservation.
+    pub id: ResId,
+    /// Every block id of the spending chain, root first.
+    pub chain: Vec<BlockId>,
+    /// The unit to hold.
+    pub unit: Unit,
+    /// The scopes authorization returned, nearest first (all units).
+    pub scopes: Vec<BudgetScope>,
+    /// The amount to hold.
+    pub amount: u64,
+    /// How long the hold lasts, in milliseconds from when it is applied.
+    pub ttl_ms: u64,
 }
 
-/// The stored outcome of an idempotent request: replayed verbatim.
+/// One ledger operation on reservations, its token already verified and
+/// authorized by the caller.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Hold an amount; with `actual`, charge it at once (spend).
+    Reserve {
+        /// What to hold.
+        req: ReserveRequest,
+        /// For a spend: the amount to charge.
+        actual: Option<u64>,
+    },
+    /// Charge a hold.
+    Commit {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The reservation.
+        id: ResId,
+        /// The amount to charge.
+        actual: u64,
+    },
+    /// Return a hold.
+    Release {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The reservation.
+        id: ResId,
+    },
+    /// Lengthen a hold.
+    Extend {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The reservation.
+        id: ResId,
+        /// The new TTL, from now.
+        ttl_ms: u64,
+    },
+    /// Read a reservation.
+    Get {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The reservation.
+        id: ResId,
+    },
+    /// Only answer from the idempotency record, if there is one: for a
+    /// request whose token no longer authorizes it (expired since).
+    Replay,
+}
+
+impl Operation {
+    /// The reservation the operation names, if any.
+    fn target(&self) -> Option<ResId> {
+        match self {
+            Self::Commit { id, .. }
+            | Self::Release { id, .. }
+            | Self::Extend { id, .. }
+            | Self::Get { id, .. } => Some(*id),
+            Self::Reserve { .. } | Self::Replay => None,
+        }
+    }
+}
+
+/// An operation with its optional idempotency key and request fingerprint.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The operation.
+    pub op: Operation,
+    /// The idempotency key and the request's fingerprint.
+    pub idem: Option<(IdemKey, Fingerprint)>,
+}
+
+/// A reservation and its scopes' counters, as one answer shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdemRecord {
-    /// A hash of the request, to tell a replay from a different request.
-    pub fingerprint: [u8; 32],
-    /// The HTTP status of the first answer.
-    pub status: u16,
-    /// The body of the first answer.
-    pub body: String,
+pub struct View {
+    /// The chain, unit and scopes.
+    pub holder: Arc<Holder>,
+    /// The reservation's state and counters.
+    pub snapshot: Snapshot,
 }
 
-enum Undo {
-    Idem(IdemKey),
-    Scope(ScopeKey, Option<ScopeState>),
-    Reservation(String, Option<Reservation>),
-    Revoke(BlockId),
+/// The ledger's typed answer to a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Done; `created` for a new reservation.
+    Done {
+        /// Whether the reservation was made by this command.
+        created: bool,
+        /// The reservation afterwards.
+        view: View,
+    },
+    /// The ledger refused it.
+    Refused(LedgerError),
+    /// The idempotency key was used before for a different request.
+    KeyReused,
+    /// [`Operation::Replay`] found no record for the key.
+    NotRecorded,
+}
+
+/// Records a command needs that are not in memory: the writer reads them
+/// from the store and hands them over with [`Ledger::supply`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Idempotency records to look up.
+    pub idem: Vec<IdemKey>,
+    /// Reservations to look up.
+    pub reservations: Vec<ResId>,
+}
+
+impl Missing {
+    /// Whether nothing is missing.
+    pub fn is_empty(&self) -> bool {
+        self.idem.is_empty() && self.reservations.is_empty()
+    }
 }
 
 /// The outcome of a revocation.
@@ -246,64 +513,170 @@ pub struct Revocation {
     pub new: bool,
 }
 
-/// What a reserve request asks for, once the token has been verified and
-/// authorized by the caller.
-#[derive(Debug, Clone)]
-pub struct ReserveRequest {
-    /// The id to give the reservation.
-    pub id: String,
-    /// The delegation tree.
-    pub tree: BlockId,
-    /// Every block id of the spending chain, for the revocation check.
-    pub chain: Vec<BlockId>,
-    /// The unit to hold.
-    pub unit: String,
-    /// The scopes authorization returned, nearest first (all units).
-    pub scopes: Vec<BudgetScope>,
-    /// The amount to hold.
-    pub amount: u64,
-    /// When the hold lapses (ms since the epoch).
-    pub expires_at: u64,
+/// The active state, as the store loads it at start.
+#[derive(Debug, Default)]
+pub struct ActiveState {
+    /// Every scope's counters.
+    pub scopes: Vec<(ScopeKey, ScopeState)>,
+    /// Every active reservation.
+    pub reservations: Vec<Reservation>,
+    /// Every revoked block with its feed position.
+    pub revoked: Vec<(BlockId, u64)>,
+    /// The next free holder id.
+    pub next_holder: u64,
 }
 
-/// The in-memory ledger: scopes, reservations, revocations.
-#[derive(Default)]
+/// The sizes of the in-memory caches, in entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Recently used idempotency records.
+    pub idempotency: usize,
+    /// Recently finalized reservations.
+    pub finalized: usize,
+    /// Interned holders.
+    pub holders: usize,
+}
+
+impl CacheSizes {
+    /// Every cache with `n` entries.
+    pub fn all(n: usize) -> Self {
+        Self {
+            idempotency: n,
+            finalized: n,
+            holders: n,
+        }
+    }
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        Self::all(100_000)
+    }
+}
+
+/// How many records the ledger holds in memory, by kind: what the bounded
+/// memory test and the metrics watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Population {
+    /// Scopes.
+    pub scopes: usize,
+    /// Active reservations.
+    pub active: usize,
+    /// Entries in the expiry index.
+    pub expiry: usize,
+    /// Cached finalized reservations.
+    pub finalized: usize,
+    /// Cached idempotency records.
+    pub idempotency: usize,
+    /// Cached holders.
+    pub holders: usize,
+    /// Revoked blocks.
+    pub revoked: usize,
+}
+
+type HolderKey = (Vec<BlockId>, Unit, Vec<ScopeKey>);
+
+enum Undo {
+    Scope(ScopeKey, Option<ScopeState>),
+    Active(ResId, Option<Reservation>),
+    Revoke(BlockId),
+    NextHolder(u64),
+}
+
+fn cache<K: Eq + std::hash::Hash + Clone, V: Clone>(n: usize) -> quick_cache::unsync::Cache<K, V> {
+    quick_cache::unsync::Cache::new(n.max(1))
+}
+
+/// The in-memory ledger: active state and bounded caches over the store.
 pub struct Ledger {
     scopes: HashMap<ScopeKey, ScopeState>,
-    reservations: HashMap<String, Reservation>,
+    active: HashMap<ResId, Reservation>,
+    /// Active reservations by expiry, for a sweep that costs what expires.
+    expiry: BTreeSet<(u64, ResId)>,
     /// Revoked blocks with their feed position.
     revoked: HashMap<BlockId, u64>,
     feed: BTreeMap<u64, BlockId>,
     revoke_seq: u64,
-    idem: HashMap<IdemKey, IdemRecord>,
+    next_holder: u64,
+    holders: quick_cache::unsync::Cache<HolderKey, Arc<Holder>>,
+    finalized: quick_cache::unsync::Cache<ResId, Reservation>,
+    idem: quick_cache::unsync::Cache<IdemKey, IdemRecord>,
+    /// Made by the current group: never evicted before [`Self::settle`].
+    pending_idem: HashMap<IdemKey, IdemRecord>,
+    pending_final: HashMap<ResId, Reservation>,
+    pending_holders: Vec<(HolderKey, Arc<Holder>)>,
+    /// Read from the store for the current group (`None`: not there).
+    fetched_idem: HashMap<IdemKey, Option<IdemRecord>>,
+    fetched_res: HashMap<ResId, Option<Reservation>>,
     changes: Vec<Change>,
     undo: Vec<Undo>,
 }
 
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new(CacheSizes::default())
+    }
+}
+
 impl Ledger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty ledger with caches of the given sizes.
+    pub fn new(sizes: CacheSizes) -> Self {
+        Self {
+            scopes: HashMap::new(),
+            active: HashMap::new(),
+            expiry: BTreeSet::new(),
+            revoked: HashMap::new(),
+            feed: BTreeMap::new(),
+            revoke_seq: 0,
+            next_holder: 1,
+            holders: cache(sizes.holders),
+            finalized: cache(sizes.finalized),
+            idem: cache(sizes.idempotency),
+            pending_idem: HashMap::new(),
+            pending_final: HashMap::new(),
+            pending_holders: Vec::new(),
+            fetched_idem: HashMap::new(),
+            fetched_res: HashMap::new(),
+            changes: Vec::new(),
+            undo: Vec::new(),
+        }
     }
 
-    /// Restores a ledger from stored rows.
-    pub fn restore(
-        scopes: impl IntoIterator<Item = (ScopeKey, ScopeState)>,
-        reservations: impl IntoIterator<Item = Reservation>,
-        revoked: impl IntoIterator<Item = (BlockId, u64)>,
-        idem: impl IntoIterator<Item = (IdemKey, IdemRecord)>,
-    ) -> Self {
-        let mut l = Self::new();
-        l.idem.extend(idem);
-        l.scopes.extend(scopes);
-        l.reservations
-            .extend(reservations.into_iter().map(|r| (r.id.clone(), r)));
-        for (b, seq) in revoked {
+    /// Restores a ledger from the store's active state.
+    pub fn restore(state: ActiveState, sizes: CacheSizes) -> Self {
+        let mut l = Self::new(sizes);
+        l.scopes.extend(state.scopes);
+        for r in state.reservations {
+            if r.state == ResState::Active {
+                l.expiry.insert((r.expires_at, r.id));
+                let h = &r.holder;
+                l.holders.insert(
+                    (h.chain.clone(), h.unit.clone(), h.scopes.clone()),
+                    h.clone(),
+                );
+                l.active.insert(r.id, r);
+            }
+        }
+        for (b, seq) in state.revoked {
             l.revoked.insert(b, seq);
             l.feed.insert(seq, b);
             l.revoke_seq = l.revoke_seq.max(seq);
         }
+        l.next_holder = state.next_holder.max(1);
         l
+    }
+
+    /// How many records are in memory, by kind.
+    pub fn population(&self) -> Population {
+        Population {
+            scopes: self.scopes.len(),
+            active: self.active.len(),
+            expiry: self.expiry.len(),
+            finalized: self.finalized.len(),
+            idempotency: self.idem.len(),
+            holders: self.holders.len(),
+            revoked: self.revoked.len(),
+        }
     }
 
     /// The changes made since the last [`Self::settle`] or [`Self::rollback`],
@@ -318,14 +691,14 @@ impl Ledger {
     /// keeps the hot root counter cheap.
     pub fn coalesced_changes(&self) -> Vec<&Change> {
         let mut last_scope: HashMap<&ScopeKey, usize> = HashMap::new();
-        let mut last_res: HashMap<&str, usize> = HashMap::new();
+        let mut last_res: HashMap<ResId, usize> = HashMap::new();
         for (i, c) in self.changes.iter().enumerate() {
             match c {
                 Change::Scope(k, _) => {
                     last_scope.insert(k, i);
                 }
                 Change::Reservation(r) => {
-                    last_res.insert(&r.id, i);
+                    last_res.insert(r.id, i);
                 }
                 _ => {}
             }
@@ -335,17 +708,38 @@ impl Ledger {
             .enumerate()
             .filter(|(i, c)| match c {
                 Change::Scope(k, _) => last_scope.get(k) == Some(i),
-                Change::Reservation(r) => last_res.get(r.id.as_str()) == Some(i),
+                Change::Reservation(r) => last_res.get(&r.id) == Some(i),
                 _ => true,
             })
             .map(|(_, c)| c)
             .collect()
     }
 
-    /// The store has made [`Self::changes`] durable: forget them and their undo.
+    /// The store has made [`Self::changes`] durable: forget them and their
+    /// undo, and move this group's records into the caches.
     pub fn settle(&mut self) {
         self.undo.clear();
         self.changes.clear();
+        for (k, v) in self.pending_idem.drain() {
+            self.idem.insert(k, v);
+        }
+        for (k, v) in self.pending_final.drain() {
+            self.finalized.insert(k, v);
+        }
+        for (k, v) in self.pending_holders.drain(..) {
+            self.holders.insert(k, v);
+        }
+        // What was read from the store is durable too: keep it warm.
+        for (k, v) in self.fetched_idem.drain() {
+            if let Some(v) = v {
+                self.idem.insert(k, v);
+            }
+        }
+        for (k, v) in self.fetched_res.drain() {
+            if let Some(v) = v {
+                self.finalized.insert(k, v);
+            }
+        }
     }
 
     /// Undoes every change since the last [`Self::settle`]: the store could
@@ -359,23 +753,29 @@ impl Ledger {
                 Undo::Scope(k, None) => {
                     self.scopes.remove(&k);
                 }
-                Undo::Reservation(id, Some(r)) => {
-                    self.reservations.insert(id, r);
-                }
-                Undo::Reservation(id, None) => {
-                    self.reservations.remove(&id);
-                }
-                Undo::Idem(k) => {
-                    self.idem.remove(&k);
+                Undo::Active(id, before) => {
+                    if let Some(now) = self.active.remove(&id) {
+                        self.expiry.remove(&(now.expires_at, id));
+                    }
+                    if let Some(r) = before {
+                        self.expiry.insert((r.expires_at, id));
+                        self.active.insert(id, r);
+                    }
                 }
                 Undo::Revoke(b) => {
                     self.revoked.remove(&b);
                     self.feed.remove(&self.revoke_seq);
                     self.revoke_seq -= 1;
                 }
+                Undo::NextHolder(n) => self.next_holder = n,
             }
         }
         self.changes.clear();
+        self.pending_idem.clear();
+        self.pending_final.clear();
+        self.pending_holders.clear();
+        self.fetched_idem.clear();
+        self.fetched_res.clear();
     }
 
     fn set_scope(&mut self, k: &ScopeKey, s: ScopeState) {
@@ -384,9 +784,20 @@ impl Ledger {
         self.changes.push(Change::Scope(k.clone(), s));
     }
 
+    /// Writes a reservation: active ones live in the active map and the
+    /// expiry index, final ones move to this group's pending map.
     fn set_reservation(&mut self, r: Reservation) {
-        let old = self.reservations.insert(r.id.clone(), r.clone());
-        self.undo.push(Undo::Reservation(r.id.clone(), old));
+        let before = self.active.remove(&r.id);
+        if let Some(b) = &before {
+            self.expiry.remove(&(b.expires_at, b.id));
+        }
+        self.undo.push(Undo::Active(r.id, before));
+        if r.state == ResState::Active {
+            self.expiry.insert((r.expires_at, r.id));
+            self.active.insert(r.id, r.clone());
+        } else {
+            self.pending_final.insert(r.id, r.clone());
+        }
         self.changes.push(Change::Reservation(r));
     }
 
@@ -399,53 +810,209 @@ impl Ledger {
         })
     }
 
+    /// A reservation from memory or from what the store supplied.
+    fn lookup(&self, id: &ResId) -> Option<&Reservation> {
+        self.active
+            .get(id)
+            .or_else(|| self.pending_final.get(id))
+            .or_else(|| self.finalized.peek(id))
+            .or_else(|| self.fetched_res.get(id).and_then(Option::as_ref))
+    }
+
+    fn in_memory(&self, id: &ResId) -> bool {
+        self.active.contains_key(id)
+            || self.pending_final.contains_key(id)
+            || self.finalized.peek(id).is_some()
+            || self.fetched_res.contains_key(id)
+    }
+
+    fn idem_lookup(&self, key: &IdemKey) -> Option<&IdemRecord> {
+        self.pending_idem
+            .get(key)
+            .or_else(|| self.idem.peek(key))
+            .or_else(|| self.fetched_idem.get(key).and_then(Option::as_ref))
+    }
+
     /// A reservation as seen by the holder of `chain` (a token's block ids,
     /// root first): visible only to the token that made it and to its
     /// ancestors, whose chains are prefixes of the maker's. A descendant must
     /// not finish it: committing more than the hold would spend the
     /// ancestor's budget past the descendant's own ceiling. Anything else is
     /// invisible, not forbidden, so ids leak nothing across trees.
-    pub fn reservation(&self, chain: &[BlockId], id: &str) -> Option<&Reservation> {
-        self.reservations
-            .get(id)
-            .filter(|r| !chain.is_empty() && r.chain.starts_with(chain))
+    fn visible(&self, chain: &[BlockId], id: &ResId) -> Option<&Reservation> {
+        self.lookup(id)
+            .filter(|r| !chain.is_empty() && r.holder.chain.starts_with(chain))
     }
 
-    /// The recorded outcome for an idempotency key.
-    pub fn idempotent(&self, key: &IdemKey) -> Option<&IdemRecord> {
-        self.idem.get(key)
+    /// The records `cmd` needs that are neither in memory nor already
+    /// supplied. Call it for every command of a group before applying any.
+    pub fn missing(&self, cmd: &Command, out: &mut Missing) {
+        if let Some((key, _)) = &cmd.idem {
+            match self.idem_lookup(key) {
+                None if !self.fetched_idem.contains_key(key) => out.idem.push(key.clone()),
+                // A replay needs the reservation its answer showed.
+                Some(IdemRecord {
+                    outcome: Recorded::Done { snapshot, .. },
+                    ..
+                }) if !self.in_memory(&snapshot.id) => out.reservations.push(snapshot.id),
+                _ => {}
+            }
+        }
+        if let Some(id) = cmd.op.target() {
+            if !self.in_memory(&id) {
+                out.reservations.push(id);
+            }
+        }
     }
 
-    /// Records the outcome for an idempotency key. Keys are kept for as
-    /// long as the ledger: they never lapse while their reservation matters.
-    pub fn record_idempotent(&mut self, key: IdemKey, record: IdemRecord) {
-        self.undo.push(Undo::Idem(key.clone()));
-        self.idem.insert(key.clone(), record.clone());
-        self.changes.push(Change::Idempotency(key, record));
+    /// Hands over what the store returned for [`Self::missing`].
+    pub fn supply(
+        &mut self,
+        idem: impl IntoIterator<Item = (IdemKey, Option<IdemRecord>)>,
+        reservations: impl IntoIterator<Item = (ResId, Option<Reservation>)>,
+    ) {
+        self.fetched_idem.extend(idem);
+        self.fetched_res.extend(reservations);
     }
 
-    /// Up to `limit` revocations with a feed position above `after`, in order.
-    pub fn revocations_after(&self, after: u64, limit: usize) -> Vec<(u64, BlockId)> {
-        self.feed
-            .range(after.saturating_add(1)..)
-            .take(limit)
-            .map(|(s, b)| (*s, *b))
-            .collect()
+    /// Applies one command at `now` (ms), with `grace` ms past a hold's
+    /// expiry in which it may still be finished.
+    pub fn apply(&mut self, cmd: &Command, now: u64, grace: u64) -> Outcome {
+        if let Some((key, fingerprint)) = &cmd.idem {
+            if let Some(rec) = self.idem_lookup(key) {
+                if !bool::from(subtle_eq(&rec.fingerprint, fingerprint)) {
+                    return Outcome::KeyReused;
+                }
+                let rec = rec.clone();
+                // A record whose reservation is gone (dropped by retention)
+                // is gone too: the request is new again (spec/http.md §3.6).
+                if let Some(out) = self.replay(&rec.outcome) {
+                    return out;
+                }
+            }
+        }
+        let out = match &cmd.op {
+            Operation::Replay => return Outcome::NotRecorded,
+            Operation::Get { chain, id } => {
+                return match self.visible(chain, id) {
+                    Some(r) => Outcome::Done {
+                        created: false,
+                        view: self.view(&r.clone()),
+                    },
+                    None => Outcome::Refused(LedgerError::NotFound),
+                };
+            }
+            Operation::Reserve { req, actual } => self.reserve_op(req, *actual, now, grace),
+            Operation::Commit { chain, id, actual } => self
+                .commit(chain, id, *actual, now, grace)
+                .map(|r| (false, r)),
+            Operation::Release { chain, id } => {
+                self.release(chain, id, now, grace).map(|r| (false, r))
+            }
+            Operation::Extend { chain, id, ttl_ms } => self
+                .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
+                .map(|r| (false, r)),
+        };
+        let (outcome, recorded) = match out {
+            Ok((created, r)) => {
+                let view = self.view(&r);
+                let rec = Recorded::Done {
+                    created,
+                    snapshot: view.snapshot.clone(),
+                };
+                (Outcome::Done { created, view }, rec)
+            }
+            Err(e) => (Outcome::Refused(e.clone()), Recorded::Refused(e)),
+        };
+        if let Some((key, fingerprint)) = &cmd.idem {
+            let rec = IdemRecord {
+                fingerprint: *fingerprint,
+                at: now,
+                outcome: recorded,
+            };
+            self.pending_idem.insert(key.clone(), rec.clone());
+            self.changes.push(Change::Idempotency(key.clone(), rec));
+        }
+        outcome
     }
 
-    /// Every revoked block.
-    pub fn revoked(&self) -> impl Iterator<Item = &BlockId> {
-        self.revoked.keys()
+    fn replay(&self, rec: &Recorded) -> Option<Outcome> {
+        Some(match rec {
+            Recorded::Refused(e) => Outcome::Refused(e.clone()),
+            Recorded::Done { created, snapshot } => Outcome::Done {
+                created: *created,
+                view: View {
+                    holder: self.lookup(&snapshot.id)?.holder.clone(),
+                    snapshot: snapshot.clone(),
+                },
+            },
+        })
     }
 
-    /// Whether a block is revoked.
-    pub fn is_revoked(&self, block: &BlockId) -> bool {
-        self.revoked.contains_key(block)
+    fn view(&self, r: &Reservation) -> View {
+        View {
+            holder: r.holder.clone(),
+            snapshot: Snapshot {
+                id: r.id,
+                state: r.state,
+                amount: r.amount,
+                charged: r.charged,
+                expires_at: r.expires_at,
+                counters: r.holder.scopes.iter().map(|k| self.scope(k, 0)).collect(),
+            },
+        }
+    }
+
+    fn reserve_op(
+        &mut self,
+        req: &ReserveRequest,
+        actual: Option<u64>,
+        now: u64,
+        grace: u64,
+    ) -> Result<(bool, Reservation), LedgerError> {
+        let r = self.reserve(req, now)?;
+        let Some(actual) = actual else {
+            return Ok((true, r));
+        };
+        let chain = r.holder.chain.clone();
+        match self.commit(&chain, &r.id, actual, now, grace) {
+            Ok(r) => Ok((true, r)),
+            Err(e) => {
+                // A spend is one step: undo the hold rather than leave it.
+                let _ = self.release(&chain, &r.id, now, grace);
+                Err(e)
+            }
+        }
+    }
+
+    /// The interned holder for a chain, unit and scopes: from the cache, or
+    /// a new one (a new row for the store).
+    fn holder(&mut self, chain: Vec<BlockId>, unit: Unit, scopes: Vec<ScopeKey>) -> Arc<Holder> {
+        let key: HolderKey = (chain, unit, scopes);
+        if let Some(h) = self.holders.get(&key) {
+            return h.clone();
+        }
+        if let Some((_, h)) = self.pending_holders.iter().find(|(k, _)| *k == key) {
+            return h.clone();
+        }
+        // A holder evicted from the cache is interned again under a new id:
+        // the store may hold duplicates, which cost a row and change nothing.
+        let h = Arc::new(Holder {
+            id: self.next_holder,
+            chain: key.0.clone(),
+            unit: key.1.clone(),
+            scopes: key.2.clone(),
+        });
+        self.undo.push(Undo::NextHolder(self.next_holder));
+        self.next_holder += 1;
+        self.changes.push(Change::Holder(h.clone()));
+        self.pending_holders.push((key, h.clone()));
+        h
     }
 
     /// Holds `amount` on every scope for `unit`, or on none.
-    pub fn reserve(&mut self, req: ReserveRequest) -> Result<Reservation, LedgerError> {
-        if req.chain.first() != Some(&req.tree) {
+    pub fn reserve(&mut self, req: &ReserveRequest, now: u64) -> Result<Reservation, LedgerError> {
+        if req.chain.is_empty() {
             return Err(LedgerError::NoBudget);
         }
         if let Some(b) = req.chain.iter().find(|b| self.revoked.contains_key(b)) {
@@ -457,7 +1024,7 @@ impl Ledger {
         let scopes: Vec<(ScopeKey, u64)> = req
             .scopes
             .iter()
-            .filter(|s| s.unit.as_str() == req.unit)
+            .filter(|s| s.unit == req.unit)
             .map(|s| (ScopeKey::of(s), s.ceiling.min(MAX_AMOUNT)))
             .collect();
         if scopes.is_empty() {
@@ -485,16 +1052,19 @@ impl Ledger {
         for (k, s) in &updated {
             self.set_scope(k, *s);
         }
+        let holder = self.holder(
+            req.chain.clone(),
+            req.unit.clone(),
+            scopes.into_iter().map(|(k, _)| k).collect(),
+        );
         let r = Reservation {
             id: req.id,
-            tree: req.tree,
-            chain: req.chain,
-            unit: req.unit,
-            scopes: scopes.into_iter().map(|(k, _)| k).collect(),
+            holder,
             amount: req.amount,
             charged: None,
             state: ResState::Active,
-            expires_at: req.expires_at,
+            expires_at: now.saturating_add(req.ttl_ms),
+            finalized_at: None,
         };
         self.set_reservation(r.clone());
         Ok(r)
@@ -503,11 +1073,11 @@ impl Ledger {
     fn active(
         &self,
         chain: &[BlockId],
-        id: &str,
+        id: &ResId,
         now: u64,
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
-        let r = self.reservation(chain, id).ok_or(LedgerError::NotFound)?;
+        let r = self.visible(chain, id).ok_or(LedgerError::NotFound)?;
         match r.state {
             ResState::Active if now > r.expires_at.saturating_add(grace) => {
                 Err(LedgerError::Finalized(ResState::Expired))
@@ -523,7 +1093,7 @@ impl Ledger {
     pub fn commit(
         &mut self,
         chain: &[BlockId],
-        id: &str,
+        id: &ResId,
         actual: u64,
         now: u64,
         grace: u64,
@@ -534,8 +1104,8 @@ impl Ledger {
         let mut r = self.active(chain, id, now, grace)?;
         self.check_chain_not_revoked(&r)?;
         let extra = actual.saturating_sub(r.amount);
-        let mut updated = Vec::with_capacity(r.scopes.len());
-        for key in &r.scopes {
+        let mut updated = Vec::with_capacity(r.holder.scopes.len());
+        for key in &r.holder.scopes {
             let s = self.scopes.get(key).copied().ok_or(LedgerError::NotFound)?;
             if s.remaining() < extra {
                 return Err(LedgerError::InsufficientBudget {
@@ -558,6 +1128,7 @@ impl Ledger {
         }
         r.state = ResState::Committed;
         r.charged = Some(actual);
+        r.finalized_at = Some(now);
         self.set_reservation(r.clone());
         Ok(r)
     }
@@ -566,7 +1137,7 @@ impl Ledger {
     /// revoked since is refused, even for an unrevoked ancestor; releasing
     /// it is always allowed.
     fn check_chain_not_revoked(&self, r: &Reservation) -> Result<(), LedgerError> {
-        match r.chain.iter().find(|b| self.revoked.contains_key(b)) {
+        match r.holder.chain.iter().find(|b| self.revoked.contains_key(b)) {
             Some(b) => Err(LedgerError::Revoked(*b)),
             None => Ok(()),
         }
@@ -576,16 +1147,16 @@ impl Ledger {
     pub fn release(
         &mut self,
         chain: &[BlockId],
-        id: &str,
+        id: &ResId,
         now: u64,
         grace: u64,
     ) -> Result<Reservation, LedgerError> {
         let r = self.active(chain, id, now, grace)?;
-        Ok(self.finish(r, ResState::Released))
+        Ok(self.finish(r, ResState::Released, now))
     }
 
-    fn finish(&mut self, mut r: Reservation, state: ResState) -> Reservation {
-        for key in &r.scopes {
+    fn finish(&mut self, mut r: Reservation, state: ResState, now: u64) -> Reservation {
+        for key in &r.holder.scopes {
             if let Some(s) = self.scopes.get(key).copied() {
                 // held >= amount by the invariant; saturate rather than panic.
                 self.set_scope(
@@ -598,6 +1169,7 @@ impl Ledger {
             }
         }
         r.state = state;
+        r.finalized_at = Some(now);
         self.set_reservation(r.clone());
         r
     }
@@ -606,7 +1178,7 @@ impl Ledger {
     pub fn extend(
         &mut self,
         chain: &[BlockId],
-        id: &str,
+        id: &ResId,
         expires_at: u64,
         now: u64,
         grace: u64,
@@ -619,17 +1191,41 @@ impl Ledger {
     }
 
     /// Releases every active hold whose expiry plus `grace` is before `now`,
-    /// each exactly once. Returns their ids.
-    pub fn expire(&mut self, now: u64, grace: u64) -> Vec<String> {
-        let due: Vec<Reservation> = self
-            .reservations
-            .values()
-            .filter(|r| r.state == ResState::Active && now > r.expires_at.saturating_add(grace))
-            .cloned()
-            .collect();
+    /// each exactly once, taking them in expiry order: the cost is what
+    /// expires, not how many holds exist. Returns their ids.
+    pub fn expire(&mut self, now: u64, grace: u64) -> Vec<ResId> {
+        let mut due = Vec::new();
+        for (at, id) in &self.expiry {
+            if now <= at.saturating_add(grace) {
+                break;
+            }
+            due.push(*id);
+        }
         due.into_iter()
-            .map(|r| self.finish(r, ResState::Expired).id)
+            .filter_map(|id| {
+                let r = self.active.get(&id)?.clone();
+                Some(self.finish(r, ResState::Expired, now).id)
+            })
             .collect()
+    }
+
+    /// Up to `limit` revocations with a feed position above `after`, in order.
+    pub fn revocations_after(&self, after: u64, limit: usize) -> Vec<(u64, BlockId)> {
+        self.feed
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(s, b)| (*s, *b))
+            .collect()
+    }
+
+    /// Every revoked block.
+    pub fn revoked(&self) -> impl Iterator<Item = &BlockId> {
+        self.revoked.keys()
+    }
+
+    /// Whether a block is revoked.
+    pub fn is_revoked(&self, block: &BlockId) -> bool {
+        self.revoked.contains_key(block)
     }
 
     /// Revokes `block` of `tree`. Revoking twice changes nothing and
@@ -656,13 +1252,23 @@ impl Ledger {
         }
     }
 
-    /// Checks the invariant everywhere; for tests and the crash-recovery check.
+    /// Checks the invariant everywhere, and that every scope's `held` is
+    /// exactly what its active reservations hold; for tests and the
+    /// crash-recovery check.
     pub fn check_invariant(&self) -> Result<(), ScopeKey> {
+        let mut held: HashMap<&ScopeKey, u64> = HashMap::new();
+        for r in self.active.values() {
+            for k in &r.holder.scopes {
+                let h = held.entry(k).or_default();
+                *h = h.saturating_add(r.amount);
+            }
+        }
         for (k, s) in &self.scopes {
-            if s.spent
+            let over = s
+                .spent
                 .checked_add(s.held)
-                .is_none_or(|used| used > s.ceiling)
-            {
+                .is_none_or(|used| used > s.ceiling);
+            if over || held.get(k).copied().unwrap_or(0) != s.held {
                 return Err(k.clone());
             }
         }
@@ -670,218 +1276,9 @@ impl Ledger {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::caveat::Unit;
-
-    fn scope(block: u8, ceiling: u64) -> BudgetScope {
-        BudgetScope {
-            block: block as usize,
-            block_id: BlockId([block; 32]),
-            unit: Unit::Calls,
-            ceiling,
-            tools: None,
-        }
-    }
-
-    fn req(id: &str, leaf: u8, amount: u64) -> ReserveRequest {
-        // A chain 0 -> 1 -> leaf; scopes nearest first.
-        let mut scopes = vec![scope(leaf, 5)];
-        if leaf != 1 {
-            scopes.push(scope(1, 8));
-        }
-        scopes.push(scope(0, 100));
-        ReserveRequest {
-            id: id.into(),
-            tree: BlockId([0; 32]),
-            chain: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([leaf; 32])],
-            unit: "calls".into(),
-            scopes,
-            amount,
-            expires_at: 1_000,
-        }
-    }
-
-    #[test]
-    fn siblings_cannot_overspend_their_parent() {
-        let mut l = Ledger::new();
-        l.reserve(req("a", 2, 5)).unwrap();
-        // Sibling 3 has its own 5 but the parent (8) has only 3 left.
-        let err = l.reserve(req("b", 3, 4)).unwrap_err();
-        assert_eq!(
-            err,
-            LedgerError::InsufficientBudget {
-                scope: ScopeKey {
-                    block: BlockId([1; 32]),
-                    unit: "calls".into(),
-                    tools: String::new()
-                },
-                remaining: 3
-            }
-        );
-        // Nothing was held on the sibling's own scope by the failed attempt.
-        assert_eq!(l.scope(&ScopeKey::of(&scope(3, 5)), 5).held, 0);
-        l.reserve(req("c", 3, 3)).unwrap();
-        l.check_invariant().unwrap();
-    }
-
-    #[test]
-    fn commit_release_and_finality() {
-        let mut l = Ledger::new();
-        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
-        l.reserve(req("a", 2, 4)).unwrap();
-        let r = l.commit(&tree, "a", 3, 10, 0).unwrap();
-        assert_eq!(r.charged, Some(3));
-        assert_eq!(
-            l.scope(&ScopeKey::of(&scope(2, 5)), 5),
-            ScopeState {
-                ceiling: 5,
-                spent: 3,
-                held: 0
-            }
-        );
-        assert_eq!(
-            l.release(&tree, "a", 10, 0),
-            Err(LedgerError::Finalized(ResState::Committed))
-        );
-        assert_eq!(
-            l.commit(&tree, "a", 3, 10, 0),
-            Err(LedgerError::Finalized(ResState::Committed))
-        );
-        // Another tree cannot see it.
-        assert_eq!(
-            l.release(&[BlockId([9; 32]), BlockId([2; 32])], "a", 10, 0),
-            Err(LedgerError::NotFound)
-        );
-        // Nor can a sibling in the same tree.
-        assert_eq!(
-            l.release(
-                &[BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])],
-                "a",
-                10,
-                0
-            ),
-            Err(LedgerError::NotFound)
-        );
-        // An ancestor of the maker sees it (finalized here); a descendant does not.
-        assert_eq!(
-            l.release(&[BlockId([0; 32]), BlockId([1; 32])], "a", 10, 0),
-            Err(LedgerError::Finalized(ResState::Committed))
-        );
-        let descendant = [
-            BlockId([0; 32]),
-            BlockId([1; 32]),
-            BlockId([2; 32]),
-            BlockId([7; 32]),
-        ];
-        assert_eq!(
-            l.release(&descendant, "a", 10, 0),
-            Err(LedgerError::NotFound)
-        );
-    }
-
-    #[test]
-    fn commit_above_hold_needs_room_everywhere() {
-        let mut l = Ledger::new();
-        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
-        l.reserve(req("a", 2, 2)).unwrap();
-        // Leaf ceiling 5: 2 held, commit of 6 needs 4 more but only 3 remain.
-        assert!(matches!(
-            l.commit(&tree, "a", 6, 10, 0),
-            Err(LedgerError::InsufficientBudget { .. })
-        ));
-        assert_eq!(l.reservation(&tree, "a").unwrap().state, ResState::Active);
-        assert_eq!(l.commit(&tree, "a", 5, 10, 0).unwrap().charged, Some(5));
-        l.check_invariant().unwrap();
-    }
-
-    #[test]
-    fn expiry_is_decided_by_the_clock_and_happens_once() {
-        let mut l = Ledger::new();
-        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
-        l.reserve(req("a", 2, 4)).unwrap();
-        assert!(l.expire(1_000, 100).is_empty());
-        assert_eq!(
-            l.extend(&tree, "a", 2_000, 1_050, 100).unwrap().expires_at,
-            2_000
-        );
-        assert_eq!(l.expire(2_101, 100), vec!["a".to_owned()]);
-        assert!(l.expire(5_000, 100).is_empty());
-        assert_eq!(
-            l.commit(&tree, "a", 1, 5_000, 100),
-            Err(LedgerError::Finalized(ResState::Expired))
-        );
-        assert_eq!(l.scope(&ScopeKey::of(&scope(2, 5)), 5).held, 0);
-    }
-
-    #[test]
-    fn rollback_restores_everything() {
-        let mut l = Ledger::new();
-        l.reserve(req("a", 2, 4)).unwrap();
-        l.settle();
-        l.reserve(req("b", 3, 1)).unwrap();
-        l.revoke(BlockId([0; 32]), BlockId([3; 32]));
-        l.rollback();
-        assert!(
-            l.reservation(&[BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])], "b")
-                .is_none()
-        );
-        assert!(!l.is_revoked(&BlockId([3; 32])));
-        assert_eq!(l.scope(&ScopeKey::of(&scope(1, 8)), 8).held, 4);
-    }
-
-    #[test]
-    fn coalescing_keeps_the_last_write_of_each_row() {
-        let mut l = Ledger::new();
-        let tree = [BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
-        l.reserve(req("a", 2, 1)).unwrap();
-        l.reserve(req("b", 3, 1)).unwrap();
-        l.commit(&tree, "a", 1, 10, 0).unwrap();
-        let all = l.changes().len();
-        let kept = l.coalesced_changes();
-        // Scopes 0, 1, 2, 3 and reservations a, b: one row each.
-        assert_eq!(kept.len(), 6, "from {all}");
-        assert!(kept.iter().any(
-            |c| matches!(c, Change::Reservation(r) if r.id == "a" && r.state == ResState::Committed)
-        ));
-        let root = ScopeKey::of(&scope(0, 100));
-        assert!(kept.iter().any(
-            |c| matches!(c, Change::Scope(k, s) if *k == root && s.held == 1 && s.spent == 1)
-        ));
-    }
-
-    #[test]
-    fn a_revoked_makers_hold_can_be_released_but_not_charged() {
-        let mut l = Ledger::new();
-        l.reserve(req("a", 2, 1)).unwrap();
-        l.revoke(BlockId([0; 32]), BlockId([2; 32]));
-        let ancestor = [BlockId([0; 32]), BlockId([1; 32])];
-        assert_eq!(
-            l.commit(&ancestor, "a", 1, 10, 0),
-            Err(LedgerError::Revoked(BlockId([2; 32])))
-        );
-        assert_eq!(
-            l.extend(&ancestor, "a", 500, 10, 0),
-            Err(LedgerError::Revoked(BlockId([2; 32])))
-        );
-        assert_eq!(
-            l.release(&ancestor, "a", 10, 0).unwrap().state,
-            ResState::Released
-        );
-    }
-
-    #[test]
-    fn revoked_chain_cannot_spend() {
-        let mut l = Ledger::new();
-        l.revoke(BlockId([0; 32]), BlockId([1; 32]));
-        assert_eq!(
-            l.reserve(req("a", 2, 1)),
-            Err(LedgerError::Revoked(BlockId([1; 32])))
-        );
-        assert_eq!(
-            l.revoke(BlockId([0; 32]), BlockId([1; 32])),
-            Revocation { seq: 1, new: false }
-        );
-    }
+/// Constant-time equality of fingerprints: a mismatch answer must not tell
+/// an attacker how much of a guessed request matched.
+fn subtle_eq(a: &Fingerprint, b: &Fingerprint) -> subtle::Choice {
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b)
 }

@@ -53,6 +53,13 @@ fn harness() -> Harness {
     let config = WriterConfig {
         grace_ms: 1_000,
         max_batch: 256,
+        // BATON_TEST_CACHE=1 runs the suite with one-entry caches, so that
+        // replays and finished reservations are read back from the store.
+        cache: std::env::var("BATON_TEST_CACHE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map_or_else(Default::default, baton::ledger::CacheSizes::all),
+        ..WriterConfig::default()
     };
     let service = Service::start(store, clock.clone(), config).expect("service starts");
     Harness { service, clock }

@@ -281,7 +281,7 @@ fn variant_literals(src: &str, fn_name: &str) -> Vec<(String, String)> {
 fn ledger_statuses(writer: &str) -> BTreeMap<String, BTreeSet<u16>> {
     let at = writer
         .find("fn ledger_error_reply(")
-        .expect("ledger_error_reply in writer.rs");
+        .expect("ledger_error_reply in http/render.rs");
     let body = &writer[at..];
     let mut out: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     for (i, _) in body.match_indices("LedgerError::") {
@@ -319,6 +319,7 @@ fn harness() -> Harness {
     let config = WriterConfig {
         grace_ms: 1_000,
         max_batch: 64,
+        ..WriterConfig::default()
     };
     let service = Service::start(Box::new(store), Arc::new(ManualClock::new(T0)), config)
         .expect("service starts");
@@ -444,8 +445,9 @@ fn error_codes_match_the_source() {
     let ledger_codes = match_arm_literals(&ledger, "code");
     assert!(ledger_codes.len() >= 5, "{ledger_codes:?}");
     let variant_codes = variant_literals(&ledger, "code");
-    let writer = std::fs::read_to_string(root().join("src/server/writer.rs")).expect("writer.rs");
-    let statuses = ledger_statuses(&writer);
+    let render =
+        std::fs::read_to_string(root().join("src/server/http/render.rs")).expect("http/render.rs");
+    let statuses = ledger_statuses(&render);
     for (variant, code) in &variant_codes {
         let mapped = statuses.get(variant).unwrap_or_else(|| {
             panic!("LedgerError::{variant} has no status in ledger_error_reply")

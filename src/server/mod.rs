@@ -1,14 +1,22 @@
 //! `baton serve`: the spend ledger, key distribution and revocation over
 //! HTTP (spec/http.md).
 //!
+//! Data flows one way: the HTTP layer (`http`) turns requests into typed
+//! ledger commands and typed outcomes into responses; the [`writer`]
+//! batches commands and makes them durable; the ledger
+//! ([`crate::ledger`]) decides; the store ([`crate::store`]) persists.
+//!
 //! # Layout
 //! * [`writer`]: the single ledger writer with group commit.
-//! * `api`: the axum handlers, their JSON and their error mapping.
-//! * this module: state, router, limits, start-up (data directory, keys,
-//!   the first admin token) and graceful shutdown.
+//! * `http`: the axum handlers, one module per resource, and the one place
+//!   outcomes become statuses and JSON.
+//! * `state`: what the handlers share.
+//! * this module: router, limits, start-up (data directory, keys, the
+//!   first admin token) and graceful shutdown.
 
-mod api;
+mod http;
 pub mod run;
+mod state;
 pub mod writer;
 
 use std::future::Future;
@@ -23,20 +31,18 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tower::ServiceBuilder;
 
-pub use api::ADMIN_PREFIX;
-use writer::{Clock, LedgerHandle, Op, SystemClock, WriterConfig};
+pub use http::ADMIN_PREFIX;
+use http::render::error_reply;
+pub use state::AppState;
+use state::Metrics;
+use writer::{Clock, LedgerHandle, SystemClock, WriterConfig};
 
 use crate::caveat::Caveat;
 use crate::keys::{KeyStatus, Keyset, RootKey};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError, StoredKey};
+use crate::store::{Store, StoreError, StoredKey, StoredKeyStatus};
 use crate::token::Token;
 use crate::verifier::Verifier;
 
@@ -67,67 +73,6 @@ pub enum StartError {
     BadKey(String),
 }
 
-/// Prometheus metrics, in the OpenMetrics text format.
-pub(crate) struct Metrics {
-    registry: Registry,
-    requests: Family<Vec<(String, String)>, Counter>,
-    ready: Gauge,
-}
-
-impl Metrics {
-    fn new(batches: Counter) -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "baton_ledger_requests",
-            "Ledger requests by operation and HTTP status",
-            requests.clone(),
-        );
-        registry.register(
-            "baton_ledger_batches",
-            "Durable write transactions (group commits)",
-            batches,
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "baton_ready",
-            "Whether the store is available (1) or not (0)",
-            ready.clone(),
-        );
-        Self {
-            registry,
-            requests,
-            ready,
-        }
-    }
-
-    pub(crate) fn count(&self, op: &str, status: u16) {
-        self.requests
-            .get_or_create(&vec![
-                ("op".into(), op.into()),
-                ("status".into(), status.to_string()),
-            ])
-            .inc();
-    }
-
-    pub(crate) fn render(&self, ready: bool) -> String {
-        self.ready.set(i64::from(ready));
-        let mut out = String::new();
-        // Encoding into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
-    }
-}
-
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub(crate) ledger: LedgerHandle,
-    pub(crate) verifier: Arc<RwLock<Verifier>>,
-    pub(crate) signer: Arc<RwLock<RootKey>>,
-    pub(crate) metrics: Arc<Metrics>,
-}
-
 /// A started ledger: the state for the router and the writer thread.
 pub struct Service {
     /// The handlers' state.
@@ -149,10 +94,9 @@ impl Service {
         for k in &stored {
             let key =
                 RootKey::from_text(&k.secret).map_err(|_| StartError::BadKey(k.kid.clone()))?;
-            let status = if k.status == "active" {
-                KeyStatus::Active
-            } else {
-                KeyStatus::Retired
+            let status = match k.status {
+                StoredKeyStatus::Active => KeyStatus::Active,
+                _ => KeyStatus::Retired,
             };
             keyset.insert(key.public(), status);
             if status == KeyStatus::Active {
@@ -184,7 +128,7 @@ impl Service {
 
     /// Releases expired holds now, as the once-a-second sweeper does.
     pub async fn sweep_now(&self) {
-        let _ = self.state.ledger.submit(Op::Expire, None).await;
+        self.state.ledger.tick().await;
     }
 
     /// Mints a root token with this service's active key: for tests and
@@ -238,7 +182,7 @@ fn stored_key(key: &RootKey, now_ms: u64) -> StoredKey {
     StoredKey {
         kid: key.kid().to_string(),
         secret: key.to_text().to_string(),
-        status: "active".into(),
+        status: StoredKeyStatus::Active,
         created_at: now_ms,
     }
 }
@@ -248,7 +192,7 @@ async fn sweep(ledger: LedgerHandle) {
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
     loop {
         tick.tick().await;
-        let _ = ledger.submit(Op::Expire, None).await;
+        ledger.tick().await;
     }
 }
 
@@ -258,51 +202,47 @@ pub fn router(state: AppState) -> Router {
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::timeout::error::Elapsed>() {
-                api::reply(writer::error_reply(
-                    408,
-                    "timeout",
-                    "request took too long",
-                    None,
-                ))
+                error_reply(408, "timeout", "request took too long", None).into_response()
             } else {
-                api::reply(writer::error_reply(
-                    503,
-                    "overloaded",
-                    "server is overloaded; retry later",
-                    None,
-                ))
+                error_reply(503, "overloaded", "server is overloaded; retry later", None)
+                    .into_response()
             }
         }))
         .load_shed()
         .concurrency_limit(MAX_CONCURRENCY)
         .timeout(REQUEST_TIMEOUT);
     Router::new()
-        .route("/v1/keys", get(api::keys))
-        .route("/v1/tokens", post(api::mint))
-        .route("/v1/authorize", post(api::authorize_handler))
-        .route("/v1/reservations", post(api::reserve))
-        .route("/v1/reservations/{id}", get(api::get_reservation))
-        .route("/v1/reservations/{id}/commit", post(api::commit))
-        .route("/v1/reservations/{id}/release", post(api::release))
-        .route("/v1/reservations/{id}/extend", post(api::extend))
-        .route("/v1/spend", post(api::spend))
-        .route("/v1/balances", get(api::balances))
+        .route("/v1/keys", get(http::keys::keys))
+        .route("/v1/tokens", post(http::tokens::mint))
+        .route("/v1/authorize", post(http::tokens::authorize_handler))
+        .route("/v1/reservations", post(http::reservations::reserve))
+        .route(
+            "/v1/reservations/{id}",
+            get(http::reservations::get_reservation),
+        )
+        .route(
+            "/v1/reservations/{id}/commit",
+            post(http::reservations::commit),
+        )
+        .route(
+            "/v1/reservations/{id}/release",
+            post(http::reservations::release),
+        )
+        .route(
+            "/v1/reservations/{id}/extend",
+            post(http::reservations::extend),
+        )
+        .route("/v1/spend", post(http::reservations::spend))
+        .route("/v1/balances", get(http::balances::balances))
         .route(
             "/v1/revocations",
-            post(api::revoke).get(api::revocation_feed),
+            post(http::revocations::revoke).get(http::revocations::revocation_feed),
         )
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .fallback(|| async { api::not_found().await.into_response() })
-        .method_not_allowed_fallback(|| async {
-            api::reply(writer::error_reply(
-                405,
-                "method_not_allowed",
-                "this endpoint does not take this method",
-                None,
-            ))
-        })
+        .route("/healthz", get(http::health::healthz))
+        .route("/readyz", get(http::health::readyz))
+        .route("/metrics", get(http::health::metrics))
+        .fallback(http::health::not_found)
+        .method_not_allowed_fallback(http::health::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(limits)
         .with_state(state)
@@ -312,7 +252,10 @@ pub fn router(state: AppState) -> Router {
 /// on first start, a root key and an admin token written to `admin.token`
 /// (mode 0600; never logged). Returns the service and, on first start, the
 /// admin token's path.
-pub fn open(data_dir: &Path) -> Result<(Service, Option<PathBuf>), StartError> {
+pub fn open(
+    data_dir: &Path,
+    config: WriterConfig,
+) -> Result<(Service, Option<PathBuf>), StartError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| StartError::Io { path, source }
@@ -333,11 +276,7 @@ pub fn open(data_dir: &Path) -> Result<(Service, Option<PathBuf>), StartError> {
         .open(&db)
         .map_err(io(&db))?;
     let store = SqliteStore::open(&db)?;
-    let service = Service::start(
-        Box::new(store),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )?;
+    let service = Service::start(Box::new(store), Arc::new(SystemClock), config)?;
     // Write an admin token whenever there is none: on first start, and after
     // a crash between creating the key and writing the file. Whoever can
     // delete the file can read the key store beside it, so this grants

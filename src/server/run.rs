@@ -16,6 +16,40 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub json_logs: bool,
+    /// Entries in each in-memory cache over the store (recent idempotency
+    /// records, finalized reservations, holders). Memory is bounded by
+    /// active state plus these caches; a miss costs one indexed read.
+    #[arg(long, env = "BATON_CACHE", default_value_t = 100_000)]
+    pub cache: usize,
+    /// Drop finalized reservations and their idempotency records once they
+    /// are this old (e.g. `24h`, `7days`). Unset: keep them forever. A
+    /// replayed key older than this may be executed again (spec/http.md §3.6).
+    #[arg(long, env = "BATON_RETAIN", value_parser = parse_retain)]
+    pub retain: Option<std::time::Duration>,
+}
+
+/// At least a minute: a shorter window would forget keys that clients
+/// are still retrying.
+fn parse_retain(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err("the retention window must be at least 1 minute".into());
+    }
+    Ok(d)
+}
+
+impl ServeArgs {
+    /// The writer's configuration from these flags.
+    pub fn writer_config(&self) -> super::writer::WriterConfig {
+        super::writer::WriterConfig {
+            cache: crate::ledger::CacheSizes::all(self.cache.max(1)),
+            retain: self.retain.map(|d| super::writer::Retention {
+                keep_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                batch: 50_000,
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// `baton keys rotate`.
@@ -56,7 +90,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
-        let (service, admin) = super::open(&args.data)?;
+        let (service, admin) = super::open(&args.data, args.writer_config())?;
         if let Some(path) = admin {
             // The token itself never goes to the logs: only where it is.
             tracing::info!(path = %path.display(), "wrote an admin token (mode 0600): first start, or the file was missing");

@@ -1,26 +1,26 @@
 //! The ledger's single writer: group commit with no added delay.
 //!
-//! Handlers verify tokens in parallel, then queue ledger operations here.
-//! One thread drains whatever is queued, applies it to the in-memory
-//! [`Ledger`] under its lock, writes all the resulting rows in one durable
-//! transaction, and only then answers every request in the group. If the
-//! write fails, the group is undone in memory and everyone gets 503: a 2xx
-//! always means "on disk".
+//! Handlers verify tokens in parallel, then queue typed ledger commands
+//! here. One thread drains whatever is queued, reads from the store the
+//! records the group needs that are not in memory (point look-ups), applies
+//! the group to the in-memory [`Ledger`] under its lock, writes all the
+//! resulting rows in one durable transaction, and only then answers every
+//! request in the group with its typed [`Outcome`]. If the write fails, the
+//! group is undone in memory and everyone is told the store is unavailable:
+//! a success always means "on disk".
 //!
 //! Readers take the same lock, so they never see a change before it is
-//! durable.
+//! durable. This module knows nothing of HTTP: rendering is the HTTP
+//! layer's job (`server::http`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::sync::Mutex;
-
-use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::keys::BlockId;
-use crate::ledger::{IdemKey, IdemRecord, Ledger, LedgerError, Reservation, ReserveRequest};
-use crate::store::Store;
+use crate::ledger::{CacheSizes, Command, Ledger, Missing, Outcome, Revocation};
+use crate::store::{Store, StoreError, StoredKey};
 
 /// Milliseconds since the Unix epoch, from the server's clock only.
 pub trait Clock: Send + Sync + 'static {
@@ -57,48 +57,42 @@ impl Clock for ManualClock {
     }
 }
 
-/// One ledger operation, its token already verified and authorized.
-#[derive(Debug, Clone)]
-pub(crate) enum Op {
-    /// Reserve; with `actual`, commit at once (spend).
-    Reserve {
-        req: ReserveRequest,
-        ttl_ms: u64,
-        actual: Option<u64>,
-    },
-    Commit {
-        chain: Vec<BlockId>,
-        id: String,
-        actual: u64,
-    },
-    Release {
-        chain: Vec<BlockId>,
-        id: String,
-    },
-    Extend {
-        chain: Vec<BlockId>,
-        id: String,
-        ttl_ms: u64,
-    },
-    Revoke {
-        tree: BlockId,
-        block: BlockId,
-    },
-    /// The sweeper's tick.
-    Expire,
+/// What the writer is asked to do.
+#[derive(Debug)]
+enum Request {
+    /// A ledger command on reservations.
+    Command(Command),
+    /// Revoke a block.
+    Revoke { tree: BlockId, block: BlockId },
+    /// The sweeper's tick: expire due holds, prune old history.
+    Tick,
+    /// Store a new active root key.
+    RotateKey(StoredKey),
 }
 
-/// An answer: HTTP status and JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) body: String,
+/// The writer's answer to a [`Request`].
+#[derive(Debug)]
+enum Answer {
+    Outcome(Outcome),
+    Revoked(Revocation),
+    Ticked,
+    Rotated,
 }
 
 struct Job {
-    op: Op,
-    idem: Option<(IdemKey, [u8; 32])>,
-    reply: oneshot::Sender<Option<Reply>>,
+    request: Request,
+    /// `None`: the store was unavailable and nothing was done.
+    reply: oneshot::Sender<Option<Answer>>,
+}
+
+/// How long history is kept, and how much of it one prune removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finalized reservations and idempotency records older than this (ms)
+    /// are dropped (spec/http.md §3.6).
+    pub keep_ms: u64,
+    /// The most rows of each kind one sweeper tick removes.
+    pub batch: usize,
 }
 
 /// Tunables of the writer.
@@ -108,6 +102,10 @@ pub struct WriterConfig {
     pub grace_ms: u64,
     /// The most requests in one transaction.
     pub max_batch: usize,
+    /// The in-memory caches over the store.
+    pub cache: CacheSizes,
+    /// `None`: history is kept forever (the default).
+    pub retain: Option<Retention>,
 }
 
 impl Default for WriterConfig {
@@ -115,6 +113,8 @@ impl Default for WriterConfig {
         Self {
             grace_ms: 2_000,
             max_batch: 1024,
+            cache: CacheSizes::default(),
+            retain: None,
         }
     }
 }
@@ -130,12 +130,40 @@ pub(crate) struct LedgerHandle {
 }
 
 impl LedgerHandle {
-    /// Queues `op` and waits for its durable answer. `None` means the store
-    /// is unavailable (503).
-    pub(crate) async fn submit(&self, op: Op, idem: Option<(IdemKey, [u8; 32])>) -> Option<Reply> {
+    async fn submit(&self, request: Request) -> Option<Answer> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { op, idem, reply }).await.ok()?;
+        self.tx.send(Job { request, reply }).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Applies a command and waits for its durable outcome. `None` means
+    /// the store is unavailable (nothing was done).
+    pub(crate) async fn command(&self, cmd: Command) -> Option<Outcome> {
+        match self.submit(Request::Command(cmd)).await? {
+            Answer::Outcome(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Revokes a block, durably.
+    pub(crate) async fn revoke(&self, tree: BlockId, block: BlockId) -> Option<Revocation> {
+        match self.submit(Request::Revoke { tree, block }).await? {
+            Answer::Revoked(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Expires due holds (and prunes old history) now.
+    pub(crate) async fn tick(&self) -> bool {
+        matches!(self.submit(Request::Tick).await, Some(Answer::Ticked))
+    }
+
+    /// Stores a new active root key, retiring the others.
+    pub(crate) async fn rotate_key(&self, key: StoredKey) -> bool {
+        matches!(
+            self.submit(Request::RotateKey(key)).await,
+            Some(Answer::Rotated)
+        )
     }
 
     /// Locks the ledger for a read. The writer holds the lock while it makes
@@ -146,20 +174,16 @@ impl LedgerHandle {
     }
 }
 
-/// Starts the writer thread over `store`, whose rows seed the ledger.
+/// Starts the writer thread over `store`, whose active state seeds the
+/// ledger. Returns the handle, the thread and the revoked blocks.
 pub(crate) fn start(
     mut store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
-) -> Result<(LedgerHandle, std::thread::JoinHandle<()>, Vec<BlockId>), crate::store::StoreError> {
-    let snap = store.load()?;
-    let revoked: Vec<BlockId> = snap.revoked.iter().map(|(b, _)| *b).collect();
-    let ledger = Arc::new(Mutex::new(Ledger::restore(
-        snap.scopes,
-        snap.reservations,
-        snap.revoked,
-        snap.idem,
-    )));
+) -> Result<(LedgerHandle, std::thread::JoinHandle<()>, Vec<BlockId>), StoreError> {
+    let state = store.load_active()?;
+    let revoked: Vec<BlockId> = state.revoked.iter().map(|(b, _)| *b).collect();
+    let ledger = Arc::new(Mutex::new(Ledger::restore(state, config.cache)));
     let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
     let handle = LedgerHandle {
         tx,
@@ -179,7 +203,7 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("baton-ledger-writer".into())
         .spawn(move || run(rx, store, shared, config))
-        .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     Ok((handle, thread, revoked))
 }
 
@@ -190,10 +214,40 @@ struct Shared {
     batches: prometheus_client::metrics::counter::Counter,
 }
 
+/// Reads from the store what the group's commands need and is not in
+/// memory. Two rounds: a replayed record names a reservation that the
+/// first round could not know about.
+fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<(), StoreError> {
+    for _ in 0..2 {
+        let mut missing = Missing::default();
+        for job in batch {
+            if let Request::Command(cmd) = &job.request {
+                ledger.missing(cmd, &mut missing);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing
+            .idem
+            .sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
+        missing.idem.dedup();
+        missing.reservations.sort();
+        missing.reservations.dedup();
+        let idem = store.idempotency(&missing.idem)?;
+        let res = store.reservations(&missing.reservations)?;
+        ledger.supply(
+            missing.idem.into_iter().zip(idem),
+            missing.reservations.into_iter().zip(res),
+        );
+    }
+    Ok(())
+}
+
 fn run(
     mut rx: mpsc::Receiver<Job>,
     mut store: Box<dyn Store>,
-    handle: Shared,
+    shared: Shared,
     config: WriterConfig,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
@@ -207,233 +261,93 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut ledger = handle.ledger.blocking_lock();
-        let now = handle.clock.now_ms();
-        let replies: Vec<Reply> = batch
-            .iter()
-            .map(|job| apply(&mut ledger, job, now, config.grace_ms))
-            .collect();
-        let durable = {
-            let changes = ledger.coalesced_changes();
-            // A group that changed nothing (a quiet sweeper tick) still
-            // probes the store, so readiness tracks it in both directions.
-            if changes.is_empty() {
-                store.ping()
-            } else {
-                store.write(&changes)
-            }
-        };
-        let ok = match durable {
-            Ok(()) => {
-                ledger.settle();
-                true
-            }
+        let mut ledger = shared.ledger.blocking_lock();
+        let now = shared.clock.now_ms();
+        let mut ok = match fetch(&mut ledger, store.as_mut(), &batch) {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, "ledger write failed; group undone");
-                ledger.rollback();
+                tracing::error!(error = %e, "ledger read failed; group refused");
                 false
             }
         };
-        drop(ledger);
-        handle.ready.store(ok, Ordering::SeqCst);
-        handle.batches.inc();
-        for (job, reply) in batch.drain(..).zip(replies) {
-            // A client that went away no longer needs its answer.
-            let _ = job.reply.send(ok.then_some(reply));
-        }
-    }
-}
-
-fn apply(ledger: &mut Ledger, job: &Job, now: u64, grace: u64) -> Reply {
-    if let Some((key, fingerprint)) = &job.idem {
-        if let Some(rec) = ledger.idempotent(key) {
-            return if &rec.fingerprint == fingerprint {
-                Reply {
-                    status: rec.status,
-                    body: rec.body.clone(),
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
+        let mut ticked = false;
+        for job in &batch {
+            if !ok {
+                answers.push(None);
+                continue;
+            }
+            let answer = match &job.request {
+                Request::Command(cmd) => {
+                    Some(Answer::Outcome(ledger.apply(cmd, now, config.grace_ms)))
                 }
-            } else {
-                error_reply(
-                    409,
-                    "idempotency_mismatch",
-                    "this idempotency key was used for a different request",
-                    None,
-                )
-            };
-        }
-    }
-    let reply = execute(ledger, &job.op, now, grace);
-    if let Some((key, fingerprint)) = &job.idem {
-        ledger.record_idempotent(
-            key.clone(),
-            IdemRecord {
-                fingerprint: *fingerprint,
-                status: reply.status,
-                body: reply.body.clone(),
-            },
-        );
-    }
-    reply
-}
-
-fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
-    let result = match op {
-        Op::Reserve {
-            req,
-            ttl_ms,
-            actual,
-        } => {
-            let req = ReserveRequest {
-                expires_at: now.saturating_add(*ttl_ms),
-                ..req.clone()
-            };
-            let chain = req.chain.clone();
-            match (ledger.reserve(req), actual) {
-                (Ok(r), None) => Ok((201, r)),
-                (Ok(r), Some(actual)) => match ledger.commit(&chain, &r.id, *actual, now, grace) {
-                    Ok(r) => Ok((201, r)),
+                Request::Revoke { tree, block } => {
+                    Some(Answer::Revoked(ledger.revoke(*tree, *block)))
+                }
+                Request::Tick => {
+                    ledger.expire(now, config.grace_ms);
+                    ticked = true;
+                    Some(Answer::Ticked)
+                }
+                // Its own transaction: a key is not part of any group's rows.
+                Request::RotateKey(key) => match store.rotate_key(key.clone()) {
+                    Ok(()) => Some(Answer::Rotated),
                     Err(e) => {
-                        // A spend is one step: undo the hold rather than leave it.
-                        let _ = ledger.release(&chain, &r.id, now, grace);
-                        Err(e)
+                        tracing::error!(error = %e, "storing a rotated key failed");
+                        None
                     }
                 },
-                (Err(e), _) => Err(e),
+            };
+            answers.push(answer);
+        }
+        if ok {
+            let changes = ledger.coalesced_changes();
+            // A group that changed nothing (a quiet sweeper tick) still
+            // probes the store, so readiness tracks it in both directions.
+            let durable = if changes.is_empty() {
+                store.ping()
+            } else {
+                store.write(&changes)
+            };
+            if let Err(e) = durable {
+                tracing::error!(error = %e, "ledger write failed; group undone");
+                ok = false;
             }
         }
-        Op::Commit { chain, id, actual } => ledger
-            .commit(chain, id, *actual, now, grace)
-            .map(|r| (200, r)),
-        Op::Release { chain, id } => ledger.release(chain, id, now, grace).map(|r| (200, r)),
-        Op::Extend { chain, id, ttl_ms } => ledger
-            .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
-            .map(|r| (200, r)),
-        Op::Revoke { tree, block } => {
-            let r = ledger.revoke(*tree, *block);
-            return Reply {
-                status: 200,
-                body: json!({ "block_id": block.to_string(), "revoked": true, "seq": r.seq, "new": r.new }).to_string(),
-            };
+        if ok {
+            ledger.settle();
+        } else {
+            ledger.rollback();
         }
-        Op::Expire => {
-            let n = ledger.expire(now, grace).len();
-            return Reply {
-                status: 200,
-                body: json!({ "expired": n }).to_string(),
-            };
+        drop(ledger);
+        if ok && ticked {
+            if let Some(retain) = config.retain {
+                prune(store.as_mut(), now, retain);
+            }
         }
-    };
-    match result {
-        Ok((status, r)) => Reply {
-            status,
-            body: reservation_body(ledger, &r),
-        },
-        Err(e) => ledger_error_reply(&e),
-    }
-}
-
-/// The JSON view of a scope. Fields are in alphabetical order, the order
-/// `serde_json::Value` maps print in, so bodies stay byte-identical.
-#[derive(serde::Serialize)]
-struct ScopeView<'a> {
-    block_id: String,
-    ceiling: u64,
-    held: u64,
-    remaining: u64,
-    spent: u64,
-    tools: Option<&'a str>,
-    unit: &'a str,
-}
-
-/// The JSON view of a reservation (alphabetical fields, as above).
-#[derive(serde::Serialize)]
-struct ReservationView<'a> {
-    amount: u64,
-    block_id: Option<String>,
-    charged: Option<u64>,
-    expires_at_ms: u64,
-    id: &'a str,
-    scopes: Vec<ScopeView<'a>>,
-    state: &'static str,
-    unit: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct Wrapped<'a> {
-    reservation: ReservationView<'a>,
-}
-
-fn view<'a>(ledger: &Ledger, r: &'a Reservation) -> ReservationView<'a> {
-    ReservationView {
-        amount: r.amount,
-        block_id: r.chain.last().map(ToString::to_string),
-        charged: r.charged,
-        expires_at_ms: r.expires_at,
-        id: &r.id,
-        scopes: r
-            .scopes
-            .iter()
-            .map(|k| {
-                let s = ledger.scope(k, 0);
-                ScopeView {
-                    block_id: k.block.to_string(),
-                    ceiling: s.ceiling,
-                    held: s.held,
-                    remaining: s.remaining(),
-                    spent: s.spent,
-                    tools: (!k.tools.is_empty()).then_some(k.tools.as_str()),
-                    unit: &k.unit,
-                }
-            })
-            .collect(),
-        state: r.state.as_str(),
-        unit: &r.unit,
-    }
-}
-
-/// The JSON view of a reservation with the current counters of its scopes.
-pub(crate) fn reservation_json(ledger: &Ledger, r: &Reservation) -> Value {
-    serde_json::to_value(view(ledger, r)).unwrap_or(Value::Null)
-}
-
-/// `{"reservation": ...}` as a string, without building a `Value` tree:
-/// this runs in the writer, under the ledger lock, once per request.
-fn reservation_body(ledger: &Ledger, r: &Reservation) -> String {
-    serde_json::to_string(&Wrapped {
-        reservation: view(ledger, r),
-    })
-    .unwrap_or_default()
-}
-
-pub(crate) fn error_reply(status: u16, code: &str, message: &str, detail: Option<Value>) -> Reply {
-    let mut err = json!({ "code": code, "message": message });
-    if let (Some(Value::Object(d)), Some(obj)) = (detail, err.as_object_mut()) {
-        obj.extend(d);
-    }
-    Reply {
-        status,
-        body: json!({ "error": err }).to_string(),
-    }
-}
-
-pub(crate) fn ledger_error_reply(e: &LedgerError) -> Reply {
-    let (status, detail) = match e {
-        LedgerError::InsufficientBudget { scope, remaining } => (
-            402,
-            Some(
-                json!({ "scope": { "block_id": scope.block.to_string(), "unit": scope.unit, "tools": scope.tools }, "remaining": remaining }),
-            ),
-        ),
-        LedgerError::NoBudget => (403, None),
-        LedgerError::InvalidAmount => (400, None),
-        LedgerError::NotFound => (404, None),
-        LedgerError::Finalized(crate::ledger::ResState::Expired) => {
-            (410, Some(json!({ "state": "expired" })))
+        shared.ready.store(ok, Ordering::SeqCst);
+        shared.batches.inc();
+        for (job, answer) in batch.drain(..).zip(answers) {
+            // A client that went away no longer needs its answer.
+            let _ = job.reply.send(if ok { answer } else { None });
         }
-        LedgerError::Finalized(s) => (409, Some(json!({ "state": s.as_str() }))),
-        LedgerError::Revoked(b) => (403, Some(json!({ "block_id": b.to_string() }))),
-        // Unreachable for tokens of one issuer; a conflict, not a server fault.
-        LedgerError::CeilingConflict => (409, None),
-    };
-    error_reply(status, e.code(), &e.to_string(), detail)
+    }
+}
+
+/// Drops history older than the retention window, a bounded amount per
+/// tick so the writer is never held up for long. Outside the ledger lock:
+/// it touches only finalized rows, which memory does not depend on.
+fn prune(store: &mut dyn Store, now: u64, retain: Retention) {
+    let cutoff = now.saturating_sub(retain.keep_ms);
+    match store.prune(cutoff, retain.batch) {
+        Ok(p) if p.reservations + p.idempotency > 0 => {
+            tracing::debug!(
+                reservations = p.reservations,
+                idempotency = p.idempotency,
+                "pruned history"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
+    }
 }

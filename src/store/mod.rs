@@ -1,15 +1,19 @@
 //! Durable storage for the ledger, behind a small trait (spec/http.md §4).
 //!
-//! The ledger keeps its counters in memory and writes through: each group
-//! of requests becomes one [`Store::write`] call, one durable transaction.
-//! A backend only stores rows and loads them back; every rule lives in
-//! [`crate::ledger`]. SQL is kept portable so that a PostgreSQL backend can
-//! implement the same trait and run the same test suite.
+//! The store is the ledger's source of truth; the process keeps only the
+//! active state and bounded caches in memory ([`crate::ledger`]). A backend
+//! stores rows, loads the active state at start, answers point look-ups of
+//! idempotency records and reservations, and drops history older than the
+//! retention window when asked. Every rule lives in [`crate::ledger`].
+//!
+//! SQL is kept portable so that a PostgreSQL backend can implement the same
+//! trait and run the same test suite; the compact encodings both share are
+//! in [`codec`].
 
+pub mod codec;
 pub mod sqlite;
 
-use crate::keys::BlockId;
-use crate::ledger::{Change, IdemKey, IdemRecord, Reservation, ScopeKey, ScopeState};
+use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
 
 /// The store could not read or write. The service answers 503 and reports
 /// itself not ready; it never guesses.
@@ -22,6 +26,43 @@ pub enum StoreError {
     /// A stored row does not parse: the store was changed by something else.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store was written by another schema version and is not read.
+    #[error("store schema version {found}; this build reads {expected}")]
+    Version {
+        /// The version found.
+        found: i64,
+        /// The version this build reads.
+        expected: i64,
+    },
+}
+
+/// Whether a root key signs new tokens or only verifies old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoredKeyStatus {
+    /// The one key that signs.
+    Active,
+    /// Verifies tokens it signed before it was rotated out.
+    Retired,
+}
+
+impl StoredKeyStatus {
+    /// The status's name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// Reads a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "retired" => Some(Self::Retired),
+            _ => None,
+        }
+    }
 }
 
 /// A root key as stored: the secret in its text form.
@@ -31,38 +72,51 @@ pub struct StoredKey {
     pub kid: String,
     /// `baton_sk1_...`.
     pub secret: String,
-    /// `active` or `retired`.
-    pub status: String,
+    /// Active or retired.
+    pub status: StoredKeyStatus,
     /// When it was created, in ms since the epoch.
     pub created_at: u64,
 }
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StoredKey({}, {})", self.kid, self.status)
+        write!(f, "StoredKey({}, {})", self.kid, self.status.as_str())
     }
 }
 
-/// Everything the ledger needs at start-up.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Every scope's counters.
-    pub scopes: Vec<(ScopeKey, ScopeState)>,
-    /// Every reservation.
-    pub reservations: Vec<Reservation>,
-    /// Every revoked block with its feed position.
-    pub revoked: Vec<(BlockId, u64)>,
-    /// Every idempotency record.
-    pub idem: Vec<(IdemKey, IdemRecord)>,
+/// How much a call to [`Store::prune`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Finalized reservations removed.
+    pub reservations: usize,
+    /// Idempotency records removed.
+    pub idempotency: usize,
 }
 
-/// A durable home for ledger rows.
+impl Pruned {
+    /// Whether the call hit its limit on either table: more may be due.
+    pub fn more(&self, limit: usize) -> bool {
+        self.reservations >= limit || self.idempotency >= limit
+    }
+}
+
+/// A durable home for ledger rows, and the ledger's source of truth.
 pub trait Store: Send + 'static {
-    /// Loads every row.
-    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Loads the active state: every scope's counters, every active
+    /// reservation, every revocation. Its cost depends on active state,
+    /// never on history.
+    fn load_active(&mut self) -> Result<ActiveState, StoreError>;
+    /// Point look-ups of idempotency records, one answer per key, in order.
+    fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError>;
+    /// Point look-ups of reservations, one answer per id, in order.
+    fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError>;
     /// Writes `changes` in one durable transaction: all or nothing, on disk
     /// before this returns `Ok`.
     fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError>;
+    /// Removes up to `limit` finalized reservations finalized before
+    /// `cutoff_ms` and up to `limit` idempotency records recorded before
+    /// it, oldest first, in one transaction.
+    fn prune(&mut self, cutoff_ms: u64, limit: usize) -> Result<Pruned, StoreError>;
     /// Every root key, oldest first.
     fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a root key and marks every other key retired.

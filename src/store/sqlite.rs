@@ -2,58 +2,82 @@
 //! so every committed transaction survives `kill -9` and power loss.
 //!
 //! CHECK constraints restate the ledger's invariant (`spent + held <=
-//! ceiling`, known states) as a backstop: a bug in the ledger makes the
-//! transaction fail rather than overspend on disk.
+//! ceiling`, known states, a final state exactly when it has a final time)
+//! as a backstop: a bug in the ledger makes the transaction fail rather
+//! than overspend on disk.
+//!
+//! Layout (spec/http.md §4): history tables are written in time order
+//! (reservation ids start with the clock; idempotency records are a rowid
+//! log), so inserts land on the last pages. The only scattered writes are
+//! the 16-byte idempotency-hash index entries. Start reads the scopes, the
+//! revocations and the active reservations through a partial index, never
+//! the history.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Snapshot, Store, StoreError, StoredKey};
+use super::codec::{
+    decode_chain, decode_outcome, decode_scopes, encode_chain, encode_outcome, encode_scopes,
+    idem_hash,
+};
+use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
+use crate::caveat::Unit;
 use crate::keys::BlockId;
-use crate::ledger::{Change, IdemKey, IdemRecord, ResState, Reservation, ScopeKey, ScopeState};
+use crate::ledger::{
+    ActiveState, Change, Holder, IdemKey, IdemRecord, ResId, ResState, Reservation, ScopeKey,
+    ScopeState,
+};
+use crate::pattern::ActionPattern;
 
 /// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS scopes (
-    block_id TEXT NOT NULL,
+CREATE TABLE scopes (
+    block_id BLOB NOT NULL CHECK (length(block_id) = 32),
     unit TEXT NOT NULL,
-    tools TEXT NOT NULL,
+    tools TEXT NOT NULL, -- '' for a budget on every action
     ceiling BIGINT NOT NULL CHECK (ceiling >= 0),
     spent BIGINT NOT NULL CHECK (spent >= 0),
     held BIGINT NOT NULL CHECK (held >= 0),
     PRIMARY KEY (block_id, unit, tools),
     CHECK (spent + held <= ceiling)
-) WITHOUT ROWID; -- small rows, read by key only
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    tree TEXT NOT NULL,
+) WITHOUT ROWID;
+CREATE TABLE holders (
+    id INTEGER PRIMARY KEY,
     chain BLOB NOT NULL CHECK (length(chain) > 0 AND length(chain) % 32 = 0),
     unit TEXT NOT NULL,
-    scopes TEXT NOT NULL,
+    scopes BLOB NOT NULL
+);
+CREATE TABLE reservations (
+    id BLOB PRIMARY KEY CHECK (length(id) = 18),
+    holder BIGINT NOT NULL,
     amount BIGINT NOT NULL CHECK (amount > 0),
     charged BIGINT CHECK (charged IS NULL OR charged >= 0),
-    state TEXT NOT NULL CHECK (state IN ('active', 'committed', 'released', 'expired')),
-    expires_at BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revocations (
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    CHECK ((state = 0) = (finalized_at IS NULL)),
+    CHECK ((state = 1) = (charged IS NOT NULL))
+) WITHOUT ROWID;
+-- Only active reservations: what start loads, whatever the history.
+CREATE INDEX reservations_active ON reservations (state) WHERE state = 0;
+CREATE TABLE revocations (
     seq BIGINT PRIMARY KEY,
-    tree TEXT NOT NULL,
-    block_id TEXT NOT NULL UNIQUE
+    tree BLOB NOT NULL CHECK (length(tree) = 32),
+    block_id BLOB NOT NULL UNIQUE CHECK (length(block_id) = 32)
 );
--- An append-only log: the ledger looks keys up in memory (loaded from here
--- at start) and never writes a key twice, so the table needs no index, and
--- every insert lands on the last page.
-CREATE TABLE IF NOT EXISTS idempotency (
-    tree TEXT NOT NULL,
-    idem_key TEXT NOT NULL,
-    fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),
-    status INTEGER NOT NULL,
-    body TEXT NOT NULL
+-- A rowid log in time order (pruned from the front), with one small
+-- unique index for the point look-ups.
+CREATE TABLE idempotency (
+    h BLOB NOT NULL UNIQUE CHECK (length(h) = 16),
+    at BIGINT NOT NULL,
+    fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 16),
+    outcome BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS root_keys (
+CREATE TABLE root_keys (
     kid TEXT PRIMARY KEY,
     secret TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
@@ -63,11 +87,10 @@ CREATE TABLE IF NOT EXISTS root_keys (
 
 /// SQLite, one connection, owned by the ledger's writer.
 ///
-/// WAL checkpoints stay on this connection (SQLite's automatic checkpoint
-/// at 1000 pages). Moving them to another thread was measured and refused:
-/// under sustained load a passive checkpoint never catches up with the
-/// writer, so the WAL is never restarted and grows without bound (1.3 GB in
-/// 10 s at 6k pairs/s).
+/// WAL checkpoints stay on this connection (SQLite's automatic checkpoint).
+/// Moving them to another thread was measured and refused: under sustained
+/// load a passive checkpoint never catches up with the writer, so the WAL
+/// is never restarted and grows without bound (1.3 GB in 10 s at 6k pairs/s).
 pub struct SqliteStore {
     conn: Connection,
 }
@@ -80,51 +103,76 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn block(s: &str) -> Result<BlockId, StoreError> {
-    BlockId::from_hex(s).ok_or_else(|| corrupt("block id"))
-}
-
 fn amount(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| corrupt("negative amount"))
 }
 
-/// Scopes of a reservation as one text column, one `block|unit|tools` line
-/// each. A scope's block is always one of the reservation's chain, so it is
-/// written as its position in the chain (`#2`), not 64 hex digits: rows
-/// stay small, and the store writes fewer pages per group.
-fn encode_scopes(scopes: &[ScopeKey], chain: &[BlockId]) -> String {
-    scopes
-        .iter()
-        .map(|k| match chain.iter().position(|b| *b == k.block) {
-            Some(i) => format!("#{i}|{}|{}", k.unit, k.tools),
-            None => format!("{}|{}|{}", k.block, k.unit, k.tools),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Amounts are below `i64::MAX` by the ledger's `MAX_AMOUNT`; times are
+/// clamped rather than wrapped.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn decode_scopes(s: &str, chain: &[BlockId]) -> Result<Vec<ScopeKey>, StoreError> {
-    s.lines()
-        .map(|line| {
-            let mut parts = line.splitn(3, '|');
-            let (Some(b), Some(u), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(corrupt("reservation scopes"));
-            };
-            let block = match b.strip_prefix('#') {
-                Some(i) => *i
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| chain.get(i))
-                    .ok_or_else(|| corrupt("reservation scope position"))?,
-                None => block(b)?,
-            };
-            Ok(ScopeKey {
-                block,
-                unit: u.to_owned(),
-                tools: t.to_owned(),
-            })
+fn block(b: &[u8]) -> Result<BlockId, StoreError> {
+    <[u8; 32]>::try_from(b)
+        .map(BlockId)
+        .map_err(|_| corrupt("block id"))
+}
+
+fn tools_column(t: &Option<ActionPattern>) -> &str {
+    t.as_ref().map_or("", |p| p.as_str())
+}
+
+const RESERVATION_COLUMNS: &str = "r.id, r.amount, r.charged, r.state, r.expires_at, r.finalized_at, h.id, h.chain, h.unit, h.scopes";
+
+fn reservation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawReservation> {
+    Ok(RawReservation {
+        id: r.get(0)?,
+        amount: r.get(1)?,
+        charged: r.get(2)?,
+        state: r.get(3)?,
+        expires_at: r.get(4)?,
+        finalized_at: r.get(5)?,
+        holder: r.get(6)?,
+        chain: r.get(7)?,
+        unit: r.get(8)?,
+        scopes: r.get(9)?,
+    })
+}
+
+struct RawReservation {
+    id: Vec<u8>,
+    amount: i64,
+    charged: Option<i64>,
+    state: i64,
+    expires_at: i64,
+    finalized_at: Option<i64>,
+    holder: i64,
+    chain: Vec<u8>,
+    unit: String,
+    scopes: Vec<u8>,
+}
+
+impl RawReservation {
+    fn parse(self) -> Result<Reservation, StoreError> {
+        let chain = decode_chain(&self.chain)?;
+        let scopes = decode_scopes(&self.scopes, &chain)?;
+        Ok(Reservation {
+            id: ResId::from_slice(&self.id).ok_or_else(|| corrupt("reservation id"))?,
+            holder: Arc::new(Holder {
+                id: amount(self.holder)?,
+                chain,
+                unit: Unit::parse(&self.unit).map_err(|_| corrupt("unit"))?,
+                scopes,
+            }),
+            amount: amount(self.amount)?,
+            charged: self.charged.map(amount).transpose()?,
+            state: ResState::from_code(amount(self.state)?)
+                .ok_or_else(|| corrupt("reservation state"))?,
+            expires_at: amount(self.expires_at)?,
+            finalized_at: self.finalized_at.map(amount).transpose()?,
         })
-        .collect()
+    }
 }
 
 impl SqliteStore {
@@ -148,8 +196,8 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(unavailable)?;
         // Checkpoint every 4000 pages (16 MiB) rather than SQLite's 1000: hot
-        // pages (the root scope, the last page of each log table) are copied
-        // once per checkpoint however often they were rewritten.
+        // pages (the scope rows, the last page of each log) are copied once
+        // per checkpoint however often they were rewritten.
         conn.pragma_update(None, "wal_autocheckpoint", 4000)
             .map_err(unavailable)?;
         // After a checkpoint, truncate a WAL that grew past 64 MiB.
@@ -157,30 +205,76 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
         // The schema's version lives in SQLite's user_version; a database
         // written by another version is refused rather than misread.
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(unavailable)?;
         match version {
-            0 => conn
-                .pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(unavailable)?,
+            0 => {
+                let tx = conn.unchecked_transaction().map_err(unavailable)?;
+                tx.execute_batch(SCHEMA).map_err(unavailable)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+            }
             SCHEMA_VERSION => {}
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "schema version {other}; this build reads {SCHEMA_VERSION}"
-                )));
+            found => {
+                return Err(StoreError::Version {
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
             }
         }
         Ok(Self { conn })
     }
+
+    fn reservation(&self, id: &ResId) -> Result<Option<Reservation>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder WHERE r.id = ?1"
+            ))
+            .map_err(unavailable)?;
+        q.query_row([id.0.as_slice()], reservation_row)
+            .optional()
+            .map_err(unavailable)?
+            .map(RawReservation::parse)
+            .transpose()
+    }
+
+    fn idem(&self, key: &IdemKey) -> Result<Option<IdemRecord>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT at, fingerprint, outcome FROM idempotency WHERE h = ?1")
+            .map_err(unavailable)?;
+        let row = q
+            .query_row([idem_hash(key).as_slice()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(unavailable)?;
+        row.map(|(at, fp, outcome)| {
+            Ok(IdemRecord {
+                at: amount(at)?,
+                fingerprint: fp
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("fingerprint"))?,
+                outcome: decode_outcome(&outcome)?,
+            })
+        })
+        .transpose()
+    }
 }
 
 impl Store for SqliteStore {
-    fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let mut snap = Snapshot::default();
+    fn load_active(&mut self) -> Result<ActiveState, StoreError> {
+        let mut state = ActiveState::default();
         let c = &self.conn;
         let mut q = c
             .prepare("SELECT block_id, unit, tools, ceiling, spent, held FROM scopes")
@@ -188,7 +282,7 @@ impl Store for SqliteStore {
         let rows = q
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
@@ -201,10 +295,13 @@ impl Store for SqliteStore {
             let (b, unit, tools, ceiling, spent, held) = row.map_err(unavailable)?;
             let key = ScopeKey {
                 block: block(&b)?,
-                unit,
-                tools,
+                unit: Unit::parse(&unit).map_err(|_| corrupt("unit"))?,
+                tools: match tools.as_str() {
+                    "" => None,
+                    t => Some(ActionPattern::parse(t).map_err(|_| corrupt("tools"))?),
+                },
             };
-            snap.scopes.push((
+            state.scopes.push((
                 key,
                 ScopeState {
                     ceiling: amount(ceiling)?,
@@ -213,92 +310,39 @@ impl Store for SqliteStore {
                 },
             ));
         }
+        // Through the partial index: only the active rows are read.
         let mut q = c
-            .prepare("SELECT id, tree, chain, unit, scopes, amount, charged, state, expires_at FROM reservations")
+            .prepare(&format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder WHERE r.state = 0"
+            ))
             .map_err(unavailable)?;
-        let rows = q
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .map_err(unavailable)?;
+        let rows = q.query_map([], reservation_row).map_err(unavailable)?;
         for row in rows {
-            let (id, tree, chain, unit, scopes, amt, charged, state, expires_at) =
-                row.map_err(unavailable)?;
-            // The chain's block ids, 32 bytes each, root first.
-            let chain: Vec<BlockId> = chain
-                .chunks_exact(32)
-                .map(|c| {
-                    c.try_into()
-                        .map(BlockId)
-                        .map_err(|_| corrupt("reservation chain"))
-                })
-                .collect::<Result<_, _>>()?;
-            snap.reservations.push(Reservation {
-                id,
-                tree: block(&tree)?,
-                scopes: decode_scopes(&scopes, &chain)?,
-                chain,
-                unit,
-                amount: amount(amt)?,
-                charged: charged.map(amount).transpose()?,
-                state: ResState::parse(&state).ok_or_else(|| corrupt("reservation state"))?,
-                expires_at: amount(expires_at)?,
-            });
+            state.reservations.push(row.map_err(unavailable)?.parse()?);
         }
         let mut q = c
             .prepare("SELECT block_id, seq FROM revocations")
             .map_err(unavailable)?;
         let rows = q
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
             .map_err(unavailable)?;
         for row in rows {
             let (b, seq) = row.map_err(unavailable)?;
-            snap.revoked.push((block(&b)?, amount(seq)?));
+            state.revoked.push((block(&b)?, amount(seq)?));
         }
-        let mut q = c
-            .prepare("SELECT tree, idem_key, fingerprint, status, body FROM idempotency")
+        let max: i64 = c
+            .query_row("SELECT coalesce(max(id), 0) FROM holders", [], |r| r.get(0))
             .map_err(unavailable)?;
-        let rows = q
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(unavailable)?;
-        for row in rows {
-            let (tree, key, fp, status, body) = row.map_err(unavailable)?;
-            let fingerprint: [u8; 32] = fp
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("fingerprint"))?;
-            let status = u16::try_from(status).map_err(|_| corrupt("status"))?;
-            snap.idem.push((
-                IdemKey {
-                    tree: block(&tree)?,
-                    key,
-                },
-                IdemRecord {
-                    fingerprint,
-                    status,
-                    body,
-                },
-            ));
-        }
-        Ok(snap)
+        state.next_holder = amount(max)?.saturating_add(1);
+        Ok(state)
+    }
+
+    fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError> {
+        keys.iter().map(|k| self.idem(k)).collect()
+    }
+
+    fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+        ids.iter().map(|id| self.reservation(id)).collect()
     }
 
     fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
@@ -317,62 +361,142 @@ impl Store for SqliteStore {
                      ON CONFLICT (block_id, unit, tools) DO UPDATE SET spent = excluded.spent, held = excluded.held",
                 )
                 .map_err(unavailable)?;
-            let mut res = tx
+            let mut holder = tx
                 .prepare_cached(
-                    "INSERT INTO reservations (id, tree, chain, unit, scopes, amount, charged, state, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state, expires_at = excluded.expires_at",
+                    "INSERT INTO holders (id, chain, unit, scopes) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(unavailable)?;
+            let mut res = tx
+                .prepare_cached(
+                    "INSERT INTO reservations (id, holder, amount, charged, state, expires_at, finalized_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state,
+                         expires_at = excluded.expires_at, finalized_at = excluded.finalized_at",
+                )
+                .map_err(unavailable)?;
+            // A key whose record was pruned may be recorded again; the
+            // upsert keeps that from failing a whole group.
             let mut idem = tx
-                .prepare_cached("INSERT INTO idempotency (tree, idem_key, fingerprint, status, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    "INSERT INTO idempotency (h, at, fingerprint, outcome) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
+                         outcome = excluded.outcome",
+                )
                 .map_err(unavailable)?;
             let mut revoke = tx
                 .prepare_cached("INSERT INTO revocations (seq, tree, block_id) VALUES (?1, ?2, ?3)")
                 .map_err(unavailable)?;
-            // Amounts are below i64::MAX by the ledger's MAX_AMOUNT, so the casts are exact.
             for change in changes {
                 match *change {
                     Change::Scope(k, s) => scope
                         .execute(params![
-                            k.block.to_string(),
-                            k.unit,
-                            k.tools,
-                            s.ceiling as i64,
-                            s.spent as i64,
-                            s.held as i64
+                            k.block.0.as_slice(),
+                            k.unit.as_str(),
+                            tools_column(&k.tools),
+                            sql_int(s.ceiling),
+                            sql_int(s.spent),
+                            sql_int(s.held)
                         ])
-                        .map(drop),
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Holder(h) => {
+                        let scopes = encode_scopes(&h.scopes, &h.chain)?;
+                        holder
+                            .execute(params![
+                                sql_int(h.id),
+                                encode_chain(&h.chain),
+                                h.unit.as_str(),
+                                scopes
+                            ])
+                            .map(drop)
+                            .map_err(unavailable)
+                    }
                     Change::Reservation(r) => res
                         .execute(params![
-                            r.id,
-                            r.tree.to_string(),
-                            r.chain.iter().flat_map(|b| b.0).collect::<Vec<u8>>(),
-                            r.unit,
-                            encode_scopes(&r.scopes, &r.chain),
-                            r.amount as i64,
-                            r.charged.map(|c| c as i64),
-                            r.state.as_str(),
-                            r.expires_at.min(i64::MAX as u64) as i64
+                            r.id.0.as_slice(),
+                            sql_int(r.holder.id),
+                            sql_int(r.amount),
+                            r.charged.map(sql_int),
+                            r.state.code(),
+                            sql_int(r.expires_at),
+                            r.finalized_at.map(sql_int)
                         ])
-                        .map(drop),
+                        .map(drop)
+                        .map_err(unavailable),
                     Change::Idempotency(k, rec) => idem
                         .execute(params![
-                            k.tree.to_string(),
-                            k.key,
+                            idem_hash(k).as_slice(),
+                            sql_int(rec.at),
                             rec.fingerprint.as_slice(),
-                            i64::from(rec.status),
-                            rec.body
+                            encode_outcome(&rec.outcome)
                         ])
-                        .map(drop),
+                        .map(drop)
+                        .map_err(unavailable),
                     Change::Revoke { tree, block, seq } => revoke
-                        .execute(params![*seq as i64, tree.to_string(), block.to_string()])
-                        .map(drop),
-                }
-                .map_err(unavailable)?;
+                        .execute(params![
+                            sql_int(*seq),
+                            tree.0.as_slice(),
+                            block.0.as_slice()
+                        ])
+                        .map(drop)
+                        .map_err(unavailable),
+                }?;
             }
         }
         tx.commit().map_err(unavailable)
+    }
+
+    fn prune(&mut self, cutoff_ms: u64, limit: usize) -> Result<Pruned, StoreError> {
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        // Reservations made before the cutoff (ids start with the clock),
+        // finalized before it: a range scan of the oldest ids.
+        let reservations = tx
+            .execute(
+                "DELETE FROM reservations WHERE id IN (
+                     SELECT id FROM reservations
+                     WHERE id < ?1 AND state <> 0 AND finalized_at < ?2 LIMIT ?3)",
+                params![
+                    ResId::first_at(cutoff_ms).0.as_slice(),
+                    sql_int(cutoff_ms),
+                    limit_sql
+                ],
+            )
+            .map_err(unavailable)?;
+        // The log is in time order: find the last old row among the first
+        // `limit`, stopping at the first young one, and cut the front.
+        let last: Option<i64> = {
+            let mut q = tx
+                .prepare_cached("SELECT rowid, at FROM idempotency ORDER BY rowid LIMIT ?1")
+                .map_err(unavailable)?;
+            let mut rows = q.query([limit_sql]).map_err(unavailable)?;
+            let mut last = None;
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let (rowid, at): (i64, i64) = (
+                    row.get(0).map_err(unavailable)?,
+                    row.get(1).map_err(unavailable)?,
+                );
+                if at >= sql_int(cutoff_ms) {
+                    break;
+                }
+                last = Some(rowid);
+            }
+            last
+        };
+        let idempotency = match last {
+            Some(rowid) => tx
+                .execute("DELETE FROM idempotency WHERE rowid <= ?1", [rowid])
+                .map_err(unavailable)?,
+            None => 0,
+        };
+        tx.commit().map_err(unavailable)?;
+        Ok(Pruned {
+            reservations,
+            idempotency,
+        })
     }
 
     fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError> {
@@ -397,7 +521,7 @@ impl Store for SqliteStore {
             Ok(StoredKey {
                 kid,
                 secret,
-                status,
+                status: StoredKeyStatus::parse(&status).ok_or_else(|| corrupt("key status"))?,
                 created_at: amount(created_at)?,
             })
         })
@@ -413,11 +537,7 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         tx.execute(
             "INSERT INTO root_keys (kid, secret, status, created_at) VALUES (?1, ?2, 'active', ?3)",
-            params![
-                key.kid,
-                key.secret,
-                key.created_at.min(i64::MAX as u64) as i64
-            ],
+            params![key.kid, key.secret, sql_int(key.created_at)],
         )
         .map_err(unavailable)?;
         tx.commit().map_err(unavailable)
@@ -435,6 +555,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{Recorded, Snapshot};
 
     fn write(s: &mut SqliteStore, changes: &[Change]) -> Result<(), StoreError> {
         s.write(&changes.iter().collect::<Vec<_>>())
@@ -443,60 +564,95 @@ mod tests {
     fn key(b: u8) -> ScopeKey {
         ScopeKey {
             block: BlockId([b; 32]),
-            unit: "calls".into(),
-            tools: String::new(),
+            unit: Unit::Calls,
+            tools: None,
         }
     }
 
-    fn res(id: &str, state: ResState) -> Reservation {
-        Reservation {
-            id: id.into(),
-            tree: BlockId([0; 32]),
+    fn holder() -> Arc<Holder> {
+        Arc::new(Holder {
+            id: 1,
             chain: vec![BlockId([0; 32]), BlockId([1; 32])],
-            unit: "calls".into(),
+            unit: Unit::Calls,
             scopes: vec![key(1), key(0)],
+        })
+    }
+
+    fn res(ms: u64, state: ResState, finalized_at: Option<u64>) -> Reservation {
+        Reservation {
+            id: ResId::new(ms, [1; 12]),
+            holder: holder(),
             amount: 3,
-            charged: None,
+            charged: (state == ResState::Committed).then_some(2),
             state,
             expires_at: 1_000,
+            finalized_at,
         }
+    }
+
+    fn idem(key: &str, at: u64) -> (IdemKey, IdemRecord) {
+        (
+            IdemKey {
+                tree: BlockId([0; 32]),
+                key: key.into(),
+            },
+            IdemRecord {
+                fingerprint: [7; 16],
+                at,
+                outcome: Recorded::Done {
+                    created: true,
+                    snapshot: Snapshot {
+                        id: ResId::new(10, [1; 12]),
+                        state: ResState::Active,
+                        amount: 3,
+                        charged: None,
+                        expires_at: 1_000,
+                        counters: vec![ScopeState {
+                            ceiling: 5,
+                            spent: 0,
+                            held: 3,
+                        }],
+                    },
+                },
+            },
+        )
+    }
+
+    fn scope_rows() -> [Change; 2] {
+        [
+            Change::Scope(
+                key(0),
+                ScopeState {
+                    ceiling: 10,
+                    spent: 0,
+                    held: 3,
+                },
+            ),
+            Change::Scope(
+                key(1),
+                ScopeState {
+                    ceiling: 5,
+                    spent: 0,
+                    held: 3,
+                },
+            ),
+        ]
     }
 
     #[test]
-    fn rows_round_trip() {
+    fn rows_round_trip_and_start_loads_only_active_state() {
         let mut s = SqliteStore::in_memory().unwrap();
-        let idem = (
-            IdemKey {
-                tree: BlockId([0; 32]),
-                key: "k1".into(),
-            },
-            IdemRecord {
-                fingerprint: [7; 32],
-                status: 201,
-                body: "{}".into(),
-            },
-        );
+        let (k, rec) = idem("k1", 10);
+        let [a, b] = scope_rows();
         write(
             &mut s,
             &[
-                Change::Scope(
-                    key(0),
-                    ScopeState {
-                        ceiling: 10,
-                        spent: 0,
-                        held: 3,
-                    },
-                ),
-                Change::Scope(
-                    key(1),
-                    ScopeState {
-                        ceiling: 5,
-                        spent: 0,
-                        held: 3,
-                    },
-                ),
-                Change::Reservation(res("r1", ResState::Active)),
-                Change::Idempotency(idem.0.clone(), idem.1.clone()),
+                a,
+                b,
+                Change::Holder(holder()),
+                Change::Reservation(res(10, ResState::Active, None)),
+                Change::Reservation(res(11, ResState::Active, None)),
+                Change::Idempotency(k.clone(), rec.clone()),
                 Change::Revoke {
                     tree: BlockId([0; 32]),
                     block: BlockId([9; 32]),
@@ -505,27 +661,21 @@ mod tests {
             ],
         )
         .unwrap();
-        write(
-            &mut s,
-            &[Change::Reservation(Reservation {
-                charged: Some(2),
-                state: ResState::Committed,
-                ..res("r1", ResState::Active)
-            })],
-        )
-        .unwrap();
-        let snap = s.load().unwrap();
-        assert_eq!(snap.scopes.len(), 2);
+        let committed = res(11, ResState::Committed, Some(20));
+        write(&mut s, &[Change::Reservation(committed.clone())]).unwrap();
+        let state = s.load_active().unwrap();
+        assert_eq!(state.scopes.len(), 2);
+        assert_eq!(state.reservations, vec![res(10, ResState::Active, None)]);
+        assert_eq!(state.revoked, vec![(BlockId([9; 32]), 1)]);
+        assert_eq!(state.next_holder, 2);
+        // History is read on demand, by key.
         assert_eq!(
-            snap.reservations,
-            vec![Reservation {
-                charged: Some(2),
-                state: ResState::Committed,
-                ..res("r1", ResState::Active)
-            }]
+            s.reservations(&[committed.id, ResId::new(99, [0; 12])])
+                .unwrap(),
+            vec![Some(committed), None]
         );
-        assert_eq!(snap.idem, vec![idem]);
-        assert_eq!(snap.revoked, vec![(BlockId([9; 32]), 1)]);
+        let other = idem("nope", 0).0;
+        assert_eq!(s.idempotency(&[k, other]).unwrap(), vec![Some(rec), None]);
     }
 
     #[test]
@@ -534,7 +684,8 @@ mod tests {
         let err = write(
             &mut s,
             &[
-                Change::Reservation(res("r1", ResState::Active)),
+                Change::Holder(holder()),
+                Change::Reservation(res(10, ResState::Active, None)),
                 Change::Scope(
                     key(0),
                     ScopeState {
@@ -546,11 +697,65 @@ mod tests {
             ],
         );
         assert!(matches!(err, Err(StoreError::Unavailable(_))));
-        let snap = s.load().unwrap();
+        let state = s.load_active().unwrap();
         assert!(
-            snap.scopes.is_empty() && snap.reservations.is_empty(),
+            state.scopes.is_empty() && state.reservations.is_empty(),
             "a failed transaction left rows behind"
         );
+        // A final state needs its final time.
+        let bad = Reservation {
+            finalized_at: None,
+            ..res(10, ResState::Released, None)
+        };
+        assert!(write(&mut s, &[Change::Reservation(bad)]).is_err());
+    }
+
+    #[test]
+    fn prune_drops_old_history_only() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let [a, b] = scope_rows();
+        let old = res(100, ResState::Released, Some(150));
+        let late = res(120, ResState::Committed, Some(900));
+        let active = res(130, ResState::Active, None);
+        let young = res(600, ResState::Expired, Some(700));
+        write(
+            &mut s,
+            &[
+                a,
+                b,
+                Change::Holder(holder()),
+                Change::Reservation(old.clone()),
+                Change::Reservation(late.clone()),
+                Change::Reservation(active.clone()),
+                Change::Reservation(young.clone()),
+                Change::Idempotency(idem("a", 100).0, idem("a", 100).1),
+                Change::Idempotency(idem("b", 200).0, idem("b", 200).1),
+                Change::Idempotency(idem("c", 600).0, idem("c", 600).1),
+            ],
+        )
+        .unwrap();
+        let pruned = s.prune(500, 1000).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                reservations: 1,
+                idempotency: 2
+            }
+        );
+        let ids = [old.id, late.id, active.id, young.id];
+        assert_eq!(
+            s.reservations(&ids).unwrap(),
+            vec![None, Some(late), Some(active), Some(young)]
+        );
+        let keys = [idem("a", 0).0, idem("b", 0).0, idem("c", 0).0];
+        let got = s.idempotency(&keys).unwrap();
+        assert!(got[0].is_none() && got[1].is_none() && got[2].is_some());
+        // The limit bounds one call; nothing left is due.
+        assert_eq!(s.prune(500, 1000).unwrap(), Pruned::default());
+        // A pruned key may be recorded again.
+        let (k, rec) = idem("a", 800);
+        write(&mut s, &[Change::Idempotency(k.clone(), rec.clone())]).unwrap();
+        assert_eq!(s.idempotency(&[k]).unwrap(), vec![Some(rec)]);
     }
 
     #[test]
@@ -559,7 +764,7 @@ mod tests {
         let k = |kid: &str, at| StoredKey {
             kid: kid.into(),
             secret: format!("secret-{kid}"),
-            status: "active".into(),
+            status: StoredKeyStatus::Active,
             created_at: at,
         };
         s.rotate_key(k("a", 1)).unwrap();
@@ -567,9 +772,32 @@ mod tests {
         let keys = s.keys().unwrap();
         assert_eq!(
             keys.iter()
-                .map(|k| (k.kid.as_str(), k.status.as_str()))
+                .map(|k| (k.kid.as_str(), k.status))
                 .collect::<Vec<_>>(),
-            vec![("a", "retired"), ("b", "active")]
+            vec![
+                ("a", StoredKeyStatus::Retired),
+                ("b", StoredKeyStatus::Active)
+            ]
         );
+    }
+
+    #[test]
+    fn a_database_of_another_version_is_refused() {
+        let dir = std::env::temp_dir().join(format!("baton-v-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+        }
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Version {
+                found: 2,
+                expected: 3
+            })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

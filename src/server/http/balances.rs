@@ -1,0 +1,38 @@
+//! `GET /v1/balances`: the counters of every budget scope of the caller's
+//! chain, nearest first (spec/http.md §6.10). Scopes are active state, in
+//! memory: no store read.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, bearer};
+use crate::ledger::{MAX_AMOUNT, ScopeKey};
+use crate::server::state::AppState;
+
+pub(crate) async fn balances(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&state, &headers)?;
+    let ledger = state.ledger.read().await;
+    let ids = token.block_ids();
+    let scopes: Vec<Value> = token
+        .authority()
+        .budgets()
+        .iter()
+        .rev()
+        .map(|(block, b)| {
+            let key = ScopeKey {
+                block: ids[*block],
+                unit: b.unit.clone(),
+                tools: b.tools.clone(),
+            };
+            let s = ledger.scope(&key, b.ceiling.min(MAX_AMOUNT));
+            json!({ "block": block, "block_id": key.block.to_string(), "unit": key.unit.as_str(), "tools": b.tools.as_ref().map(|p| p.as_str()), "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "remaining": s.remaining() })
+        })
+        .collect();
+    Ok(Json(json!({ "scopes": scopes })).into_response())
+}

@@ -1,0 +1,402 @@
+//! The compact column encodings every backend shares (spec/http.md §4.2).
+//!
+//! History is what fills the disk, so its rows are small: a reservation row
+//! names its chain, unit and scopes through an interned holder id; an
+//! idempotency record is a 16-byte key hash, a 16-byte fingerprint and the
+//! typed outcome as a short CBOR array (not the rendered reply, which is
+//! rebuilt byte for byte from it). Decoding is strict: anything unexpected
+//! is [`StoreError::Corrupt`], never a guess.
+
+use ciborium::Value;
+
+use super::StoreError;
+use crate::caveat::Unit;
+use crate::keys::BlockId;
+use crate::ledger::{
+    IdemKey, LedgerError, Recorded, ResId, ResState, ScopeKey, ScopeState, Snapshot,
+};
+use crate::pattern::ActionPattern;
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// The stored key of an idempotency record: the first 16 bytes of BLAKE3
+/// in derive-key mode over the tree's block id and the caller's key. Fixed
+/// size whatever the key's length, and a collision needs a 128-bit second
+/// preimage.
+pub fn idem_hash(key: &IdemKey) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("baton/v1 idempotency key");
+    h.update(&key.tree.0);
+    h.update(key.key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// A chain as its block ids, 32 bytes each, root first.
+pub fn encode_chain(chain: &[BlockId]) -> Vec<u8> {
+    chain.iter().flat_map(|b| b.0).collect()
+}
+
+/// Reads [`encode_chain`]'s output.
+pub fn decode_chain(b: &[u8]) -> Result<Vec<BlockId>, StoreError> {
+    if b.is_empty() || b.len() % 32 != 0 {
+        return Err(corrupt("chain length"));
+    }
+    b.chunks_exact(32)
+        .map(|c| c.try_into().map(BlockId).map_err(|_| corrupt("chain")))
+        .collect()
+}
+
+fn to_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Writing a Value into a Vec cannot fail.
+    let _ = ciborium::into_writer(v, &mut out);
+    out
+}
+
+fn from_bytes(b: &[u8], what: &str) -> Result<Vec<Value>, StoreError> {
+    match ciborium::from_reader::<Value, _>(b) {
+        Ok(Value::Array(a)) => Ok(a),
+        _ => Err(corrupt(what)),
+    }
+}
+
+fn uint(v: Option<&Value>, what: &str) -> Result<u64, StoreError> {
+    v.and_then(|v| v.as_integer())
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| corrupt(what))
+}
+
+fn text<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a str, StoreError> {
+    v.and_then(Value::as_text).ok_or_else(|| corrupt(what))
+}
+
+fn unit(v: Option<&Value>) -> Result<Unit, StoreError> {
+    Unit::parse(text(v, "unit")?).map_err(|_| corrupt("unit"))
+}
+
+fn tools(v: Option<&Value>) -> Result<Option<ActionPattern>, StoreError> {
+    match v {
+        Some(Value::Null) => Ok(None),
+        Some(Value::Text(t)) => ActionPattern::parse(t)
+            .map(Some)
+            .map_err(|_| corrupt("tools")),
+        _ => Err(corrupt("tools")),
+    }
+}
+
+fn tools_value(t: &Option<ActionPattern>) -> Value {
+    t.as_ref()
+        .map_or(Value::Null, |p| Value::Text(p.as_str().to_owned()))
+}
+
+fn block(v: Option<&Value>) -> Result<BlockId, StoreError> {
+    v.and_then(Value::as_bytes)
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(BlockId)
+        .ok_or_else(|| corrupt("block id"))
+}
+
+/// A holder's scopes: `[[position in chain, unit, tools or null], ...]`. A
+/// scope's block is always one of the chain's, so it is written as its
+/// position, not 32 bytes.
+pub fn encode_scopes(scopes: &[ScopeKey], chain: &[BlockId]) -> Result<Vec<u8>, StoreError> {
+    let items = scopes
+        .iter()
+        .map(|k| {
+            let pos = chain
+                .iter()
+                .position(|b| *b == k.block)
+                .ok_or_else(|| corrupt("scope outside its chain"))?;
+            Ok(Value::Array(vec![
+                Value::Integer(pos.into()),
+                Value::Text(k.unit.as_str().to_owned()),
+                tools_value(&k.tools),
+            ]))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(to_bytes(&Value::Array(items)))
+}
+
+/// Reads [`encode_scopes`]'s output against its chain.
+pub fn decode_scopes(b: &[u8], chain: &[BlockId]) -> Result<Vec<ScopeKey>, StoreError> {
+    from_bytes(b, "scopes")?
+        .iter()
+        .map(|item| {
+            let Value::Array(f) = item else {
+                return Err(corrupt("scope"));
+            };
+            if f.len() != 3 {
+                return Err(corrupt("scope"));
+            }
+            let pos = usize::try_from(uint(f.first(), "scope position")?)
+                .map_err(|_| corrupt("scope position"))?;
+            Ok(ScopeKey {
+                block: *chain.get(pos).ok_or_else(|| corrupt("scope position"))?,
+                unit: unit(f.get(1))?,
+                tools: tools(f.get(2))?,
+            })
+        })
+        .collect()
+}
+
+const DONE: u64 = 0;
+const REFUSED: u64 = 1;
+
+/// A recorded outcome as a CBOR array (spec/http.md §4.2):
+/// `[0, created, id, state, amount, charged|null, expires_at, [ceiling,
+/// spent, held, ...]]` or `[1, error kind, detail...]`.
+pub fn encode_outcome(rec: &Recorded) -> Vec<u8> {
+    let n = |x: u64| Value::Integer(x.into());
+    let v = match rec {
+        Recorded::Done { created, snapshot } => Value::Array(vec![
+            n(DONE),
+            Value::Bool(*created),
+            Value::Bytes(snapshot.id.0.to_vec()),
+            n(snapshot.state.code().into()),
+            n(snapshot.amount),
+            snapshot.charged.map_or(Value::Null, n),
+            n(snapshot.expires_at),
+            Value::Array(
+                snapshot
+                    .counters
+                    .iter()
+                    .flat_map(|c| [n(c.ceiling), n(c.spent), n(c.held)])
+                    .collect(),
+            ),
+        ]),
+        Recorded::Refused(e) => {
+            let mut a = vec![n(REFUSED)];
+            match e {
+                LedgerError::InsufficientBudget { scope, remaining } => a.extend([
+                    n(0),
+                    Value::Bytes(scope.block.0.to_vec()),
+                    Value::Text(scope.unit.as_str().to_owned()),
+                    tools_value(&scope.tools),
+                    n(*remaining),
+                ]),
+                LedgerError::NoBudget => a.push(n(1)),
+                LedgerError::InvalidAmount => a.push(n(2)),
+                LedgerError::NotFound => a.push(n(3)),
+                LedgerError::Finalized(s) => a.extend([n(4), n(s.code().into())]),
+                LedgerError::Revoked(b) => a.extend([n(5), Value::Bytes(b.0.to_vec())]),
+                LedgerError::CeilingConflict => a.push(n(6)),
+            }
+            Value::Array(a)
+        }
+    };
+    to_bytes(&v)
+}
+
+/// Reads [`encode_outcome`]'s output.
+pub fn decode_outcome(b: &[u8]) -> Result<Recorded, StoreError> {
+    let a = from_bytes(b, "outcome")?;
+    let exact = |len: usize| {
+        if a.len() == len {
+            Ok(())
+        } else {
+            Err(corrupt("outcome length"))
+        }
+    };
+    let state =
+        |v: Option<&Value>| ResState::from_code(uint(v, "state")?).ok_or_else(|| corrupt("state"));
+    match uint(a.first(), "outcome kind")? {
+        DONE => {
+            exact(8)?;
+            let created = a[1].as_bool().ok_or_else(|| corrupt("created"))?;
+            let id = a[2]
+                .as_bytes()
+                .and_then(|b| ResId::from_slice(b))
+                .ok_or_else(|| corrupt("reservation id"))?;
+            let charged = match &a[5] {
+                Value::Null => None,
+                v => Some(uint(Some(v), "charged")?),
+            };
+            let Value::Array(c) = &a[7] else {
+                return Err(corrupt("counters"));
+            };
+            if c.len() % 3 != 0 {
+                return Err(corrupt("counters"));
+            }
+            let counters = c
+                .chunks_exact(3)
+                .map(|t| {
+                    Ok(ScopeState {
+                        ceiling: uint(t.first(), "ceiling")?,
+                        spent: uint(t.get(1), "spent")?,
+                        held: uint(t.get(2), "held")?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Recorded::Done {
+                created,
+                snapshot: Snapshot {
+                    id,
+                    state: state(a.get(3))?,
+                    amount: uint(a.get(4), "amount")?,
+                    charged,
+                    expires_at: uint(a.get(6), "expires_at")?,
+                    counters,
+                },
+            })
+        }
+        REFUSED => {
+            let e = match uint(a.get(1), "error kind")? {
+                0 => {
+                    exact(6)?;
+                    LedgerError::InsufficientBudget {
+                        scope: ScopeKey {
+                            block: block(a.get(2))?,
+                            unit: unit(a.get(3))?,
+                            tools: tools(a.get(4))?,
+                        },
+                        remaining: uint(a.get(5), "remaining")?,
+                    }
+                }
+                1 => exact(2).map(|()| LedgerError::NoBudget)?,
+                2 => exact(2).map(|()| LedgerError::InvalidAmount)?,
+                3 => exact(2).map(|()| LedgerError::NotFound)?,
+                4 => {
+                    exact(3)?;
+                    LedgerError::Finalized(state(a.get(2))?)
+                }
+                5 => {
+                    exact(3)?;
+                    LedgerError::Revoked(block(a.get(2))?)
+                }
+                6 => exact(2).map(|()| LedgerError::CeilingConflict)?,
+                _ => return Err(corrupt("error kind")),
+            };
+            Ok(Recorded::Refused(e))
+        }
+        _ => Err(corrupt("outcome kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(b: u8, tools: Option<&str>) -> ScopeKey {
+        ScopeKey {
+            block: BlockId([b; 32]),
+            unit: Unit::Custom("gpu_seconds".into()),
+            tools: tools.map(|t| ActionPattern::parse(t).unwrap()),
+        }
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        let all = [
+            Recorded::Done {
+                created: true,
+                snapshot: Snapshot {
+                    id: ResId::new(1_700_000_000_000, [7; 12]),
+                    state: ResState::Committed,
+                    amount: 5,
+                    charged: Some(u64::MAX >> 1),
+                    expires_at: 9,
+                    counters: vec![
+                        ScopeState {
+                            ceiling: 10,
+                            spent: 5,
+                            held: 0,
+                        },
+                        ScopeState {
+                            ceiling: 100,
+                            spent: 50,
+                            held: 3,
+                        },
+                    ],
+                },
+            },
+            Recorded::Refused(LedgerError::InsufficientBudget {
+                scope: scope(3, Some("crm.*")),
+                remaining: 2,
+            }),
+            Recorded::Refused(LedgerError::InsufficientBudget {
+                scope: scope(3, None),
+                remaining: 0,
+            }),
+            Recorded::Refused(LedgerError::NoBudget),
+            Recorded::Refused(LedgerError::InvalidAmount),
+            Recorded::Refused(LedgerError::NotFound),
+            Recorded::Refused(LedgerError::Finalized(ResState::Expired)),
+            Recorded::Refused(LedgerError::Revoked(BlockId([9; 32]))),
+            Recorded::Refused(LedgerError::CeilingConflict),
+        ];
+        for rec in all {
+            let b = encode_outcome(&rec);
+            assert_eq!(decode_outcome(&b).unwrap(), rec, "{b:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_committed_pair_outcome_is_small() {
+        let rec = Recorded::Done {
+            created: false,
+            snapshot: Snapshot {
+                id: ResId::new(1_700_000_000_000, [7; 12]),
+                state: ResState::Committed,
+                amount: 1_000,
+                charged: Some(1_000),
+                expires_at: 1_700_000_060_000,
+                counters: vec![
+                    ScopeState {
+                        ceiling: 1_000_000_000_000,
+                        spent: 123_456_789,
+                        held: 12_000,
+                    };
+                    4
+                ],
+            },
+        };
+        // Four scopes: the whole outcome stays under 160 bytes.
+        assert!(
+            encode_outcome(&rec).len() < 160,
+            "{}",
+            encode_outcome(&rec).len()
+        );
+    }
+
+    #[test]
+    fn corrupt_outcomes_are_refused_not_guessed() {
+        for bad in [
+            &[][..],
+            &[0x80],                   // empty array
+            &[0x82, 0x01, 0x07],       // unknown error kind
+            &[0x82, 0x02, 0x00],       // unknown outcome kind
+            &[0x83, 0x01, 0x04, 0x09], // unknown state
+            &[0x81, 0x00],             // truncated Done
+            &[0xa0],                   // a map
+        ] {
+            assert!(
+                matches!(decode_outcome(bad), Err(StoreError::Corrupt(_))),
+                "{bad:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_round_trip_through_chain_positions() {
+        let chain = [BlockId([1; 32]), BlockId([2; 32]), BlockId([3; 32])];
+        let scopes = vec![scope(3, Some("crm.read")), scope(1, None)];
+        let b = encode_scopes(&scopes, &chain).unwrap();
+        assert_eq!(decode_scopes(&b, &chain).unwrap(), scopes);
+        assert!(decode_scopes(&b, &chain[..1]).is_err());
+        assert!(encode_scopes(&[scope(9, None)], &chain).is_err());
+    }
+
+    #[test]
+    fn idem_hash_separates_trees_and_keys() {
+        let k = |t: u8, key: &str| IdemKey {
+            tree: BlockId([t; 32]),
+            key: key.into(),
+        };
+        assert_ne!(idem_hash(&k(1, "a")), idem_hash(&k(2, "a")));
+        assert_ne!(idem_hash(&k(1, "a")), idem_hash(&k(1, "b")));
+        assert_eq!(idem_hash(&k(1, "a")), idem_hash(&k(1, "a")));
+    }
+}
