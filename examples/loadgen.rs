@@ -4,6 +4,10 @@
 //! cargo run --release --example loadgen -- [--clients 64] [--seconds 10] [--direct]
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:PORT \
 //!     --admin-token-file DIR/admin.token [--clients 64] [--seconds 10]
+//! cargo build --release && cargo run --release --example loadgen -- --soak \
+//!     [--pairs 5000000 | --seconds 600] [--report-every 10] [--idle-secs 10] \
+//!     [--baton-bin target/release/baton] [--data DIR [--reuse]] [--keep] \
+//!     [--server-arg=--some-flag ...] [--json]
 //! ```
 //!
 //! Without `--url` it opens a fresh data directory under the system temp
@@ -34,6 +38,32 @@
 //!   and the durable store, but no TCP and no HTTP/1 framing. The writer's
 //!   queue is not public, so this is the closest public way to submit ledger
 //!   operations without HTTP.
+//!
+//! `--soak` checks what must not grow with history, from outside the server
+//! as an operator sees it: RSS, disk per pair, idle CPU, shutdown and
+//! restart time. It runs `baton serve --data DIR --listen 127.0.0.1:0`
+//! (plus any `--server-arg`) as a child process, reads its `listening on`
+//! line and `DIR/admin.token`, builds the same token tree and drives the same
+//! client loop until `--pairs` pairs completed (in-flight pairs finish, so a
+//! few more) or `--seconds` passed. Every `--report-every` seconds it prints
+//! one line: elapsed, pairs, pairs/s and p50/p99 pair latency over the
+//! interval, the server's RSS (`VmRSS`), the data directory's size (regular
+//! files, recursively), bytes per pair so far, the server's CPU over the
+//! interval and errors by code so far. Then, without load: the server's CPU
+//! over `--idle-secs` (utime + stime from `/proc/PID/stat`) in ms per second;
+//! SIGTERM and the time to a clean exit; a restart on the same directory and
+//! the time from spawn to `GET /readyz` answering 200 (polled every 5 ms);
+//! its RSS then; SIGTERM again. The summary gives overall pairs/s, final and
+//! peak (`VmHWM`) RSS, RSS growth from the first report after `--warmup-ms`
+//! to the last (absolute and per million pairs: "flat" means near 0), disk
+//! per pair at the end of the load and after the clean stop, and the idle,
+//! stop and restart figures; `--json` adds them, with every report line, as
+//! one JSON object on the last line. A server that dies, fails to start or
+//! exits uncleanly ends the run with its last log lines and a non-zero exit
+//! status; the child is killed on every error path. Linux only (`/proc`).
+//! Without `--data` the directory is a fresh one under the system temp
+//! directory, removed at the end unless `--keep`; a non-empty `--data` is
+//! refused unless `--reuse`.
 
 #[cfg(not(feature = "server"))]
 fn main() -> std::process::ExitCode {
@@ -105,8 +135,41 @@ mod imp {
         #[arg(long, default_value_t = 8)]
         children: usize,
         /// Also measure the ledger, the store and the router without sockets.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "soak")]
         direct: bool,
+
+        /// Soak: run `baton serve` as a child process and watch its RSS, disk,
+        /// idle CPU, SIGTERM and restart time (see the module docs).
+        #[arg(long, conflicts_with_all = ["url", "admin_token_file"])]
+        soak: bool,
+        /// Soak: the `baton` binary to run.
+        #[arg(long, requires = "soak", default_value = "target/release/baton")]
+        baton_bin: PathBuf,
+        /// Soak: data directory [default: a fresh one under the system temp directory].
+        #[arg(long, requires = "soak")]
+        data: Option<PathBuf>,
+        /// Soak: accept a non-empty --data directory (continue its history).
+        #[arg(long, requires = "data")]
+        reuse: bool,
+        /// Soak: keep the default temp data directory instead of removing it.
+        #[arg(long, requires = "soak")]
+        keep: bool,
+        /// Soak: stop after this many completed pairs; 0 = run for --seconds.
+        #[arg(long, requires = "soak", default_value_t = 0)]
+        pairs: u64,
+        /// Soak: seconds between report lines.
+        #[arg(long, requires = "soak", default_value_t = 10)]
+        report_every: u64,
+        /// Soak: seconds without load over which the server's idle CPU is measured.
+        #[arg(long, requires = "soak", default_value_t = 10)]
+        idle_secs: u64,
+        /// Soak: print a final JSON object on the last line.
+        #[arg(long, requires = "soak")]
+        json: bool,
+        /// Soak: one extra argument for `baton serve` (repeatable), e.g.
+        /// `--server-arg=--cache-size=100000`.
+        #[arg(long = "server-arg", requires = "soak", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     }
 
     /// Budgets far above what a run can spend: runs measure throughput, not 402s.
@@ -119,6 +182,9 @@ mod imp {
     pub async fn run(args: Args) -> Result<(), BoxError> {
         if args.clients == 0 || args.children == 0 {
             return Err("--clients and --children must be at least 1".into());
+        }
+        if args.soak {
+            return soak::run(&args).await;
         }
         let mut local = None;
         let (url, admin) = match (&args.url, &args.admin_token_file) {
@@ -134,14 +200,7 @@ mod imp {
                 pair
             }
         };
-        let http = reqwest::Client::builder()
-            // One idle connection per client, so no request waits for a connect.
-            .pool_max_idle_per_host(args.clients)
-            // Loopback only: an HTTP_PROXY in the environment must not apply.
-            .no_proxy()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = http_client(args.clients)?;
 
         let tokens = tree(&http, &url, &admin, args.children).await?;
         println!(
@@ -171,6 +230,17 @@ mod imp {
             server.stop();
         }
         Ok(())
+    }
+
+    fn http_client(clients: usize) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            // One idle connection per client, so no request waits for a connect.
+            .pool_max_idle_per_host(clients)
+            // Loopback only: an HTTP_PROXY in the environment must not apply.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()
     }
 
     fn read_token(path: &Path) -> std::io::Result<String> {
@@ -321,12 +391,27 @@ mod imp {
     }
 
     impl ClientStats {
-        /// Counts an error by its label, if it happened in the measured window.
-        fn error(&mut self, counted: bool, label: String) {
-            if counted {
-                *self.errors.entry(label).or_default() += 1;
+        /// Counts an error by its label, if it happened in the measured
+        /// window: in the live soak counters if there are any, else here.
+        fn error(&mut self, counted: bool, live: Option<&soak::Live>, label: String) {
+            match (counted, live) {
+                (false, _) => {}
+                (true, Some(l)) => l.error(label),
+                (true, None) => *self.errors.entry(label).or_default() += 1,
             }
         }
+    }
+
+    /// When a client counts and stops, shared by all clients of a run.
+    #[derive(Clone)]
+    struct Schedule {
+        /// Makes idempotency keys unique across runs on one data directory.
+        run: u128,
+        measure_from: Instant,
+        until: Instant,
+        /// Soak: pairs and errors go here as they happen (reported per
+        /// interval, never kept whole), and the run stops when it says so.
+        live: Option<Arc<soak::Live>>,
     }
 
     fn micros(d: Duration) -> u32 {
@@ -338,16 +423,21 @@ mod imp {
         url: String,
         auth: String,
         id: usize,
-        run: u128,
-        measure_from: Instant,
-        until: Instant,
+        schedule: Schedule,
     ) -> ClientStats {
+        let Schedule {
+            run,
+            measure_from,
+            until,
+            live,
+        } = schedule;
+        let live = live.as_deref();
         let mut s = ClientStats::default();
         let reserve_url = format!("{url}/v1/reservations");
         let mut n: u64 = 0;
         loop {
             let t0 = Instant::now();
-            if t0 >= until {
+            if t0 >= until || live.is_some_and(soak::Live::stopped) {
                 break;
             }
             let counted = t0 >= measure_from;
@@ -368,11 +458,15 @@ mod imp {
             {
                 Ok((201, v)) => v["reservation"]["id"].as_str().map(str::to_owned),
                 Ok((status, v)) => {
-                    s.error(counted, format!("reserve: {}", error_code(status, &v)));
+                    s.error(
+                        counted,
+                        live,
+                        format!("reserve: {}", error_code(status, &v)),
+                    );
                     continue;
                 }
                 Err(e) => {
-                    s.error(counted, format!("reserve: transport ({})", kind(&e)));
+                    s.error(counted, live, format!("reserve: transport ({})", kind(&e)));
                     // Do not spin on a server that is down.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
@@ -380,7 +474,7 @@ mod imp {
             };
             let t1 = Instant::now();
             let Some(rid) = granted else {
-                s.error(counted, "reserve: 201 without an id".into());
+                s.error(counted, live, "reserve: 201 without an id".into());
                 continue;
             };
             let body =
@@ -397,20 +491,24 @@ mod imp {
             {
                 Ok((200, _)) => true,
                 Ok((status, v)) => {
-                    s.error(counted, format!("commit: {}", error_code(status, &v)));
+                    s.error(counted, live, format!("commit: {}", error_code(status, &v)));
                     false
                 }
                 Err(e) => {
-                    s.error(counted, format!("commit: transport ({})", kind(&e)));
+                    s.error(counted, live, format!("commit: transport ({})", kind(&e)));
                     false
                 }
             };
             let t2 = Instant::now();
             if counted && ok {
-                s.pairs += 1;
-                s.reserve.push(micros(t1 - t0));
-                s.commit.push(micros(t2 - t1));
-                s.pair.push(micros(t2 - t0));
+                if let Some(l) = live {
+                    l.pair(micros(t2 - t0));
+                } else {
+                    s.pairs += 1;
+                    s.reserve.push(micros(t1 - t0));
+                    s.commit.push(micros(t2 - t1));
+                    s.pair.push(micros(t2 - t0));
+                }
             }
         }
         s
@@ -478,19 +576,13 @@ mod imp {
         let start = Instant::now();
         let measure_from = start + Duration::from_millis(args.warmup_ms);
         let until = measure_from + Duration::from_secs(args.seconds);
-        let tasks: Vec<_> = (0..args.clients)
-            .map(|i| {
-                tokio::spawn(client(
-                    http.clone(),
-                    url.to_owned(),
-                    tokens[i % tokens.len()].clone(),
-                    i,
-                    run,
-                    measure_from,
-                    until,
-                ))
-            })
-            .collect();
+        let schedule = Schedule {
+            run,
+            measure_from,
+            until,
+            live: None,
+        };
+        let tasks = spawn_clients(http, url, tokens, args.clients, &schedule);
         tokio::time::sleep_until(measure_from.into()).await;
         let groups_before = batches(http, url).await;
         let cpu_before = cpu_ticks();
@@ -522,6 +614,27 @@ mod imp {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
+    }
+
+    /// Starts `clients` client tasks, spread over the leaf tokens.
+    fn spawn_clients(
+        http: &reqwest::Client,
+        url: &str,
+        tokens: &[String],
+        clients: usize,
+        schedule: &Schedule,
+    ) -> Vec<tokio::task::JoinHandle<ClientStats>> {
+        (0..clients)
+            .map(|i| {
+                tokio::spawn(client(
+                    http.clone(),
+                    url.to_owned(),
+                    tokens[i % tokens.len()].clone(),
+                    i,
+                    schedule.clone(),
+                ))
+            })
+            .collect()
     }
 
     /// The value at quantile `q` of sorted samples (nearest rank).
@@ -833,5 +946,687 @@ mod imp {
             "  service via router (handlers+writer+SQLite), {clients} tasks {rate:>9.0} pairs/s ({failed} failed)"
         );
         Ok(())
+    }
+
+    // ---- --soak: `baton serve` as a child process, watched from outside ----
+
+    /// The soak mode: memory, disk, idle CPU, shutdown and restart of a real
+    /// `baton serve` process under a long reserve → commit load, measured as
+    /// an operator sees them (`/proc`, the data directory, `/readyz`).
+    mod soak {
+        use std::collections::{BTreeMap, VecDeque};
+        use std::io::{BufRead as _, BufReader, Read};
+        use std::path::{Path, PathBuf};
+        use std::process::{Child, Command, ExitStatus, Stdio};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+        use std::time::{Duration, Instant};
+
+        use serde_json::{Value, json};
+
+        use super::{
+            Args, BoxError, Schedule, http_client, quantile, read_token, spawn_clients, temp_dir,
+            tree,
+        };
+
+        /// How long a start may take, spawn to ready. Generous: the soak
+        /// exists to measure slow restarts, not to cut them short.
+        const READY_TIMEOUT: Duration = Duration::from_secs(600);
+        /// How long the server may drain after SIGTERM.
+        const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+        /// How often the load loop checks that the server is alive.
+        const TICK: Duration = Duration::from_millis(100);
+        /// How often `/readyz` is polled during a start.
+        const READY_POLL: Duration = Duration::from_millis(5);
+        /// Lines of the server's stderr kept to explain a failure.
+        const LOG_TAIL: usize = 40;
+        const MIB: f64 = 1024.0 * 1024.0;
+
+        /// Counters shared by the clients of a soak: pairs as they complete,
+        /// latencies of the current report interval only (so a long run
+        /// keeps no history here either), errors by code.
+        pub struct Live {
+            /// Stop once this many pairs completed; 0 = no limit.
+            limit: u64,
+            pairs: AtomicU64,
+            stop: AtomicBool,
+            counters: Mutex<Counters>,
+        }
+
+        #[derive(Default)]
+        struct Counters {
+            /// Pair latencies (µs) since the last report.
+            latencies: Vec<u32>,
+            /// Since the start.
+            errors: BTreeMap<String, u64>,
+        }
+
+        impl Live {
+            fn new(limit: u64) -> Self {
+                Self {
+                    limit,
+                    pairs: AtomicU64::new(0),
+                    stop: AtomicBool::new(false),
+                    counters: Mutex::default(),
+                }
+            }
+
+            /// Whether clients should stop starting pairs.
+            pub fn stopped(&self) -> bool {
+                self.stop.load(Ordering::Relaxed)
+            }
+
+            fn stop(&self) {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+
+            /// A completed pair and its latency in microseconds.
+            pub fn pair(&self, micros: u32) {
+                self.lock().latencies.push(micros);
+                let n = self.pairs.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.limit > 0 && n >= self.limit {
+                    self.stop();
+                }
+            }
+
+            pub fn error(&self, label: String) {
+                *self.lock().errors.entry(label).or_default() += 1;
+            }
+
+            fn pairs(&self) -> u64 {
+                self.pairs.load(Ordering::Relaxed)
+            }
+
+            fn take_latencies(&self) -> Vec<u32> {
+                std::mem::take(&mut self.lock().latencies)
+            }
+
+            fn errors(&self) -> BTreeMap<String, u64> {
+                self.lock().errors.clone()
+            }
+
+            fn lock(&self) -> MutexGuard<'_, Counters> {
+                // Counters stay meaningful even if a client panicked holding them.
+                self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+
+        /// One `baton serve` child process. Dropping it kills the process if
+        /// it still runs, so no error path leaves a server behind.
+        struct Server {
+            child: Child,
+            pid: u32,
+            url: String,
+            /// The last lines of its stderr (its logs).
+            log: Arc<Mutex<VecDeque<String>>>,
+        }
+
+        impl Server {
+            /// Spawns `BIN serve --data DIR --listen 127.0.0.1:0 EXTRA…` and
+            /// waits for its `listening on http://ADDR` line.
+            async fn spawn(bin: &Path, dir: &Path, extra: &[String]) -> Result<Self, BoxError> {
+                let mut child = Command::new(bin)
+                    .arg("serve")
+                    .arg("--data")
+                    .arg(dir)
+                    .args(["--listen", "127.0.0.1:0"])
+                    .args(extra)
+                    // Its log tail may end up in an error message: plain text.
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+                let stdout = child.stdout.take();
+                let stderr = child.stderr.take();
+                let log = Arc::new(Mutex::new(VecDeque::new()));
+                // The guard exists before anything can fail.
+                let mut server = Self {
+                    pid: child.id(),
+                    child,
+                    url: String::new(),
+                    log: log.clone(),
+                };
+                if let Some(stderr) = stderr {
+                    std::thread::spawn(move || keep_tail(stderr, &log));
+                }
+                let stdout = stdout.ok_or("the server's stdout is not piped")?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stdout);
+                    let mut line = String::new();
+                    let _ = tx.send(reader.read_line(&mut line).map(|_| line));
+                    // Keep reading: the server must never block on a full
+                    // pipe nor see a broken one.
+                    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                });
+                let line = match tokio::time::timeout(READY_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(line))) => line,
+                    Ok(Ok(Err(e))) => {
+                        return Err(server.failure(&format!("reading its stdout: {e}")));
+                    }
+                    Ok(Err(_)) => return Err(server.failure("its stdout reader stopped")),
+                    Err(_) => {
+                        return Err(server.failure(&format!(
+                            "no `listening on` line within {} s",
+                            READY_TIMEOUT.as_secs()
+                        )));
+                    }
+                };
+                if line.is_empty() {
+                    return Err(server.failure("closed its stdout without a `listening on` line"));
+                }
+                let Some(url) = line.trim().strip_prefix("listening on ") else {
+                    return Err(server.failure(&format!("unexpected first line {line:?}")));
+                };
+                server.url = url.to_owned();
+                Ok(server)
+            }
+
+            fn exited(&mut self) -> Option<ExitStatus> {
+                self.child.try_wait().ok().flatten()
+            }
+
+            /// An error naming what went wrong, how the process ended (the
+            /// guard kills it if it has not) and the last lines of its log.
+            fn failure(&mut self, what: &str) -> BoxError {
+                // Error path only: let a dying process finish its last log lines.
+                std::thread::sleep(Duration::from_millis(200));
+                let status = match self.exited() {
+                    Some(s) => format!("it exited with {s}"),
+                    None => "it was still running and is killed".to_owned(),
+                };
+                let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+                let tail: Vec<&str> = log.iter().map(String::as_str).collect();
+                format!(
+                    "baton serve (pid {}): {what}; {status}; its last log lines:\n    {}",
+                    self.pid,
+                    tail.join("\n    ")
+                )
+                .into()
+            }
+
+            /// Polls `GET /readyz` every 5 ms until it answers 200; the time since `since`.
+            async fn wait_ready(
+                &mut self,
+                http: &reqwest::Client,
+                since: Instant,
+            ) -> Result<Duration, BoxError> {
+                let url = format!("{}/readyz", self.url);
+                loop {
+                    let answer = http.get(&url).send().await;
+                    if answer.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+                        return Ok(since.elapsed());
+                    }
+                    if self.exited().is_some() {
+                        return Err(self.failure("exited before it was ready"));
+                    }
+                    if since.elapsed() > READY_TIMEOUT {
+                        return Err(self.failure("not ready in time"));
+                    }
+                    tokio::time::sleep(READY_POLL).await;
+                }
+            }
+
+            /// SIGTERM, then the time until the process has exited. An
+            /// unclean exit is an error.
+            ///
+            /// The signal is sent by the `kill` command, not a syscall: the
+            /// project forbids `unsafe` (so no libc), and one process spawn
+            /// per run is not worth a dependency. The time includes running
+            /// `kill` (about a millisecond).
+            async fn terminate(&mut self) -> Result<Duration, BoxError> {
+                let start = Instant::now();
+                let sent = Command::new("kill")
+                    .args(["-TERM", &self.pid.to_string()])
+                    .stdin(Stdio::null())
+                    .status()
+                    .map_err(|e| format!("running kill -TERM: {e}"))?;
+                if !sent.success() {
+                    return Err(self.failure(&format!("kill -TERM failed ({sent})")));
+                }
+                loop {
+                    if let Some(exit) = self.exited() {
+                        let took = start.elapsed();
+                        if exit.success() {
+                            return Ok(took);
+                        }
+                        return Err(self.failure("unclean exit after SIGTERM"));
+                    }
+                    if start.elapsed() > EXIT_TIMEOUT {
+                        return Err(self.failure(&format!(
+                            "still running {} s after SIGTERM",
+                            EXIT_TIMEOUT.as_secs()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+
+            fn rss(&self) -> Option<u64> {
+                proc_status_bytes(self.pid, "VmRSS")
+            }
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                if let Ok(None) = self.child.try_wait() {
+                    let _ = self.child.kill();
+                }
+                let _ = self.child.wait();
+            }
+        }
+
+        /// Reads lines to the end, keeping the last [`LOG_TAIL`].
+        fn keep_tail(from: impl Read, log: &Mutex<VecDeque<String>>) {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                if log.len() == LOG_TAIL {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        }
+
+        /// A `/proc/PID/status` field given in kB (VmRSS, VmHWM), in bytes.
+        fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(kib * 1024)
+        }
+
+        /// utime + stime of a process, in clock ticks: fields 14 and 15 of
+        /// `/proc/PID/stat`. The command name (field 2) is in parentheses
+        /// and may hold spaces, so fields are counted after its last `)`.
+        fn cpu_ticks(pid: u32) -> Option<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            // fields[0] is field 3 (state).
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        }
+
+        /// Clock ticks per second, from `getconf CLK_TCK`; 100 (what Linux
+        /// reports on every common platform) if that cannot run.
+        fn clock_ticks() -> (f64, &'static str) {
+            let asked = Command::new("getconf")
+                .arg("CLK_TCK")
+                .stdin(Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|&t| t > 0);
+            match asked {
+                Some(t) => (f64::from(t), "getconf CLK_TCK"),
+                None => (100.0, "assumed: getconf CLK_TCK failed"),
+            }
+        }
+
+        /// Sum of the sizes of the regular files under `dir`, recursively.
+        /// Files may vanish during the walk (a WAL being removed): skipped.
+        fn dir_bytes(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.path().symlink_metadata() {
+                    Ok(m) if m.is_file() => m.len(),
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    _ => 0,
+                })
+                .sum()
+        }
+
+        /// One report line's figures.
+        struct Sample {
+            elapsed: f64,
+            pairs: u64,
+            rate: f64,
+            p50_ms: f64,
+            p99_ms: f64,
+            rss: Option<u64>,
+            data: u64,
+            /// Server CPU over the interval, in cores.
+            cpu: Option<f64>,
+        }
+
+        impl Sample {
+            fn json(&self) -> Value {
+                json!({
+                    "elapsed_s": self.elapsed, "pairs": self.pairs, "pairs_per_s": self.rate,
+                    "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "rss_bytes": self.rss,
+                    "data_bytes": self.data, "cpu_cores": self.cpu,
+                })
+            }
+        }
+
+        /// Takes report lines: each one covers the time since the previous.
+        struct Reporter<'a> {
+            live: &'a Live,
+            pid: u32,
+            dir: &'a Path,
+            ticks_per_s: f64,
+            start: Instant,
+            last: (Instant, u64, Option<u64>),
+            samples: Vec<Sample>,
+        }
+
+        impl Reporter<'_> {
+            fn header() {
+                println!(
+                    "{:>8} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}  errors (total)",
+                    "elapsed",
+                    "pairs",
+                    "pairs/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "RSS MiB",
+                    "data MiB",
+                    "B/pair",
+                    "CPU"
+                );
+            }
+
+            fn report(&mut self) {
+                let now = Instant::now();
+                let pairs = self.live.pairs();
+                let ticks = cpu_ticks(self.pid);
+                let (then, then_pairs, then_ticks) = self.last;
+                let dt = (now - then).as_secs_f64().max(1e-9);
+                let mut lat = self.live.take_latencies();
+                lat.sort_unstable();
+                let ms = |us: u32| f64::from(us) / 1000.0;
+                let s = Sample {
+                    elapsed: (now - self.start).as_secs_f64(),
+                    pairs,
+                    rate: (pairs - then_pairs) as f64 / dt,
+                    p50_ms: ms(quantile(&lat, 0.50)),
+                    p99_ms: ms(quantile(&lat, 0.99)),
+                    rss: proc_status_bytes(self.pid, "VmRSS"),
+                    data: dir_bytes(self.dir),
+                    cpu: ticks
+                        .zip(then_ticks)
+                        .map(|(a, b)| a.saturating_sub(b) as f64 / self.ticks_per_s / dt),
+                };
+                let errors = self.live.errors();
+                println!(
+                    "{:>8.1} {:>10} {:>9.0} {:>7.2} {:>7.2} {:>8} {:>9.1} {:>7} {:>6}  {}",
+                    s.elapsed,
+                    s.pairs,
+                    s.rate,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.rss
+                        .map_or("?".into(), |r| format!("{:.1}", r as f64 / MIB)),
+                    s.data as f64 / MIB,
+                    per_pair(s.data, s.pairs).map_or("-".into(), |b| format!("{b:.0}")),
+                    s.cpu.map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
+                    if errors.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        errors
+                            .iter()
+                            .map(|(k, v)| format!("{k} ×{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+                self.last = (now, pairs, ticks);
+                self.samples.push(s);
+            }
+        }
+
+        fn per_pair(bytes: u64, pairs: u64) -> Option<f64> {
+            (pairs > 0).then(|| bytes as f64 / pairs as f64)
+        }
+
+        /// Runs the soak; removes a data directory it created unless `--keep`.
+        pub async fn run(args: &Args) -> Result<(), BoxError> {
+            if args.report_every == 0 {
+                return Err("--report-every must be at least 1".into());
+            }
+            if args.pairs == 0 && args.seconds == 0 {
+                return Err("give --pairs or a non-zero --seconds".into());
+            }
+            let (dir, created) = match &args.data {
+                Some(dir) => {
+                    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+                    if non_empty && !args.reuse {
+                        return Err(format!(
+                            "{} is not empty; pass --reuse to continue its history",
+                            dir.display()
+                        )
+                        .into());
+                    }
+                    (dir.clone(), false)
+                }
+                None => (temp_dir("baton-soak"), true),
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let result = soak(args, &dir).await;
+            // The header named the directory; nothing more is printed, so
+            // that the JSON object stays the last line.
+            if created && !args.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            result
+        }
+
+        async fn soak(args: &Args, dir: &Path) -> Result<(), BoxError> {
+            let (ticks_per_s, ticks_from) = clock_ticks();
+            let http = http_client(args.clients)?;
+            let bin: &PathBuf = &args.baton_bin;
+            let started = Instant::now();
+            let mut server = Server::spawn(bin, dir, &args.server_args).await?;
+            let start_to_ready = server.wait_ready(&http, started).await?;
+            let admin = read_token(&dir.join("admin.token"))
+                .map_err(|e| format!("{}/admin.token: {e}", dir.display()))?;
+            let tokens = tree(&http, &server.url, &admin, args.children).await?;
+            println!(
+                "baton loadgen soak: {} serve (pid {}) at {} on {}{}",
+                bin.display(),
+                server.pid,
+                server.url,
+                dir.display(),
+                if args.server_args.is_empty() {
+                    String::new()
+                } else {
+                    format!(", extra args {:?}", args.server_args)
+                }
+            );
+            println!(
+                "{} clients over {} leaf tokens, {}, a line every {} s; ready {:.0} ms after spawn; clock ticks {ticks_per_s}/s ({ticks_from})",
+                args.clients,
+                tokens.len(),
+                if args.pairs > 0 {
+                    format!("until {} pairs", args.pairs)
+                } else {
+                    format!("for {} s", args.seconds)
+                },
+                args.report_every,
+                start_to_ready.as_secs_f64() * 1000.0
+            );
+
+            // ---- load ----
+            let live = Arc::new(Live::new(args.pairs));
+            let start = Instant::now();
+            let until = if args.pairs > 0 {
+                // Far enough: the pair count ends the run.
+                start + Duration::from_secs(100 * 365 * 24 * 3600)
+            } else {
+                start + Duration::from_secs(args.seconds)
+            };
+            let schedule = Schedule {
+                run: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos(),
+                measure_from: start,
+                until,
+                live: Some(live.clone()),
+            };
+            let tasks = spawn_clients(&http, &server.url, &tokens, args.clients, &schedule);
+            let mut reporter = Reporter {
+                live: &live,
+                pid: server.pid,
+                dir,
+                ticks_per_s,
+                start,
+                last: (start, 0, cpu_ticks(server.pid)),
+                samples: Vec::new(),
+            };
+            Reporter::header();
+            let every = Duration::from_secs(args.report_every);
+            loop {
+                tokio::time::sleep(TICK).await;
+                if server.exited().is_some() {
+                    live.stop();
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    return Err(server.failure(&format!(
+                        "died during the load, after {} pairs",
+                        live.pairs()
+                    )));
+                }
+                if live.stopped() || Instant::now() >= until {
+                    break;
+                }
+                if reporter.last.0.elapsed() >= every {
+                    reporter.report();
+                }
+            }
+            // In-flight pairs finish (bounded by the client timeout).
+            live.stop();
+            for t in tasks {
+                t.await?;
+            }
+            let load_secs = start.elapsed().as_secs_f64();
+            reporter.report();
+            let samples = reporter.samples;
+            let pairs = live.pairs();
+            let Some(last) = samples.last() else {
+                return Err("no report was taken".into());
+            };
+            let warm = args.warmup_ms as f64 / 1000.0;
+            let base = samples.iter().find(|s| s.elapsed >= warm).unwrap_or(last);
+
+            // ---- idle ----
+            let idle_ms_per_s = if args.idle_secs > 0 {
+                let (t0, c0) = (Instant::now(), cpu_ticks(server.pid));
+                tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+                if server.exited().is_some() {
+                    return Err(server.failure("died while idle"));
+                }
+                let c1 = cpu_ticks(server.pid);
+                c1.zip(c0).map(|(b, a)| {
+                    b.saturating_sub(a) as f64 * 1000.0 / ticks_per_s / t0.elapsed().as_secs_f64()
+                })
+            } else {
+                None
+            };
+            let hwm = proc_status_bytes(server.pid, "VmHWM");
+            let max_rss = hwm.or_else(|| samples.iter().filter_map(|s| s.rss).max());
+
+            // ---- SIGTERM, restart, SIGTERM ----
+            let term_to_exit = server.terminate().await?;
+            drop(server);
+            let data_after_stop = dir_bytes(dir);
+            let restarted = Instant::now();
+            let mut server = Server::spawn(bin, dir, &args.server_args).await?;
+            let restart_to_ready = server.wait_ready(&http, restarted).await?;
+            let rss_after_restart = server.rss();
+            let term_to_exit_2 = server.terminate().await?;
+            drop(server);
+
+            // ---- summary ----
+            let errors = live.errors();
+            let rss_growth = last.rss.zip(base.rss).map(|(b, a)| b as i64 - a as i64);
+            let growth_per_m = rss_growth.and_then(|g| {
+                (last.pairs > base.pairs).then(|| g as f64 * 1e6 / (last.pairs - base.pairs) as f64)
+            });
+            let mib =
+                |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / MIB));
+            let b_per_pair =
+                |b: u64| per_pair(b, pairs).map_or("-".into(), |x| format!("{x:.0} B/pair"));
+            println!();
+            println!(
+                "soak  pairs {pairs} in {load_secs:.1} s = {:.0} pairs/s; errors: {}",
+                pairs as f64 / load_secs,
+                if errors.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{errors:?}")
+                }
+            );
+            println!(
+                "      RSS final {}, max {} (VmHWM), growth {} from the first report after warm-up ({:.1} s, {} pairs) to the last{}",
+                mib(last.rss),
+                mib(max_rss),
+                rss_growth.map_or("?".into(), |g| format!("{:+.1} MiB", g as f64 / MIB)),
+                base.elapsed,
+                base.pairs,
+                growth_per_m.map_or(String::new(), |g| format!(
+                    " ({:+.1} MiB per million pairs)",
+                    g / MIB
+                )),
+            );
+            println!(
+                "      data dir {:.1} MiB at end of load ({}), {:.1} MiB after clean stop ({})",
+                last.data as f64 / MIB,
+                b_per_pair(last.data),
+                data_after_stop as f64 / MIB,
+                b_per_pair(data_after_stop)
+            );
+            println!(
+                "      idle CPU {} over {} s; SIGTERM→exit {:.0} ms; restart→ready {:.0} ms; RSS after restart {}; 2nd SIGTERM→exit {:.0} ms",
+                idle_ms_per_s.map_or("-".into(), |c| format!("{c:.1} ms/s")),
+                args.idle_secs,
+                term_to_exit.as_secs_f64() * 1000.0,
+                restart_to_ready.as_secs_f64() * 1000.0,
+                mib(rss_after_restart),
+                term_to_exit_2.as_secs_f64() * 1000.0,
+            );
+            if args.json {
+                let summary = json!({
+                    "pairs": pairs,
+                    "load_seconds": load_secs,
+                    "pairs_per_s": pairs as f64 / load_secs,
+                    "clients": args.clients,
+                    "server_args": args.server_args,
+                    "errors": errors,
+                    "start_to_ready_ms": start_to_ready.as_secs_f64() * 1000.0,
+                    "rss_final_bytes": last.rss,
+                    "rss_max_bytes": max_rss,
+                    "rss_baseline_bytes": base.rss,
+                    "rss_baseline_pairs": base.pairs,
+                    "rss_growth_bytes": rss_growth,
+                    "rss_growth_bytes_per_million_pairs": growth_per_m,
+                    "data_bytes": last.data,
+                    "bytes_per_pair": per_pair(last.data, pairs),
+                    "data_bytes_after_stop": data_after_stop,
+                    "bytes_per_pair_after_stop": per_pair(data_after_stop, pairs),
+                    "idle_seconds": args.idle_secs,
+                    "idle_cpu_ms_per_s": idle_ms_per_s,
+                    "sigterm_to_exit_ms": term_to_exit.as_secs_f64() * 1000.0,
+                    "restart_to_ready_ms": restart_to_ready.as_secs_f64() * 1000.0,
+                    "rss_after_restart_bytes": rss_after_restart,
+                    "restart_sigterm_to_exit_ms": term_to_exit_2.as_secs_f64() * 1000.0,
+                    "reports": samples.iter().map(Sample::json).collect::<Vec<_>>(),
+                });
+                println!("{summary}");
+            }
+            Ok(())
+        }
     }
 }
