@@ -48,7 +48,7 @@ pub(crate) fn reply(r: Reply) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
 }
 
-fn unavailable() -> ApiError {
+pub(crate) fn unavailable() -> ApiError {
     ApiError::new(
         503,
         "store_unavailable",
@@ -82,7 +82,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// The verified bearer token of a request.
-fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Token, ApiError> {
+pub(crate) fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Token, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -190,7 +190,7 @@ fn authorize(
 }
 
 /// Admin rights for an administrative endpoint: see [`authorize`].
-fn require_admin(state: &AppState, token: &Token, action: &str) -> Result<(), ApiError> {
+pub(crate) fn require_admin(state: &AppState, token: &Token, action: &str) -> Result<(), ApiError> {
     let body = ActionBody {
         action: action.to_owned(),
         resource: None,

@@ -86,6 +86,9 @@ pub(crate) enum Op {
     },
     /// The sweeper's tick.
     Expire,
+    /// Store a new active root key, retiring the others, in its own
+    /// transaction (`POST /v1/keys/rotate`). Answered `200` once durable.
+    RotateKey(crate::store::StoredKey),
 }
 
 /// An answer: HTTP status and JSON body.
@@ -207,6 +210,28 @@ fn run(
                 Err(_) => break,
             }
         }
+        // Key rotations touch no ledger row: each is its own transaction,
+        // answered before the group.
+        if batch.iter().any(|j| matches!(j.op, Op::RotateKey(_))) {
+            for job in std::mem::take(&mut batch) {
+                match job.op {
+                    Op::RotateKey(key) => {
+                        let done = store.rotate_key(key).inspect_err(|e| {
+                            tracing::error!(error = %e, "storing a rotated root key failed");
+                        });
+                        let ok = Reply {
+                            status: 200,
+                            body: "{}".into(),
+                        };
+                        let _ = job.reply.send(done.is_ok().then_some(ok));
+                    }
+                    _ => batch.push(job),
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+        }
         let mut ledger = handle.ledger.blocking_lock();
         let now = handle.clock.now_ms();
         let replies: Vec<Reply> = batch
@@ -245,22 +270,22 @@ fn run(
 }
 
 fn apply(ledger: &mut Ledger, job: &Job, now: u64, grace: u64) -> Reply {
-    if let Some((key, fingerprint)) = &job.idem {
-        if let Some(rec) = ledger.idempotent(key) {
-            return if &rec.fingerprint == fingerprint {
-                Reply {
-                    status: rec.status,
-                    body: rec.body.clone(),
-                }
-            } else {
-                error_reply(
-                    409,
-                    "idempotency_mismatch",
-                    "this idempotency key was used for a different request",
-                    None,
-                )
-            };
-        }
+    if let Some((key, fingerprint)) = &job.idem
+        && let Some(rec) = ledger.idempotent(key)
+    {
+        return if &rec.fingerprint == fingerprint {
+            Reply {
+                status: rec.status,
+                body: rec.body.clone(),
+            }
+        } else {
+            error_reply(
+                409,
+                "idempotency_mismatch",
+                "this idempotency key was used for a different request",
+                None,
+            )
+        };
     }
     let reply = execute(ledger, &job.op, now, grace);
     if let Some((key, fingerprint)) = &job.idem {
@@ -321,6 +346,15 @@ fn execute(ledger: &mut Ledger, op: &Op, now: u64, grace: u64) -> Reply {
                 status: 200,
                 body: json!({ "expired": n }).to_string(),
             };
+        }
+        // Taken out of the group by `run` before it gets here.
+        Op::RotateKey(_) => {
+            return error_reply(
+                503,
+                "store_unavailable",
+                "key rotation is not a ledger change",
+                None,
+            );
         }
     };
     match result {
