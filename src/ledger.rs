@@ -858,10 +858,10 @@ impl Ledger {
                 _ => {}
             }
         }
-        if let Some(id) = cmd.op.target() {
-            if !self.in_memory(&id) {
-                out.reservations.push(id);
-            }
+        if let Some(id) = cmd.op.target()
+            && !self.in_memory(&id)
+        {
+            out.reservations.push(id);
         }
     }
 
@@ -878,17 +878,16 @@ impl Ledger {
     /// Applies one command at `now` (ms), with `grace` ms past a hold's
     /// expiry in which it may still be finished.
     pub fn apply(&mut self, cmd: &Command, now: u64, grace: u64) -> Outcome {
-        if let Some((key, fingerprint)) = &cmd.idem {
-            if let Some(rec) = self.idem_lookup(key) {
-                if !bool::from(subtle_eq(&rec.fingerprint, fingerprint)) {
-                    return Outcome::KeyReused;
-                }
-                let rec = rec.clone();
-                // A record whose reservation is gone (dropped by retention)
-                // is gone too: the request is new again (spec/http.md §3.6).
-                if let Some(out) = self.replay(&rec.outcome) {
-                    return out;
-                }
+        if let Some((key, fingerprint)) = &cmd.idem
+            && let Some(rec) = self.idem_lookup(key)
+        {
+            if !bool::from(subtle_eq(&rec.fingerprint, fingerprint)) {
+                return Outcome::KeyReused;
+            }
+            // A record whose reservation is gone (dropped by retention) is
+            // gone too: the request is new again (spec/http.md §3.6).
+            if let Some(out) = self.replay(&rec.outcome.clone()) {
+                return out;
             }
         }
         let out = match &cmd.op {

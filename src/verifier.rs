@@ -98,6 +98,13 @@ impl Verifier {
         &self.keys
     }
 
+    /// The trusted keys, to change them in place (key rotation). Safe with
+    /// the cache: a cached chain counts only while the keyset still holds
+    /// the very key it was verified under.
+    pub fn keyset_mut(&mut self) -> &mut Keyset {
+        &mut self.keys
+    }
+
     /// Parses and verifies a token in text form.
     pub fn verify_text(&self, text: &str) -> Result<Token, VerifyError> {
         self.verify_bytes(&decode_text(text)?)

@@ -314,7 +314,7 @@ async fn client(
             )
         };
         let post = reqwest::Method::POST;
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let body = json!({ "action": "tool.run", "unit": "calls", "amount": amount, "actual": actual, "idempotency_key": format!("{key}-s"), "ttl_ms": TTL_MS });
             let (status, text, attempts) =
                 call(&http, &shared, post, "/v1/spend", auth, Some(&body)).await;

@@ -90,17 +90,21 @@ pub enum CliError {
     /// `baton serve` stopped with an error.
     #[cfg(feature = "server")]
     Serving(baton::server::run::ServeError),
-    /// `baton keys rotate` failed.
+    /// `baton keys rotate` failed: offline, or the server refused (exit 1).
     #[cfg(feature = "server")]
-    RotatingKeys(baton::server::StartError),
+    RotatingKeys(baton::server::run::RotateError),
 }
 
 impl CliError {
-    /// The exit status: 1 when the library refused the token or block, 2
-    /// for local and usage errors.
+    /// The exit status: 1 when the library refused the token or block (or
+    /// the server refused a live key rotation), 2 for local and usage errors.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::ParsingToken(_) | Self::Minting(_) | Self::Attenuating(_) | Self::Sealing(_) => {
+                ExitCode::from(EXIT_REFUSED)
+            }
+            #[cfg(feature = "server")]
+            Self::RotatingKeys(baton::server::run::RotateError::Refused { .. }) => {
                 ExitCode::from(EXIT_REFUSED)
             }
             _ => ExitCode::from(EXIT_LOCAL),

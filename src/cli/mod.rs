@@ -19,7 +19,8 @@
 //! * `0`: success (for `verify`: the request is allowed).
 //! * `1`: the token was refused: `verify` denied the request or found the
 //!   token invalid, or the library refused to parse, mint, attenuate or
-//!   seal. The reason code is printed.
+//!   seal, or the server refused `keys rotate --url`. The reason code is
+//!   printed.
 //! * `2`: a usage error (clap's default) or a local error: an unreadable
 //!   file, a key that does not parse, stdout closed.
 
@@ -84,7 +85,10 @@ enum Command {
 #[cfg(feature = "server")]
 #[derive(Debug, Subcommand)]
 enum Keys {
-    /// Add a new active root key; older keys keep verifying.
+    /// Add a new active root key; older keys keep verifying. Offline on a
+    /// stopped server's data directory (--data), or live through a running
+    /// server (--url, with an admin token from --admin-token-file,
+    /// BATON_ADMIN_TOKEN or stdin). Prints the new kid.
     Rotate(baton::server::run::RotateArgs),
 }
 

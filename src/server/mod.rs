@@ -9,18 +9,20 @@
 //! # Layout
 //! * [`writer`]: the single ledger writer with group commit.
 //! * `http`: the axum handlers, one module per resource, and the one place
-//!   outcomes become statuses and JSON.
+//!   outcomes become statuses and JSON; `admin`: the administrative
+//!   handlers that change the service itself (live key rotation).
 //! * `state`: what the handlers share.
-//! * this module: router, limits, start-up (data directory, keys, the
-//!   first admin token) and graceful shutdown.
+//! * this module: router, limits, start-up (the data directory and its
+//!   one-owner lock, keys, the first admin token) and graceful shutdown.
 
 mod http;
 pub mod run;
 mod state;
 pub mod writer;
 
+use std::fs::File;
 use std::future::Future;
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -71,6 +73,22 @@ pub enum StartError {
     /// A stored root key does not parse.
     #[error("stored root key {0} is invalid")]
     BadKey(String),
+    /// Another process owns the data directory: it holds the exclusive
+    /// lock on `DATA/LOCK` (a running `baton serve`, or an offline
+    /// `baton keys rotate`). Two owners would each grant spends from the
+    /// same budgets, so the second one refuses to start. `pid` is what the
+    /// holder wrote in the file, if it could be read.
+    #[error("data directory {path} is in use by another baton process ({}); only one process may own it", holder(*.pid))]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The process id the holder wrote in `DATA/LOCK`.
+        pid: Option<u32>,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
 }
 
 /// A started ledger: the state for the router and the writer thread.
@@ -78,6 +96,9 @@ pub struct Service {
     /// The handlers' state.
     pub state: AppState,
     writer: std::thread::JoinHandle<()>,
+    /// The exclusive lock on `DATA/LOCK` when started by [`open`]; held
+    /// until the writer has stopped, released by the OS on any exit.
+    lock: Option<File>,
 }
 
 impl Service {
@@ -122,8 +143,13 @@ impl Service {
             verifier: Arc::new(RwLock::new(verifier)),
             signer: Arc::new(RwLock::new(signer)),
             metrics: Arc::new(Metrics::new(ledger_batches)),
+            rotation: Arc::new(tokio::sync::Mutex::new(())),
         };
-        Ok(Self { state, writer })
+        Ok(Self {
+            state,
+            writer,
+            lock: None,
+        })
     }
 
     /// Releases expired holds now, as the once-a-second sweeper does.
@@ -174,11 +200,14 @@ impl Service {
         drop(self.state);
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        // Only now, with the store closed, may another process own the
+        // directory.
+        drop(self.lock);
         result
     }
 }
 
-fn stored_key(key: &RootKey, now_ms: u64) -> StoredKey {
+pub(crate) fn stored_key(key: &RootKey, now_ms: u64) -> StoredKey {
     StoredKey {
         kid: key.kid().to_string(),
         secret: key.to_text().to_string(),
@@ -213,6 +242,7 @@ pub fn router(state: AppState) -> Router {
         .timeout(REQUEST_TIMEOUT);
     Router::new()
         .route("/v1/keys", get(http::keys::keys))
+        .route("/v1/keys/rotate", post(http::admin::rotate))
         .route("/v1/tokens", post(http::tokens::mint))
         .route("/v1/authorize", post(http::tokens::authorize_handler))
         .route("/v1/reservations", post(http::reservations::reserve))
@@ -248,8 +278,75 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the data directory (creating it 0700), the SQLite store in it and,
-/// on first start, a root key and an admin token written to `admin.token`
+/// The lock file of a data directory (spec/http.md §4.6).
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive OS lock on `DATA/LOCK` (created mode 0600), which
+/// makes this process the directory's one owner, and writes our pid in it
+/// for whoever finds the lock taken. The OS drops the lock when the file is
+/// closed or the process exits, however it exits: a `LOCK` file left by a
+/// crash is harmless, the lock and not the file decides.
+fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
+    let path = data_dir.join(LOCK_FILE);
+    let io = |source| StartError::Io {
+        path: path.clone(),
+        source,
+    };
+    // Not truncated on open: until we hold the lock, the pid in it is the
+    // holder's.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // The holder may not have written its pid yet: then unknown.
+            let mut text = String::new();
+            let pid = (&file)
+                .take(32)
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse::<u32>().ok());
+            return Err(StartError::Locked {
+                path: data_dir.to_owned(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(file)
+}
+
+/// Opens `DATA/ledger.db`, creating it mode 0600 first: it holds the root
+/// secret keys (SQLite's -wal and -shm files copy the database's mode).
+fn open_store(data_dir: &Path) -> Result<SqliteStore, StartError> {
+    let db = data_dir.join("ledger.db");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&db)
+        .map_err(|source| StartError::Io {
+            path: db.clone(),
+            source,
+        })?;
+    Ok(SqliteStore::open(&db)?)
+}
+
+/// Opens the data directory (creating it 0700), takes its one-owner lock
+/// (`DATA/LOCK`; [`StartError::Locked`] if another process holds it), the
+/// SQLite store in it and, on first start, a root key and an admin token written to `admin.token`
 /// (mode 0600; never logged). Returns the service and, on first start, the
 /// admin token's path.
 pub fn open(
@@ -265,18 +362,11 @@ pub fn open(
         .mode(0o700)
         .create(data_dir)
         .map_err(io(data_dir))?;
-    let db = data_dir.join("ledger.db");
-    // The database holds the root secret keys: create it 0600 before SQLite
-    // does (its -wal and -shm files copy the database's mode).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&db)
-        .map_err(io(&db))?;
-    let store = SqliteStore::open(&db)?;
-    let service = Service::start(Box::new(store), Arc::new(SystemClock), config)?;
+    // Before anything else: a second owner would grant from the same budgets.
+    let lock = lock_data_dir(data_dir)?;
+    let store = open_store(data_dir)?;
+    let mut service = Service::start(Box::new(store), Arc::new(SystemClock), config)?;
+    service.lock = Some(lock);
     // Write an admin token whenever there is none: on first start, and after
     // a crash between creating the key and writing the file. Whoever can
     // delete the file can read the key store beside it, so this grants
@@ -305,11 +395,14 @@ pub fn open(
     Ok((service, Some(path)))
 }
 
-/// `baton keys rotate`: adds a new active root key to the store in
+/// `baton keys rotate --data`: adds a new active root key to the store in
 /// `data_dir` and retires the others, which keep verifying outstanding
-/// tokens. A running server picks the new key up when restarted.
+/// tokens. Takes the directory's lock first, so it refuses
+/// ([`StartError::Locked`]) while a server owns the directory: rotate a
+/// running server through `POST /v1/keys/rotate` instead.
 pub fn rotate_key(data_dir: &Path) -> Result<String, StartError> {
-    let mut store = SqliteStore::open(&data_dir.join("ledger.db"))?;
+    let _lock = lock_data_dir(data_dir)?;
+    let mut store = open_store(data_dir)?;
     let key = RootKey::generate().map_err(|e| StartError::BadKey(e.to_string()))?;
     store.rotate_key(stored_key(&key, SystemClock.now_ms()))?;
     Ok(key.kid().to_string())

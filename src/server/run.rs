@@ -1,8 +1,12 @@
 //! The `baton serve` and `baton keys rotate` commands, kept in the library
 //! so the binary's `main` stays a thin dispatcher.
 
+use std::io::{IsTerminal as _, Read as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 /// `baton serve`: run the ledger service on its embedded store.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,12 +56,84 @@ impl ServeArgs {
     }
 }
 
-/// `baton keys rotate`.
+/// `baton keys rotate`: offline on a data directory no server owns
+/// (`--data`), or live through a running server (`--url`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RotateArgs {
-    /// Data directory of the service.
-    #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
-    pub data: PathBuf,
+    /// Data directory of a stopped service [env: BATON_DATA; default:
+    /// baton-data]. Refused while a server owns it: use --url then.
+    // BATON_DATA is read in `rotate`, not by clap: clap would count it as
+    // given and refuse it with --url in a shell that exports it for serve.
+    #[arg(long, conflicts_with = "url")]
+    pub data: Option<PathBuf>,
+    /// Rotate through the running server at this address (http:// only),
+    /// with an admin token from --admin-token-file, the BATON_ADMIN_TOKEN
+    /// environment variable, or stdin.
+    #[arg(long, value_name = "http://HOST:PORT")]
+    pub url: Option<String>,
+    /// File holding the admin token (such as DATA/admin.token), for --url.
+    #[arg(long, value_name = "FILE", requires = "url")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// The environment variable `baton keys rotate --url` reads the admin token
+/// from when no `--admin-token-file` is given. The token is never taken as
+/// an argument: arguments are visible to every user in the process list.
+pub const ADMIN_TOKEN_ENV: &str = "BATON_ADMIN_TOKEN";
+
+/// How long `baton keys rotate --url` waits for the server.
+const ROTATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why `baton keys rotate` failed, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RotateError {
+    /// Offline rotation could not open or change the data directory.
+    #[error("{0}{hint}", hint = locked_hint(.0))]
+    Offline(super::StartError),
+    /// `--url` is not an `http://` URL (this build has no TLS client).
+    #[error("reading --url {url}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No admin token was given, or it could not be read.
+    #[error("reading the admin token from {from}: {reason}")]
+    AdminToken {
+        /// Where it was read from.
+        from: String,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// The async runtime or the HTTP client could not start.
+    #[error("starting the HTTP client: {0}")]
+    Client(String),
+    /// The server could not be reached or did not answer in time.
+    #[error("calling {url}: {reason}")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// The transport failure.
+        reason: String,
+    },
+    /// The server refused: its status and error code.
+    #[error("the server answered {status} {code}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The `error.code` of the body (`not_admin`, `store_unavailable`...).
+        code: String,
+        /// The `error.message` of the body.
+        message: String,
+    },
+    /// A 2xx answer without a `kid`.
+    #[error("the server answered {status} without a kid")]
+    BadAnswer {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// Why `baton serve` stopped with an error.
@@ -105,9 +181,141 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
     })
 }
 
-/// Adds a new active root key; prints its kid.
-pub fn rotate(args: RotateArgs) -> Result<String, super::StartError> {
-    super::rotate_key(&args.data)
+/// Adds a new active root key, offline or through a running server, and
+/// returns its kid.
+pub fn rotate(args: RotateArgs) -> Result<String, RotateError> {
+    match &args.url {
+        None => {
+            let data = args
+                .data
+                .clone()
+                .or_else(|| std::env::var_os("BATON_DATA").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("baton-data"));
+            super::rotate_key(&data).map_err(RotateError::Offline)
+        }
+        Some(url) => rotate_live(url, &admin_token(&args)?),
+    }
+}
+
+/// Offline rotation found a server owning the directory: point at the way
+/// that works.
+fn locked_hint(e: &super::StartError) -> &'static str {
+    if matches!(e, super::StartError::Locked { .. }) {
+        "; to rotate a running server's key, use `baton keys rotate --url http://HOST:PORT`"
+    } else {
+        ""
+    }
+}
+
+/// An admin token is one line of base64url; a larger input is not one.
+const MAX_ADMIN_TOKEN: u64 = crate::limits::MAX_TOKEN_TEXT as u64 + 2;
+
+/// The admin token: from `--admin-token-file`, else `BATON_ADMIN_TOKEN`,
+/// else stdin (unless it is a terminal). Surrounding whitespace is trimmed.
+fn admin_token(args: &RotateArgs) -> Result<Zeroizing<String>, RotateError> {
+    let fail = |from: &str, reason: String| RotateError::AdminToken {
+        from: from.to_owned(),
+        reason,
+    };
+    let mut text = Zeroizing::new(String::new());
+    let from = if let Some(path) = &args.admin_token_file {
+        let from = path.display().to_string();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_ADMIN_TOKEN + 1).read_to_string(&mut text))
+            .map_err(|e| fail(&from, e.to_string()))?;
+        from
+    } else if let Some(v) = std::env::var_os(ADMIN_TOKEN_ENV) {
+        let v = v
+            .into_string()
+            .map_err(|_| fail(ADMIN_TOKEN_ENV, "not UTF-8".into()))?;
+        *text = v;
+        ADMIN_TOKEN_ENV.to_owned()
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(fail(
+                "stdin",
+                format!(
+                    "stdin is a terminal; pass --admin-token-file FILE, set {ADMIN_TOKEN_ENV}, or pipe the token in"
+                ),
+            ));
+        }
+        stdin
+            .lock()
+            .take(MAX_ADMIN_TOKEN + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| fail("stdin", e.to_string()))?;
+        "stdin".to_owned()
+    };
+    if text.len() as u64 > MAX_ADMIN_TOKEN {
+        return Err(fail(&from, "too large to be a token".into()));
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail(&from, "empty".into()));
+    }
+    Ok(Zeroizing::new(token.to_owned()))
+}
+
+/// `POST URL/v1/keys/rotate` with the admin token; the new kid.
+fn rotate_live(url: &str, token: &str) -> Result<String, RotateError> {
+    let bad = |reason| RotateError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "https is not supported by this build (no TLS client); use http:// to a local or tunnelled address",
+            ));
+        }
+        _ => return Err(bad("expected http://HOST:PORT")),
+    }
+    if parsed.host().is_none() || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("expected http://HOST:PORT"));
+    }
+    let endpoint = format!("{}/v1/keys/rotate", parsed.as_str().trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RotateError::Client(e.to_string()))?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(ROTATE_TIMEOUT)
+            .build()
+            .map_err(|e| RotateError::Client(e.to_string()))?;
+        let unreachable = |e: reqwest::Error| RotateError::Unreachable {
+            url: endpoint.clone(),
+            reason: e.to_string(),
+        };
+        let resp = client
+            .post(&endpoint)
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            let field = |name: &str| {
+                body["error"][name]
+                    .as_str()
+                    .unwrap_or("(no error body)")
+                    .to_owned()
+            };
+            return Err(RotateError::Refused {
+                status,
+                code: field("code"),
+                message: field("message"),
+            });
+        }
+        body["kid"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(RotateError::BadAnswer { status })
+    })
 }
 
 async fn shutdown_signal() {

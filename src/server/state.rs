@@ -95,4 +95,7 @@ pub struct AppState {
     pub(crate) verifier: Arc<RwLock<Verifier>>,
     pub(crate) signer: Arc<RwLock<RootKey>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Taken for the whole of a live key rotation, so that concurrent
+    /// rotations reach the store and the in-memory keys in the same order.
+    pub(crate) rotation: Arc<tokio::sync::Mutex<()>>,
 }

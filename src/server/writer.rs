@@ -320,10 +320,11 @@ fn run(
             ledger.rollback();
         }
         drop(ledger);
-        if ok && ticked {
-            if let Some(retain) = config.retain {
-                prune(store.as_mut(), now, retain);
-            }
+        if ok
+            && ticked
+            && let Some(retain) = config.retain
+        {
+            prune(store.as_mut(), now, retain);
         }
         shared.ready.store(ok, Ordering::SeqCst);
         shared.batches.inc();

@@ -41,7 +41,7 @@ pub fn encode_chain(chain: &[BlockId]) -> Vec<u8> {
 
 /// Reads [`encode_chain`]'s output.
 pub fn decode_chain(b: &[u8]) -> Result<Vec<BlockId>, StoreError> {
-    if b.is_empty() || b.len() % 32 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(32) {
         return Err(corrupt("chain length"));
     }
     b.chunks_exact(32)
@@ -217,7 +217,7 @@ pub fn decode_outcome(b: &[u8]) -> Result<Recorded, StoreError> {
             let Value::Array(c) = &a[7] else {
                 return Err(corrupt("counters"));
             };
-            if c.len() % 3 != 0 {
+            if !c.len().is_multiple_of(3) {
                 return Err(corrupt("counters"));
             }
             let counters = c

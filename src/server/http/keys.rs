@@ -5,17 +5,20 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::keys::KeyStatus;
+use crate::keys::{KeyStatus, Keyset};
 use crate::server::state::AppState;
 
-pub(crate) async fn keys(State(state): State<AppState>) -> Response {
-    let verifier = state.verifier.read().unwrap_or_else(|p| p.into_inner());
-    let keys: Vec<Value> = verifier
-        .keyset()
+/// The keys as `GET /v1/keys` lists them (also in the rotation answer).
+pub(crate) fn keys_json(keyset: &Keyset) -> Vec<Value> {
+    keyset
         .iter()
         .map(|(k, s)| {
             json!({ "kid": k.kid().to_string(), "public_key": k.to_text(), "status": if s == KeyStatus::Active { "active" } else { "retired" } })
         })
-        .collect();
-    Json(json!({ "keys": keys })).into_response()
+        .collect()
+}
+
+pub(crate) async fn keys(State(state): State<AppState>) -> Response {
+    let verifier = state.verifier.read().unwrap_or_else(|p| p.into_inner());
+    Json(json!({ "keys": keys_json(verifier.keyset()) })).into_response()
 }

@@ -7,7 +7,8 @@
 //!   extraction and verification, authorization (with the admin rule),
 //!   body decoding, idempotency keys and fingerprints;
 //! * [`render`]: outcomes and errors to statuses and JSON bodies;
-//! * one module per resource: [`keys`], [`tokens`] (mint, authorize),
+//! * one module per resource: [`keys`], [`admin`] (live key rotation),
+//!   [`tokens`] (mint, authorize),
 //!   [`reservations`] (reserve, spend, read, commit, release, extend),
 //!   [`balances`], [`revocations`], [`health`] (liveness, readiness,
 //!   metrics, the fallbacks).
@@ -16,6 +17,7 @@
 //! code; client mistakes are 4xx, store trouble is 503, and no internal
 //! detail reaches the client.
 
+pub(crate) mod admin;
 pub(crate) mod balances;
 pub(crate) mod health;
 pub(crate) mod keys;
