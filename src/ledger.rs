@@ -938,13 +938,19 @@ impl Ledger {
     fn replay(&self, rec: &Recorded) -> Option<Outcome> {
         Some(match rec {
             Recorded::Refused(e) => Outcome::Refused(e.clone()),
-            Recorded::Done { created, snapshot } => Outcome::Done {
-                created: *created,
-                view: View {
-                    holder: self.lookup(&snapshot.id)?.holder.clone(),
-                    snapshot: snapshot.clone(),
-                },
-            },
+            Recorded::Done { created, snapshot } => {
+                let holder = self.lookup(&snapshot.id)?.holder.clone();
+                let mut snapshot = snapshot.clone();
+                // The store keeps no ceilings (they never change for a
+                // scope); scope rows are never deleted, so they are here.
+                for (c, k) in snapshot.counters.iter_mut().zip(&holder.scopes) {
+                    c.ceiling = self.scope(k, 0).ceiling;
+                }
+                Outcome::Done {
+                    created: *created,
+                    view: View { holder, snapshot },
+                }
+            }
         })
     }
 
@@ -1280,4 +1286,413 @@ impl Ledger {
 fn subtle_eq(a: &Fingerprint, b: &Fingerprint) -> subtle::Choice {
     use subtle::ConstantTimeEq as _;
     a.ct_eq(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(block: u8, ceiling: u64) -> BudgetScope {
+        BudgetScope {
+            block: block as usize,
+            block_id: BlockId([block; 32]),
+            unit: Unit::Calls,
+            ceiling,
+            tools: None,
+        }
+    }
+
+    fn key(block: u8) -> ScopeKey {
+        ScopeKey::of(&scope(block, 0))
+    }
+
+    fn chain(leaf: u8) -> Vec<BlockId> {
+        vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([leaf; 32])]
+    }
+
+    fn id(n: u64) -> ResId {
+        let mut r = [0u8; 12];
+        r[4..].copy_from_slice(&n.to_be_bytes());
+        ResId::new(1, r)
+    }
+
+    fn req(n: u64, leaf: u8, amount: u64) -> ReserveRequest {
+        // A chain 0 -> 1 -> leaf; scopes nearest first.
+        let mut scopes = vec![scope(leaf, 5)];
+        if leaf != 1 {
+            scopes.push(scope(1, 8));
+        }
+        scopes.push(scope(0, 100));
+        ReserveRequest {
+            id: id(n),
+            chain: chain(leaf),
+            unit: Unit::Calls,
+            scopes,
+            amount,
+            ttl_ms: 1_000,
+        }
+    }
+
+    fn cmd(op: Operation, idem: Option<&str>) -> Command {
+        Command {
+            op,
+            idem: idem.map(|k| {
+                (
+                    IdemKey {
+                        tree: BlockId([0; 32]),
+                        key: k.into(),
+                    },
+                    [k.len() as u8; 16],
+                )
+            }),
+        }
+    }
+
+    fn reserve(n: u64, leaf: u8, amount: u64) -> Operation {
+        Operation::Reserve {
+            req: req(n, leaf, amount),
+            actual: None,
+        }
+    }
+
+    #[test]
+    fn siblings_cannot_overspend_their_parent() {
+        let mut l = Ledger::default();
+        l.reserve(&req(1, 2, 5), 0).unwrap();
+        // Sibling 3 has its own 5 but the parent (8) has only 3 left.
+        let err = l.reserve(&req(2, 3, 4), 0).unwrap_err();
+        assert_eq!(
+            err,
+            LedgerError::InsufficientBudget {
+                scope: key(1),
+                remaining: 3
+            }
+        );
+        // Nothing was held on the sibling's own scope by the failed attempt.
+        assert_eq!(l.scope(&key(3), 5).held, 0);
+        l.reserve(&req(3, 3, 3), 0).unwrap();
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn commit_release_and_finality() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.reserve(&req(1, 2, 4), 0).unwrap();
+        let r = l.commit(&c, &id(1), 3, 10, 0).unwrap();
+        assert_eq!((r.charged, r.finalized_at), (Some(3), Some(10)));
+        assert_eq!(
+            l.scope(&key(2), 5),
+            ScopeState {
+                ceiling: 5,
+                spent: 3,
+                held: 0
+            }
+        );
+        let finalized = Err(LedgerError::Finalized(ResState::Committed));
+        assert_eq!(l.release(&c, &id(1), 10, 0), finalized);
+        assert_eq!(l.commit(&c, &id(1), 3, 10, 0), finalized);
+        // Another tree cannot see it, nor a sibling in the same tree.
+        let not_found = Err(LedgerError::NotFound);
+        assert_eq!(
+            l.release(&[BlockId([9; 32]), BlockId([2; 32])], &id(1), 10, 0),
+            not_found
+        );
+        assert_eq!(l.release(&chain(3), &id(1), 10, 0), not_found);
+        // An ancestor of the maker sees it (finalized here); a descendant does not.
+        assert_eq!(l.release(&c[..2], &id(1), 10, 0), finalized);
+        let mut descendant = c.clone();
+        descendant.push(BlockId([7; 32]));
+        assert_eq!(l.release(&descendant, &id(1), 10, 0), not_found);
+    }
+
+    #[test]
+    fn commit_above_hold_needs_room_everywhere() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.reserve(&req(1, 2, 2), 0).unwrap();
+        // Leaf ceiling 5: 2 held, commit of 6 needs 4 more but only 3 remain.
+        assert!(matches!(
+            l.commit(&c, &id(1), 6, 10, 0),
+            Err(LedgerError::InsufficientBudget { .. })
+        ));
+        assert_eq!(l.lookup(&id(1)).unwrap().state, ResState::Active);
+        assert_eq!(l.commit(&c, &id(1), 5, 10, 0).unwrap().charged, Some(5));
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn expiry_is_decided_by_the_clock_happens_once_and_follows_extend() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.reserve(&req(1, 2, 4), 0).unwrap(); // expires at 1 000
+        l.reserve(&req(2, 3, 1), 500).unwrap(); // expires at 1 500
+        assert!(l.expire(1_000, 100).is_empty());
+        assert_eq!(
+            l.extend(&c, &id(1), 2_000, 1_050, 100).unwrap().expires_at,
+            2_000
+        );
+        // The index follows the extension: only the other hold is due.
+        assert_eq!(l.expire(1_601, 100), vec![id(2)]);
+        assert_eq!(l.expire(2_101, 100), vec![id(1)]);
+        assert!(l.expire(5_000, 100).is_empty());
+        assert_eq!(l.population().expiry, 0);
+        assert_eq!(
+            l.commit(&c, &id(1), 1, 5_000, 100),
+            Err(LedgerError::Finalized(ResState::Expired))
+        );
+        assert_eq!(l.scope(&key(2), 5).held, 0);
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn rollback_restores_everything() {
+        let mut l = Ledger::default();
+        l.reserve(&req(1, 2, 4), 0).unwrap();
+        l.settle();
+        let before = l.population();
+        l.reserve(&req(2, 3, 1), 0).unwrap();
+        l.commit(&chain(2), &id(1), 4, 10, 0).unwrap();
+        l.revoke(BlockId([0; 32]), BlockId([3; 32]));
+        l.apply(&cmd(reserve(3, 2, 1), Some("k")), 0, 0);
+        l.rollback();
+        assert!(l.lookup(&id(2)).is_none());
+        assert_eq!(l.lookup(&id(1)).unwrap().state, ResState::Active);
+        assert!(!l.is_revoked(&BlockId([3; 32])));
+        assert_eq!(l.scope(&key(1), 8).held, 4);
+        assert_eq!(l.population(), before);
+        assert!(
+            l.idem_lookup(&cmd(Operation::Replay, Some("k")).idem.unwrap().0)
+                .is_none()
+        );
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_write_of_each_row() {
+        let mut l = Ledger::default();
+        l.reserve(&req(1, 2, 1), 0).unwrap();
+        l.reserve(&req(2, 3, 1), 0).unwrap();
+        l.commit(&chain(2), &id(1), 1, 10, 0).unwrap();
+        let all = l.changes().len();
+        let kept = l.coalesced_changes();
+        // Scopes 0, 1, 2, 3, two holders and reservations 1, 2: one row each.
+        assert_eq!(kept.len(), 8, "from {all}");
+        assert!(kept.iter().any(|c| matches!(c,
+            Change::Reservation(r) if r.id == id(1) && r.state == ResState::Committed)));
+        assert!(kept.iter().any(|c| matches!(c,
+            Change::Scope(k, s) if *k == key(0) && s.held == 1 && s.spent == 1)));
+    }
+
+    #[test]
+    fn a_revoked_makers_hold_can_be_released_but_not_charged() {
+        let mut l = Ledger::default();
+        l.reserve(&req(1, 2, 1), 0).unwrap();
+        l.revoke(BlockId([0; 32]), BlockId([2; 32]));
+        let ancestor = &chain(2)[..2];
+        let revoked = Err(LedgerError::Revoked(BlockId([2; 32])));
+        assert_eq!(l.commit(ancestor, &id(1), 1, 10, 0), revoked);
+        assert_eq!(l.extend(ancestor, &id(1), 500, 10, 0), revoked);
+        assert_eq!(
+            l.release(ancestor, &id(1), 10, 0).unwrap().state,
+            ResState::Released
+        );
+        assert_eq!(l.reserve(&req(2, 2, 1), 0), revoked);
+        assert_eq!(
+            l.revoke(BlockId([0; 32]), BlockId([2; 32])),
+            Revocation { seq: 1, new: false }
+        );
+    }
+
+    #[test]
+    fn replays_are_identical_and_mismatches_change_nothing() {
+        let mut l = Ledger::default();
+        let first = l.apply(&cmd(reserve(1, 2, 2), Some("a")), 0, 0);
+        assert!(matches!(first, Outcome::Done { created: true, .. }));
+        l.settle();
+        // Same key, same fingerprint: the same outcome, nothing held twice.
+        assert_eq!(l.apply(&cmd(reserve(9, 2, 2), Some("a")), 5, 0), first);
+        assert_eq!(l.scope(&key(2), 5).held, 2);
+        // Same key, another fingerprint: refused, nothing recorded.
+        let mut other = cmd(reserve(10, 2, 1), Some("a"));
+        other.idem.as_mut().unwrap().1 = [0xee; 16];
+        assert_eq!(l.apply(&other, 5, 0), Outcome::KeyReused);
+        assert!(l.changes().is_empty());
+        // A refusal is recorded and replayed as the same refusal.
+        let big = l.apply(&cmd(reserve(11, 2, 50), Some("bb")), 5, 0);
+        assert!(matches!(
+            big,
+            Outcome::Refused(LedgerError::InsufficientBudget { .. })
+        ));
+        assert_eq!(l.apply(&cmd(reserve(12, 2, 50), Some("bb")), 6, 0), big);
+        // Replay-only finds records and reports their absence.
+        assert_eq!(l.apply(&cmd(Operation::Replay, Some("a")), 7, 0), first);
+        assert_eq!(
+            l.apply(&cmd(Operation::Replay, Some("zzz")), 7, 0),
+            Outcome::NotRecorded
+        );
+    }
+
+    #[test]
+    fn evicted_records_are_asked_for_and_replayed_from_what_the_store_returns() {
+        let mut l = Ledger::new(CacheSizes::all(1));
+        let first = l.apply(&cmd(reserve(1, 2, 1), Some("a")), 0, 0);
+        let commit = cmd(
+            Operation::Commit {
+                chain: chain(2),
+                id: id(1),
+                actual: 1,
+            },
+            Some("c"),
+        );
+        let committed = l.apply(&commit, 1, 0);
+        // What the store would hold: the records and the finalized reservation.
+        let stored: Vec<Change> = l.changes().to_vec();
+        l.settle();
+        // Push both out of the one-entry caches.
+        for n in 2..6 {
+            let spend = Operation::Reserve {
+                req: req(n, 3, 1),
+                actual: Some(1),
+            };
+            l.apply(&cmd(spend, Some(&format!("k{n}"))), 2, 0);
+            l.settle();
+        }
+        let mut missing = Missing::default();
+        l.missing(&commit, &mut missing);
+        assert_eq!(missing.idem.len(), 1, "{missing:?}");
+        assert_eq!(missing.reservations, vec![id(1)]);
+        let rec = stored.iter().find_map(|c| match c {
+            Change::Idempotency(k, r) if k.key == "c" => Some(r.clone()),
+            _ => None,
+        });
+        let res = stored.iter().rev().find_map(|c| match c {
+            Change::Reservation(r) if r.id == id(1) => Some(r.clone()),
+            _ => None,
+        });
+        // The store keeps no ceilings; the replay restores them.
+        let rec = rec.map(|mut r| {
+            if let Recorded::Done { snapshot, .. } = &mut r.outcome {
+                snapshot.counters.iter_mut().for_each(|c| c.ceiling = 0);
+            }
+            r
+        });
+        l.supply([(missing.idem[0].clone(), rec)], [(id(1), res)]);
+        let mut again = Missing::default();
+        l.missing(&commit, &mut again);
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(l.apply(&commit, 50, 0), committed);
+        assert!(l.changes().is_empty(), "a replay writes nothing");
+        // The first reserve's record is gone from memory: without a supply
+        // the writer must ask for it, never treat it as new on its own.
+        let mut m = Missing::default();
+        l.missing(&cmd(reserve(1, 2, 1), Some("a")), &mut m);
+        assert_eq!(m.idem.len(), 1);
+        drop(first);
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_active_state_and_the_caches() {
+        // 200k finalized pairs through a ledger with 1 000-entry caches, in
+        // groups as the writer makes them: what memory holds never grows
+        // with history.
+        let mut l = Ledger::new(CacheSizes::all(1_000));
+        let c = chain(2);
+        let big = |b: u8| BudgetScope {
+            ceiling: u64::MAX,
+            ..scope(b, 0)
+        };
+        let mut peak = l.population();
+        for n in 0..200_000u64 {
+            let req = ReserveRequest {
+                scopes: vec![big(2), big(1), big(0)],
+                ..req(n, 2, 1)
+            };
+            let a = l.apply(
+                &cmd(
+                    Operation::Reserve { req, actual: None },
+                    Some(&format!("r{n}")),
+                ),
+                n,
+                0,
+            );
+            assert!(matches!(a, Outcome::Done { .. }), "{a:?}");
+            let commit = Operation::Commit {
+                chain: c.clone(),
+                id: id(n),
+                actual: 1,
+            };
+            let b = l.apply(&cmd(commit, Some(&format!("c{n}"))), n, 0);
+            assert!(matches!(b, Outcome::Done { .. }), "{b:?}");
+            if n % 256 == 255 {
+                l.settle();
+                let p = l.population();
+                peak = Population {
+                    finalized: peak.finalized.max(p.finalized),
+                    idempotency: peak.idempotency.max(p.idempotency),
+                    holders: peak.holders.max(p.holders),
+                    active: peak.active.max(p.active),
+                    expiry: peak.expiry.max(p.expiry),
+                    scopes: peak.scopes.max(p.scopes),
+                    revoked: 0,
+                };
+            }
+        }
+        l.settle();
+        assert!(peak.idempotency <= 1_000, "{peak:?}");
+        assert!(peak.finalized <= 1_000, "{peak:?}");
+        assert!(peak.holders <= 1_000, "{peak:?}");
+        assert_eq!(
+            (peak.active, peak.expiry, peak.scopes),
+            (0, 0, 3),
+            "{peak:?}"
+        );
+        assert_eq!(l.scope(&key(0), 0).spent, 200_000);
+        assert!(l.pending_idem.is_empty() && l.pending_final.is_empty());
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_spend_that_cannot_be_charged_leaves_no_hold() {
+        let mut l = Ledger::default();
+        let out = l.apply(
+            &cmd(
+                Operation::Reserve {
+                    req: req(1, 2, 2),
+                    actual: Some(7),
+                },
+                Some("s"),
+            ),
+            0,
+            0,
+        );
+        assert!(matches!(
+            out,
+            Outcome::Refused(LedgerError::InsufficientBudget { .. })
+        ));
+        assert_eq!(l.scope(&key(2), 5).held, 0);
+        assert_eq!(l.population().active, 0);
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn reservation_ids_round_trip_and_reject_other_forms() {
+        let r = ResId::new(0x0102_0304_0506, [0xab; 12]);
+        let text = r.to_string();
+        assert_eq!(text, "rsv_010203040506abababababababababababab");
+        assert_eq!(ResId::parse(&text), Some(r));
+        for bad in [
+            "",
+            "rsv_",
+            "rsv_010203040506ABABABABABABABABABABABAB",
+            "rsv_010203040506abababababababababababa",
+            "rsv_010203040506ababababababababababababab",
+            "res_010203040506abababababababababababab",
+            "rsv_0102030405zzabababababababababababab",
+        ] {
+            assert_eq!(ResId::parse(bad), None, "{bad}");
+        }
+        assert!(ResId::first_at(5) < ResId::new(5, [0; 12]).max(ResId::new(6, [0; 12])));
+        assert!(ResId::new(5, [0xff; 12]) < ResId::first_at(6));
+    }
 }

@@ -267,6 +267,7 @@ fn run(
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "ledger read failed; group refused");
+                store.abort();
                 false
             }
         };
@@ -305,7 +306,7 @@ fn run(
             // A group that changed nothing (a quiet sweeper tick) still
             // probes the store, so readiness tracks it in both directions.
             let durable = if changes.is_empty() {
-                store.ping()
+                store.write(&[]).and_then(|()| store.ping())
             } else {
                 store.write(&changes)
             };

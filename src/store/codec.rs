@@ -146,8 +146,9 @@ const DONE: u64 = 0;
 const REFUSED: u64 = 1;
 
 /// A recorded outcome as a CBOR array (spec/http.md §4.2):
-/// `[0, created, id, state, amount, charged|null, expires_at, [ceiling,
-/// spent, held, ...]]` or `[1, error kind, detail...]`.
+/// `[0, created, id, state, amount, charged|null, expires_at, [spent,
+/// held, ...]]` or `[1, error kind, detail...]`. A scope's ceiling is not
+/// stored: it is fixed by the token and kept in the scope's row.
 pub fn encode_outcome(rec: &Recorded) -> Vec<u8> {
     let n = |x: u64| Value::Integer(x.into());
     let v = match rec {
@@ -163,7 +164,7 @@ pub fn encode_outcome(rec: &Recorded) -> Vec<u8> {
                 snapshot
                     .counters
                     .iter()
-                    .flat_map(|c| [n(c.ceiling), n(c.spent), n(c.held)])
+                    .flat_map(|c| [n(c.spent), n(c.held)])
                     .collect(),
             ),
         ]),
@@ -217,16 +218,18 @@ pub fn decode_outcome(b: &[u8]) -> Result<Recorded, StoreError> {
             let Value::Array(c) = &a[7] else {
                 return Err(corrupt("counters"));
             };
-            if !c.len().is_multiple_of(3) {
+            if !c.len().is_multiple_of(2) {
                 return Err(corrupt("counters"));
             }
+            // Ceilings are not stored: they never change for a scope, and
+            // the ledger restores them from its scope rows on replay.
             let counters = c
-                .chunks_exact(3)
+                .chunks_exact(2)
                 .map(|t| {
                     Ok(ScopeState {
-                        ceiling: uint(t.first(), "ceiling")?,
-                        spent: uint(t.get(1), "spent")?,
-                        held: uint(t.get(2), "held")?,
+                        ceiling: 0,
+                        spent: uint(t.first(), "spent")?,
+                        held: uint(t.get(1), "held")?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;
@@ -327,8 +330,12 @@ mod tests {
             Recorded::Refused(LedgerError::Revoked(BlockId([9; 32]))),
             Recorded::Refused(LedgerError::CeilingConflict),
         ];
-        for rec in all {
+        for mut rec in all {
             let b = encode_outcome(&rec);
+            // Ceilings come back as 0: the ledger restores them from its scopes.
+            if let Recorded::Done { snapshot, .. } = &mut rec {
+                snapshot.counters.iter_mut().for_each(|c| c.ceiling = 0);
+            }
             assert_eq!(decode_outcome(&b).unwrap(), rec, "{b:02x?}");
         }
     }

@@ -107,19 +107,27 @@ pub trait Store: Send + 'static {
     /// never on history.
     fn load_active(&mut self) -> Result<ActiveState, StoreError>;
     /// Point look-ups of idempotency records, one answer per key, in order.
+    /// May open the group's transaction, which [`Store::write`] or
+    /// [`Store::abort`] ends: a group's reads and writes see one state.
     fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError>;
-    /// Point look-ups of reservations, one answer per id, in order.
+    /// Point look-ups of reservations, one answer per id, in order. Like
+    /// [`Store::idempotency`], may open the group's transaction.
     fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError>;
-    /// Writes `changes` in one durable transaction: all or nothing, on disk
-    /// before this returns `Ok`.
+    /// Writes `changes` in one durable transaction (the group's, if
+    /// look-ups opened it): all or nothing, on disk before this returns
+    /// `Ok`. With no changes it only ends the group.
     fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError>;
+    /// Ends the group's transaction, if open, without writing anything.
+    fn abort(&mut self);
     /// Removes up to `limit` finalized reservations finalized before
     /// `cutoff_ms` and up to `limit` idempotency records recorded before
     /// it, oldest first, in one transaction.
     fn prune(&mut self, cutoff_ms: u64, limit: usize) -> Result<Pruned, StoreError>;
     /// Every root key, oldest first.
     fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError>;
-    /// Adds a root key and marks every other key retired.
+    /// Adds a root key and marks every other key retired: inside the
+    /// group's transaction if one is open (durable with the group's
+    /// write), in its own otherwise.
     fn rotate_key(&mut self, key: StoredKey) -> Result<(), StoreError>;
     /// Whether the store answers.
     fn ping(&mut self) -> Result<(), StoreError>;
