@@ -66,17 +66,18 @@ pub struct ConnLimits {
 }
 
 impl Default for ConnLimits {
-    /// 10 s to send a head, 75 s idle keep-alive (longer than the 60 s idle
+    /// 10 s to send a head; 75 s idle keep-alive (longer than the 60 s idle
     /// timeout of common load balancers, so they, not we, close the pooled
-    /// connections and never race a request against our close), 1024
-    /// connections (under the usual 1024 open-file soft limit... minus what
-    /// the store uses: raise `ulimit -n` with the cap), 20 s drain (inside
-    /// the usual 30 s a supervisor waits before killing).
+    /// connections and never race a request against our close); 1000
+    /// connections (under the common 1024 open-file soft limit, with room
+    /// for the listener, the store and the runtime: the cap, not a failing
+    /// `accept`, is what bites); 20 s drain (inside the usual 30 s a
+    /// supervisor waits before killing).
     fn default() -> Self {
         Self {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
-            max_connections: 1024,
+            max_connections: 1000,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -188,8 +189,7 @@ pub(super) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
-    let shutdown = std::pin::pin!(shutdown);
-    let mut shutdown = shutdown;
+    let mut shutdown = std::pin::pin!(shutdown);
     'accept: loop {
         let permit = tokio::select! {
             biased;

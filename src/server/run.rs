@@ -26,8 +26,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION", default_value = "75s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
     /// Most connections open at once; beyond it new ones wait in the listen
-    /// backlog until one closes. Keep it under the open-file limit (`ulimit -n`).
-    #[arg(long, env = "BATON_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// backlog until one closes. Keep it under the open-file limit (`ulimit -n`)
+    /// with some room for the store.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
     /// On shutdown, longest to wait for open requests to finish before closing their connections.
     #[arg(long, env = "BATON_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "20s", value_parser = positive_duration)]
