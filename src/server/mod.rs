@@ -11,10 +11,12 @@
 //! * `http`: the axum handlers, one module per resource, and the one place
 //!   outcomes become statuses and JSON; `admin`: the administrative
 //!   handlers that change the service itself (live key rotation).
+//! * `conn`: the accept loop and per-connection limits ([`ConnLimits`]).
 //! * `state`: what the handlers share.
 //! * this module: router, limits, start-up (the data directory and its
 //!   one-owner lock, keys, the first admin token) and graceful shutdown.
 
+mod conn;
 mod http;
 pub mod run;
 mod state;
@@ -35,6 +37,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 
+pub use conn::ConnLimits;
 pub use http::ADMIN_PREFIX;
 use http::render::error_reply;
 pub use state::AppState;
@@ -54,6 +57,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_CONCURRENCY: usize = 4096;
 /// Longest a request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest request target (path and query) accepted, in bytes; longer is 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest header section accepted, in bytes (names, values, separators);
+/// larger is 431. Room for the largest token (about 11 KiB of text) twice.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields accepted in one request; more is 431.
+pub const MAX_HEADERS: usize = 64;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -181,18 +191,28 @@ impl Service {
         router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains
-    /// in-flight requests, lets the writer finish its last group and stops.
+    /// Serves on `listener` with the default [`ConnLimits`] until
+    /// `shutdown` completes, then drains in-flight requests, lets the writer
+    /// finish its last group and stops.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, ConnLimits::default(), shutdown)
+            .await
+    }
+
+    /// [`Service::serve`] with these connection limits.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        limits: ConnLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let sweeper = tokio::spawn(sweep(self.state.ledger.clone()));
         let app = self.router();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = conn::serve(listener, app, limits, shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;
         // Every handle to the writer is gone once the router and the sweeper

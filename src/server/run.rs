@@ -30,6 +30,43 @@ pub struct ServeArgs {
     /// replayed key older than this may be executed again (spec/http.md §3.6).
     #[arg(long, env = "BATON_RETAIN", value_parser = parse_retain)]
     pub retain: Option<std::time::Duration>,
+    /// Longest a client may take to send a request head (from connecting,
+    /// or from the first byte of a later request); then the connection is closed.
+    #[arg(long, env = "BATON_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// Longest a kept-alive connection may stay idle between requests.
+    /// Keep it above the idle timeout of a load balancer in front (60 s on many).
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION", default_value = "75s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; beyond it new ones wait in the listen
+    /// backlog until one closes. Keep it under the open-file limit (`ulimit -n`)
+    /// with some room for the store.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// On shutdown, longest to wait for open requests to finish before closing their connections.
+    #[arg(long, env = "BATON_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "20s", value_parser = positive_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// The connection settings these flags ask for.
+    pub fn conn_limits(&self) -> super::ConnLimits {
+        super::ConnLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+/// A duration of at least a millisecond: a zero timeout would close every connection at once.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
 }
 
 /// At least a minute: a shorter window would forget keys that clients
@@ -175,7 +212,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: args.listen, source })?;
         tracing::info!(%addr, data = %args.data.display(), "baton ledger listening");
         println!("listening on http://{addr}");
-        service.serve(listener, shutdown_signal()).await.map_err(|source| ServeError::Listen { addr, source })?;
+        service.serve_with(listener, args.conn_limits(), shutdown_signal()).await.map_err(|source| ServeError::Listen { addr, source })?;
         tracing::info!("drained and stopped");
         Ok(())
     })
