@@ -263,7 +263,12 @@ fn run(
         }
         let mut ledger = shared.ledger.blocking_lock();
         let now = shared.clock.now_ms();
-        let mut ok = match fetch(&mut ledger, store.as_mut(), &batch) {
+        // One transaction for the whole group: its look-ups, any key
+        // rotation and its writes commit or roll back together.
+        let mut ok = match store
+            .begin()
+            .and_then(|()| fetch(&mut ledger, store.as_mut(), &batch))
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "ledger read failed; group refused");
@@ -290,7 +295,7 @@ fn run(
                     ticked = true;
                     Some(Answer::Ticked)
                 }
-                // Its own transaction: a key is not part of any group's rows.
+                // Joins the group's transaction: durable with its write.
                 Request::RotateKey(key) => match store.rotate_key(key.clone()) {
                     Ok(()) => Some(Answer::Rotated),
                     Err(e) => {
@@ -341,15 +346,26 @@ fn run(
 /// it touches only finalized rows, which memory does not depend on.
 fn prune(store: &mut dyn Store, now: u64, retain: Retention) {
     let cutoff = now.saturating_sub(retain.keep_ms);
-    match store.prune(cutoff, retain.batch) {
-        Ok(p) if p.reservations + p.idempotency > 0 => {
-            tracing::debug!(
-                reservations = p.reservations,
-                idempotency = p.idempotency,
-                "pruned history"
-            );
+    // A few batches a tick keep up with a busy ledger (up to 4 batches of
+    // each kind per second) without holding the writer for long.
+    for _ in 0..4 {
+        match store.prune(cutoff, retain.batch) {
+            Ok(p) => {
+                if p.reservations + p.idempotency > 0 {
+                    tracing::debug!(
+                        reservations = p.reservations,
+                        idempotency = p.idempotency,
+                        "pruned history"
+                    );
+                }
+                if !p.more(retain.batch) {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning history failed; will retry");
+                return;
+            }
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
     }
 }

@@ -1,4 +1,4 @@
-//! The compact column encodings every backend shares (spec/http.md §4.2).
+//! The compact column encodings every backend shares (spec/http.md §4.3).
 //!
 //! History is what fills the disk, so its rows are small: a reservation row
 //! names its chain, unit and scopes through an interned holder id; an
@@ -145,7 +145,7 @@ pub fn decode_scopes(b: &[u8], chain: &[BlockId]) -> Result<Vec<ScopeKey>, Store
 const DONE: u64 = 0;
 const REFUSED: u64 = 1;
 
-/// A recorded outcome as a CBOR array (spec/http.md §4.2):
+/// A recorded outcome as a CBOR array (spec/http.md §4.3):
 /// `[0, created, id, state, amount, charged|null, expires_at, [spent,
 /// held, ...]]` or `[1, error kind, detail...]`. A scope's ceiling is not
 /// stored: it is fixed by the token and kept in the scope's row.

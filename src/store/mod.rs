@@ -106,12 +106,15 @@ pub trait Store: Send + 'static {
     /// reservation, every revocation. Its cost depends on active state,
     /// never on history.
     fn load_active(&mut self) -> Result<ActiveState, StoreError>;
+    /// Opens a group's transaction: the writer's look-ups, key rotations and
+    /// writes of one group are one transaction, ended by [`Store::write`]
+    /// (commit) or [`Store::abort`] (roll back).
+    fn begin(&mut self) -> Result<(), StoreError>;
     /// Point look-ups of idempotency records, one answer per key, in order.
-    /// May open the group's transaction, which [`Store::write`] or
-    /// [`Store::abort`] ends: a group's reads and writes see one state.
+    /// Inside the group's transaction if one is open.
     fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError>;
-    /// Point look-ups of reservations, one answer per id, in order. Like
-    /// [`Store::idempotency`], may open the group's transaction.
+    /// Point look-ups of reservations, one answer per id, in order. Inside
+    /// the group's transaction if one is open.
     fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError>;
     /// Writes `changes` in one durable transaction (the group's, if
     /// look-ups opened it): all or nothing, on disk before this returns

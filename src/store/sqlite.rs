@@ -463,6 +463,10 @@ impl Store for SqliteStore {
         Ok(state)
     }
 
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.begin_group()
+    }
+
     fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError> {
         self.begin_group()?;
         keys.iter().map(|k| self.idem(k)).collect()

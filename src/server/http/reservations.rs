@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -173,7 +173,7 @@ pub(crate) async fn get_reservation(
         idem: None,
     };
     let outcome = run(&state, cmd, "get").await?;
-    Ok(super::render::outcome_reply(&outcome).into_response())
+    Ok(respond(&state, &outcome, "get"))
 }
 
 #[derive(Deserialize)]
