@@ -664,3 +664,75 @@ async fn an_expired_token_may_finish_its_hold_but_not_extend_it() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "expired"));
 }
+
+/// Two answers a review found off spec/http.md: an id that is not UTF-8
+/// got a plain-text 400 before authentication, and a negative `ttl_ms`
+/// got `invalid_request` instead of `invalid_ttl`.
+#[tokio::test]
+async fn review_deviations_answer_as_the_spec_says() {
+    let h = harness();
+    let (_, parent) = h.tree();
+    let token = Some(parent.to_text());
+    for path in [
+        "/v1/reservations/%FF",
+        "/v1/reservations/%FF/commit",
+        "/v1/reservations/rsv_nothex",
+    ] {
+        // Authentication comes first: no token is 401, in JSON.
+        let (s, v) = h.raw("GET", path, None, None).await;
+        if path.ends_with("commit") {
+            assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{path}: {v}");
+            continue;
+        }
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "missing_token"),
+            "{path}"
+        );
+        let (s, v) = h.raw("GET", path, token.clone(), None).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::NOT_FOUND, "reservation_not_found"),
+            "{path}"
+        );
+    }
+    let body = r#"{"actual": 1, "idempotency_key": "k-ff"}"#.to_owned();
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/v1/reservations/%FF/commit",
+            token.clone(),
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::NOT_FOUND, "reservation_not_found")
+    );
+    for ttl in ["-1", "0", "1.5", "\"60\"", "86400001"] {
+        let body = format!(
+            r#"{{"action": "tool.run", "unit": "calls", "amount": 1, "idempotency_key": "t{}", "ttl_ms": {ttl}}}"#,
+            ttl.len()
+        );
+        let (s, v) = h
+            .raw("POST", "/v1/reservations", token.clone(), Some(body))
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_ttl"),
+            "ttl_ms {ttl}"
+        );
+    }
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/v1/reservations",
+            token.clone(),
+            Some(
+                r#"{"action": "tool.run", "unit": "USD", "amount": 1, "idempotency_key": "u"}"#
+                    .into(),
+            ),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+}

@@ -138,7 +138,7 @@ impl Service {
             Some(s) => s,
             None => {
                 let key = RootKey::generate().map_err(|e| StartError::BadKey(e.to_string()))?;
-                store.rotate_key(stored_key(&key, clock.now_ms()))?;
+                store.rotate_key(StoredKey::active(&key, clock.now_ms()))?;
                 keyset.insert(key.public(), KeyStatus::Active);
                 key
             }
@@ -224,15 +224,6 @@ impl Service {
         // directory.
         drop(self.lock);
         result
-    }
-}
-
-pub(crate) fn stored_key(key: &RootKey, now_ms: u64) -> StoredKey {
-    StoredKey {
-        kid: key.kid().to_string(),
-        secret: key.to_text().to_string(),
-        status: StoredKeyStatus::Active,
-        created_at: now_ms,
     }
 }
 
@@ -424,6 +415,6 @@ pub fn rotate_key(data_dir: &Path) -> Result<String, StartError> {
     let _lock = lock_data_dir(data_dir)?;
     let mut store = open_store(data_dir)?;
     let key = RootKey::generate().map_err(|e| StartError::BadKey(e.to_string()))?;
-    store.rotate_key(stored_key(&key, SystemClock.now_ms()))?;
+    store.rotate_key(StoredKey::active(&key, SystemClock.now_ms()))?;
     Ok(key.kid().to_string())
 }

@@ -78,6 +78,18 @@ pub struct StoredKey {
     pub created_at: u64,
 }
 
+impl StoredKey {
+    /// A new root key as the active one, created at `now_ms`.
+    pub fn active(key: &crate::keys::RootKey, now_ms: u64) -> Self {
+        Self {
+            kid: key.kid().to_string(),
+            secret: key.to_text().to_string(),
+            status: StoredKeyStatus::Active,
+            created_at: now_ms,
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StoredKey({}, {})", self.kid, self.status.as_str())

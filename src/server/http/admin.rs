@@ -42,7 +42,7 @@ pub(crate) async fn rotate(
     // in-memory keys in the other.
     let _turn = state.rotation.lock().await;
     let key = RootKey::generate().map_err(|_| unavailable())?;
-    let stored = crate::server::stored_key(&key, state.ledger.clock.now_ms());
+    let stored = crate::store::StoredKey::active(&key, state.ledger.clock.now_ms());
     if !state.ledger.rotate_key(stored).await {
         state.metrics.count("rotate_key", 503);
         return Err(unavailable());
