@@ -877,6 +877,10 @@ impl Ledger {
 
     /// Applies one command at `now` (ms), with `grace` ms past a hold's
     /// expiry in which it may still be finished.
+    ///
+    /// Call [`Self::missing`] for the group first and [`Self::supply`] what
+    /// the store returned: a record neither in memory nor supplied is taken
+    /// to be absent, so skipping the look-up could apply a key twice.
     pub fn apply(&mut self, cmd: &Command, now: u64, grace: u64) -> Outcome {
         if let Some((key, fingerprint)) = &cmd.idem
             && let Some(rec) = self.idem_lookup(key)
