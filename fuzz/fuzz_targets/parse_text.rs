@@ -1,10 +1,12 @@
 //! Fuzzes every text parser that is not the token parser: key text forms,
-//! block ids, action and resource names and patterns, and unit names.
+//! block ids, reservation ids, action and resource names and patterns, and
+//! unit names.
 //! None may panic, and whatever parses must print back to the same text.
 #![no_main]
 
 use baton::caveat::Unit;
 use baton::keys::{BlockId, PublicKey, RootKey};
+use baton::ledger::ResId;
 use baton::pattern::{ActionName, ActionPattern, ResourceName, ResourcePattern};
 use libfuzzer_sys::fuzz_target;
 
@@ -42,5 +44,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(u) = Unit::parse(s) {
         assert_eq!(u.as_str(), s);
+    }
+    // Reservation ids come from URL paths.
+    if let Some(id) = ResId::parse(s) {
+        assert_eq!(id.to_string(), s);
     }
 });
