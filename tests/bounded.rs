@@ -209,3 +209,56 @@ async fn holds_survive_a_restart_and_expire_in_order() {
     drop(service);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--retain`: within the window a key replays; once its records are
+/// pruned (and pushed out of memory), the same request is executed as new,
+/// as spec/http.md §3.6 says.
+#[tokio::test]
+async fn a_key_replays_within_the_retention_window_and_is_new_after_it() {
+    use baton::server::writer::Retention;
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = SqliteStore::open(&dir.join("ledger.db")).expect("store");
+    let config = WriterConfig {
+        cache: CacheSizes::all(1),
+        retain: Some(Retention {
+            keep_ms: 60_000,
+            batch: 1_000,
+        }),
+        ..WriterConfig::default()
+    };
+    let service = Service::start(Box::new(store), clock.clone(), config).expect("starts");
+    let root = service
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 1_000),
+            Caveat::tools(["tool.*"]).expect("pattern"),
+        ])
+        .expect("mint");
+    let first = call(&service, "/v1/spend", &root, reserve(3, "once")).await;
+    assert_eq!(first.0, 201);
+    // Inside the window, after eviction: the identical answer, nothing spent.
+    clock.advance(30_000);
+    call(&service, "/v1/spend", &root, reserve(1, "other-1")).await;
+    call(&service, "/v1/spend", &root, reserve(1, "other-2")).await;
+    service.sweep_now().await;
+    assert_eq!(
+        call(&service, "/v1/spend", &root, reserve(3, "once")).await,
+        first
+    );
+    // Past the window: pruned by the sweeper, then pushed out of memory.
+    clock.advance(40_000);
+    service.sweep_now().await;
+    call(&service, "/v1/spend", &root, reserve(1, "other-3")).await;
+    call(&service, "/v1/spend", &root, reserve(1, "other-4")).await;
+    let again = call(&service, "/v1/spend", &root, reserve(3, "once")).await;
+    assert_eq!(again.0, 201);
+    assert_ne!(again.1, first.1, "executed as a new request");
+    let spent = |b: &[u8]| {
+        serde_json::from_slice::<Value>(b).expect("json")["reservation"]["scopes"][0]["spent"]
+            .as_u64()
+            .expect("spent")
+    };
+    assert_eq!(spent(&again.1), 3 + 1 + 1 + 1 + 1 + 3);
+    drop(service);
+    let _ = std::fs::remove_dir_all(&dir);
+}
