@@ -865,14 +865,29 @@ impl Ledger {
         }
     }
 
-    /// Hands over what the store returned for [`Self::missing`].
+    /// Hands over what the store returned for [`Self::missing`]. Returns
+    /// what the supplied records need in turn: the reservations that
+    /// recorded answers showed and that are not in memory (a replay is
+    /// rebuilt from its reservation). Supply those too; they need nothing.
     pub fn supply(
         &mut self,
         idem: impl IntoIterator<Item = (IdemKey, Option<IdemRecord>)>,
         reservations: impl IntoIterator<Item = (ResId, Option<Reservation>)>,
-    ) {
-        self.fetched_idem.extend(idem);
+    ) -> Missing {
         self.fetched_res.extend(reservations);
+        let mut next = Missing::default();
+        for (key, rec) in idem {
+            if let Some(IdemRecord {
+                outcome: Recorded::Done { snapshot, .. },
+                ..
+            }) = &rec
+                && !self.in_memory(&snapshot.id)
+            {
+                next.reservations.push(snapshot.id);
+            }
+            self.fetched_idem.insert(key, rec);
+        }
+        next
     }
 
     /// Applies one command at `now` (ms), with `grace` ms past a hold's
@@ -1581,7 +1596,8 @@ mod tests {
             }
             r
         });
-        l.supply([(missing.idem[0].clone(), rec)], [(id(1), res)]);
+        let next = l.supply([(missing.idem[0].clone(), rec)], [(id(1), res)]);
+        assert!(next.is_empty(), "the reservation came with the record");
         let mut again = Missing::default();
         l.missing(&commit, &mut again);
         assert!(again.is_empty(), "{again:?}");

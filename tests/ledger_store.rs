@@ -139,17 +139,19 @@ struct Bounded {
 impl Bounded {
     fn apply(&mut self, cmd: &Command, now: u64) -> Outcome {
         self.store.begin().expect("begin");
-        for _ in 0..2 {
-            let mut m = Missing::default();
-            self.ledger.missing(cmd, &mut m);
-            if m.is_empty() {
-                break;
-            }
-            let i = self.store.idempotency(&m.idem).expect("look-up");
-            let r = self.store.reservations(&m.reservations).expect("look-up");
-            self.ledger
-                .supply(m.idem.into_iter().zip(i), m.reservations.into_iter().zip(r));
-        }
+        let mut m = Missing::default();
+        self.ledger.missing(cmd, &mut m);
+        let i = self.store.idempotency(&m.idem).expect("look-up");
+        let r = self.store.reservations(&m.reservations).expect("look-up");
+        let next = self
+            .ledger
+            .supply(m.idem.into_iter().zip(i), m.reservations.into_iter().zip(r));
+        let r = self
+            .store
+            .reservations(&next.reservations)
+            .expect("look-up");
+        let last = self.ledger.supply([], next.reservations.into_iter().zip(r));
+        assert!(last.is_empty(), "reservations need nothing more");
         let out = self.ledger.apply(cmd, now, GRACE);
         self.commit();
         out

@@ -215,31 +215,35 @@ struct Shared {
 }
 
 /// Reads from the store what the group's commands need and is not in
-/// memory. Two rounds: a replayed record names a reservation that the
-/// first round could not know about.
+/// memory: one pass over the group, then the reservations that any
+/// replayed record names (which only the record could tell).
 fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<(), StoreError> {
-    for _ in 0..2 {
-        let mut missing = Missing::default();
-        for job in batch {
-            if let Request::Command(cmd) = &job.request {
-                ledger.missing(cmd, &mut missing);
-            }
+    let mut missing = Missing::default();
+    for job in batch {
+        if let Request::Command(cmd) = &job.request {
+            ledger.missing(cmd, &mut missing);
         }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        missing
-            .idem
-            .sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
-        missing.idem.dedup();
-        missing.reservations.sort();
-        missing.reservations.dedup();
-        let idem = store.idempotency(&missing.idem)?;
-        let res = store.reservations(&missing.reservations)?;
-        ledger.supply(
-            missing.idem.into_iter().zip(idem),
-            missing.reservations.into_iter().zip(res),
-        );
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing
+        .idem
+        .sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
+    missing.idem.dedup();
+    missing.reservations.sort();
+    missing.reservations.dedup();
+    let idem = store.idempotency(&missing.idem)?;
+    let res = store.reservations(&missing.reservations)?;
+    let mut next = ledger.supply(
+        missing.idem.into_iter().zip(idem),
+        missing.reservations.into_iter().zip(res),
+    );
+    if !next.reservations.is_empty() {
+        next.reservations.sort();
+        next.reservations.dedup();
+        let res = store.reservations(&next.reservations)?;
+        ledger.supply([], next.reservations.into_iter().zip(res));
     }
     Ok(())
 }
@@ -296,10 +300,14 @@ fn run(
                     Some(Answer::Ticked)
                 }
                 // Joins the group's transaction: durable with its write.
+                // If it fails, the transaction is in doubt: the whole group
+                // is undone, as for a failed write.
                 Request::RotateKey(key) => match store.rotate_key(key.clone()) {
                     Ok(()) => Some(Answer::Rotated),
                     Err(e) => {
-                        tracing::error!(error = %e, "storing a rotated key failed");
+                        tracing::error!(error = %e, "storing a rotated key failed; group undone");
+                        store.abort();
+                        ok = false;
                         None
                     }
                 },

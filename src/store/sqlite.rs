@@ -604,10 +604,12 @@ impl Store for SqliteStore {
         match (done, own) {
             (Ok(_), true) => self.commit_group(),
             (Ok(_), false) => Ok(()),
-            (Err(e), _) => {
+            (Err(e), true) => {
                 self.abort();
                 Err(e)
             }
+            // The group's owner decides what happens to its transaction.
+            (Err(e), false) => Err(e),
         }
     }
 
