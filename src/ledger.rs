@@ -574,7 +574,49 @@ pub struct Population {
     pub revoked: usize,
 }
 
-type HolderKey = (Vec<BlockId>, Unit, Vec<ScopeKey>);
+/// What a holder holds on, borrowed: how the holder cache is searched
+/// without building (or cloning) a key on every reserve.
+#[derive(PartialEq, Eq, Hash)]
+struct HolderRef<'a> {
+    chain: &'a [BlockId],
+    unit: &'a Unit,
+    scopes: &'a [ScopeKey],
+}
+
+impl<'a> HolderRef<'a> {
+    fn of(h: &'a Holder) -> Self {
+        Self {
+            chain: &h.chain,
+            unit: &h.unit,
+            scopes: &h.scopes,
+        }
+    }
+}
+
+/// A holder as the cache's key: equal, and hashed, by what it holds on,
+/// not by its id, exactly as a [`HolderRef`] to it.
+#[derive(Clone)]
+struct Interned(Arc<Holder>);
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Self) -> bool {
+        HolderRef::of(&self.0) == HolderRef::of(&other.0)
+    }
+}
+
+impl Eq for Interned {}
+
+impl std::hash::Hash for Interned {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        HolderRef::of(&self.0).hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Interned> for HolderRef<'_> {
+    fn equivalent(&self, key: &Interned) -> bool {
+        *self == HolderRef::of(&key.0)
+    }
+}
 
 enum Undo {
     Scope(ScopeKey, Option<ScopeState>),
@@ -598,13 +640,14 @@ pub struct Ledger {
     feed: BTreeMap<u64, BlockId>,
     revoke_seq: u64,
     next_holder: u64,
-    holders: quick_cache::unsync::Cache<HolderKey, Arc<Holder>>,
+    /// Keyed by the holder itself (by content); the value is the same Arc.
+    holders: quick_cache::unsync::Cache<Interned, Arc<Holder>>,
     finalized: quick_cache::unsync::Cache<ResId, Reservation>,
     idem: quick_cache::unsync::Cache<IdemKey, IdemRecord>,
     /// Made by the current group: never evicted before [`Self::settle`].
     pending_idem: HashMap<IdemKey, IdemRecord>,
     pending_final: HashMap<ResId, Reservation>,
-    pending_holders: Vec<(HolderKey, Arc<Holder>)>,
+    pending_holders: Vec<Arc<Holder>>,
     /// Read from the store for the current group (`None`: not there).
     fetched_idem: HashMap<IdemKey, Option<IdemRecord>>,
     fetched_res: HashMap<ResId, Option<Reservation>>,
@@ -649,11 +692,8 @@ impl Ledger {
         for r in state.reservations {
             if r.state == ResState::Active {
                 l.expiry.insert((r.expires_at, r.id));
-                let h = &r.holder;
-                l.holders.insert(
-                    (h.chain.clone(), h.unit.clone(), h.scopes.clone()),
-                    h.clone(),
-                );
+                l.holders
+                    .insert(Interned(r.holder.clone()), r.holder.clone());
                 l.active.insert(r.id, r);
             }
         }
@@ -726,8 +766,8 @@ impl Ledger {
         for (k, v) in self.pending_final.drain() {
             self.finalized.insert(k, v);
         }
-        for (k, v) in self.pending_holders.drain(..) {
-            self.holders.insert(k, v);
+        for h in self.pending_holders.drain(..) {
+            self.holders.insert(Interned(h.clone()), h);
         }
         // What was read from the store is durable too: keep it warm.
         for (k, v) in self.fetched_idem.drain() {
@@ -1011,26 +1051,34 @@ impl Ledger {
 
     /// The interned holder for a chain, unit and scopes: from the cache, or
     /// a new one (a new row for the store).
-    fn holder(&mut self, chain: Vec<BlockId>, unit: Unit, scopes: Vec<ScopeKey>) -> Arc<Holder> {
-        let key: HolderKey = (chain, unit, scopes);
-        if let Some(h) = self.holders.get(&key) {
+    fn holder(&mut self, chain: &[BlockId], unit: &Unit, scopes: Vec<ScopeKey>) -> Arc<Holder> {
+        let wanted = HolderRef {
+            chain,
+            unit,
+            scopes: &scopes,
+        };
+        if let Some(h) = self.holders.get(&wanted) {
             return h.clone();
         }
-        if let Some((_, h)) = self.pending_holders.iter().find(|(k, _)| *k == key) {
+        if let Some(h) = self
+            .pending_holders
+            .iter()
+            .find(|h| HolderRef::of(h) == wanted)
+        {
             return h.clone();
         }
         // A holder evicted from the cache is interned again under a new id:
         // the store may hold duplicates, which cost a row and change nothing.
         let h = Arc::new(Holder {
             id: self.next_holder,
-            chain: key.0.clone(),
-            unit: key.1.clone(),
-            scopes: key.2.clone(),
+            chain: chain.to_vec(),
+            unit: unit.clone(),
+            scopes,
         });
         self.undo.push(Undo::NextHolder(self.next_holder));
         self.next_holder += 1;
         self.changes.push(Change::Holder(h.clone()));
-        self.pending_holders.push((key, h.clone()));
+        self.pending_holders.push(h.clone());
         h
     }
 
@@ -1077,8 +1125,8 @@ impl Ledger {
             self.set_scope(k, *s);
         }
         let holder = self.holder(
-            req.chain.clone(),
-            req.unit.clone(),
+            &req.chain,
+            &req.unit,
             scopes.into_iter().map(|(k, _)| k).collect(),
         );
         let r = Reservation {
@@ -1501,6 +1549,23 @@ mod tests {
             Change::Reservation(r) if r.id == id(1) && r.state == ResState::Committed)));
         assert!(kept.iter().any(|c| matches!(c,
             Change::Scope(k, s) if *k == key(0) && s.held == 1 && s.spent == 1)));
+    }
+
+    #[test]
+    fn holders_are_interned_by_what_they_hold_on() {
+        let mut l = Ledger::new(CacheSizes::all(4));
+        let a = l.reserve(&req(1, 2, 1), 0).unwrap();
+        let b = l.reserve(&req(2, 2, 1), 0).unwrap();
+        // In the same group: from the pending list.
+        assert!(Arc::ptr_eq(&a.holder, &b.holder));
+        l.settle();
+        // In a later group: from the cache, no new row.
+        let c = l.reserve(&req(3, 2, 1), 0).unwrap();
+        assert!(Arc::ptr_eq(&a.holder, &c.holder));
+        assert!(!l.changes().iter().any(|c| matches!(c, Change::Holder(_))));
+        // Another chain is another holder.
+        let d = l.reserve(&req(4, 3, 1), 0).unwrap();
+        assert_ne!(d.holder.id, a.holder.id);
     }
 
     #[test]

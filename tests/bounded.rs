@@ -74,6 +74,17 @@ async fn metric(service: &Service, kind: &str) -> u64 {
 
 type Answer = (u16, Vec<u8>);
 
+/// A root token with 1 000 calls on `tool.*`, room to delegate.
+fn root_token(service: &Service) -> Token {
+    service
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 1_000),
+            Caveat::tools(["tool.*"]).expect("pattern"),
+            Caveat::Depth(5),
+        ])
+        .expect("mint")
+}
+
 /// The reserve, commit and refusal of the first test, sent again.
 async fn replays(service: &Service, child: &Token, commit_path: &str) -> (Answer, Answer, Answer) {
     (
@@ -98,13 +109,7 @@ async fn replies_are_rebuilt_byte_for_byte_after_eviction_and_restart() {
     let dir = temp_dir();
     let clock = Arc::new(ManualClock::new(T0));
     let service = start(&dir, clock.clone());
-    let root = service
-        .mint(vec![
-            Caveat::budget(Unit::Calls, 1_000),
-            Caveat::tools(["tool.*"]).expect("pattern"),
-            Caveat::Depth(5),
-        ])
-        .expect("mint");
+    let root = root_token(&service);
     let child = root
         .attenuate(vec![Caveat::budget(Unit::Calls, 100)])
         .expect("attenuate");
@@ -174,12 +179,7 @@ async fn holds_survive_a_restart_and_expire_in_order() {
     let dir = temp_dir();
     let clock = Arc::new(ManualClock::new(T0));
     let service = start(&dir, clock.clone());
-    let root = service
-        .mint(vec![
-            Caveat::budget(Unit::Calls, 1_000),
-            Caveat::tools(["tool.*"]).expect("pattern"),
-        ])
-        .expect("mint");
+    let root = root_token(&service);
     for (n, ttl) in [(0, 5_000), (1, 1_000), (2, 60_000)] {
         let mut body = reserve(10, &format!("h{n}"));
         body["ttl_ms"] = json!(ttl);
@@ -228,12 +228,7 @@ async fn a_key_replays_within_the_retention_window_and_is_new_after_it() {
         ..WriterConfig::default()
     };
     let service = Service::start(Box::new(store), clock.clone(), config).expect("starts");
-    let root = service
-        .mint(vec![
-            Caveat::budget(Unit::Calls, 1_000),
-            Caveat::tools(["tool.*"]).expect("pattern"),
-        ])
-        .expect("mint");
+    let root = root_token(&service);
     let first = call(&service, "/v1/spend", &root, reserve(3, "once")).await;
     assert_eq!(first.0, 201);
     // Inside the window, after eviction: the identical answer, nothing spent.

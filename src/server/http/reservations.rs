@@ -249,7 +249,6 @@ async fn finish(
         }
         _ => None,
     };
-    let raw_id = path.as_ref().map(|Path(id)| id.clone()).unwrap_or_default();
     let id = reservation_id(path)?;
     let op = match (kind, actual, ttl_ms) {
         (Finish::Commit, Some(actual), _) => Operation::Commit { chain, id, actual },
@@ -258,7 +257,13 @@ async fn finish(
     };
     // Whether this token may see the reservation is the ledger's call
     // (same tree, made by a block of this chain), decided in the writer.
-    let fp = fingerprint(kind.name(), &token, &json!([raw_id, b.actual, b.ttl_ms]));
+    // Ids parse only in their one lower-case form, so printing the parsed
+    // id gives back the text that was sent.
+    let fp = fingerprint(
+        kind.name(),
+        &token,
+        &json!([id.to_string(), b.actual, b.ttl_ms]),
+    );
     let cmd = Command {
         op,
         idem: Some((idem, fp)),
