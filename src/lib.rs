@@ -48,6 +48,7 @@
 //! * [`pattern`]: action and resource names and patterns.
 //! * [`error`]: every rejection, with its stable reason code.
 //! * [`limits`]: the size caps applied before any crypto.
+//! * `mcp` (feature `mcp`): the MCP gateway behind `baton mcp-proxy`.
 //!
 //! The normative format is in `spec/token.md`, with test vectors in
 //! `spec/vectors/`. Nothing in this crate's core does I/O.
@@ -65,6 +66,8 @@ pub mod forge;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod pattern;
 #[cfg(feature = "server")]
 pub mod server;

@@ -1,0 +1,341 @@
+//! The MCP server handler of the proxy and its transports.
+//!
+//! One [`Proxy`] serves one agent session: stdio carries one session, with
+//! the token given at start. The downstream connection is opened once and
+//! shared by every call.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{RequestContext, RunningService, ServiceError};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::verifier::Verifier;
+
+use super::Refusal;
+use super::ledger::{Ledger, LedgerError};
+use super::policy::{MappedCall, Policy, actual_cost};
+
+/// The downstream MCP server the proxy forwards allowed calls to.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Downstream {
+    /// A command to spawn, speaking MCP on its stdin and stdout.
+    Command {
+        /// The program.
+        program: OsString,
+        /// Its arguments.
+        args: Vec<OsString>,
+    },
+    /// A streamable HTTP endpoint, such as `http://127.0.0.1:8000/mcp`.
+    Url(String),
+}
+
+/// Why the proxy could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The downstream command could not be spawned.
+    #[error("spawning the downstream server: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The MCP handshake with the downstream server failed.
+    #[error("connecting to the downstream server: {0}")]
+    Downstream(String),
+    /// The MCP handshake with the agent failed, or the session broke.
+    #[error("serving the agent: {0}")]
+    Agent(String),
+    /// A tool has a cost but no ledger was given.
+    #[error("the configuration prices tools but no ledger URL was given")]
+    NoLedger,
+    /// The ledger could not be used at start.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// What the proxy needs besides the downstream connection.
+#[non_exhaustive]
+pub struct Settings {
+    /// How tools map to actions, resources, arguments and costs.
+    pub policy: Policy,
+    /// The trusted keys (and revocations).
+    pub verifier: Verifier,
+    /// The agent's token. Without one every call is refused `missing_token`.
+    pub token: Option<Zeroizing<String>>,
+    /// The ledger, for priced tools.
+    pub ledger: Option<Ledger>,
+}
+
+impl Settings {
+    /// Settings for `policy`, `verifier` and `token`, without a ledger.
+    pub fn new(policy: Policy, verifier: Verifier, token: Option<Zeroizing<String>>) -> Self {
+        Self {
+            policy,
+            verifier,
+            token,
+            ledger: None,
+        }
+    }
+
+    /// Adds a ledger for priced tools.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+}
+
+/// The MCP gateway: an MCP server handler forwarding allowed tool calls.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    downstream: Peer<RoleClient>,
+    /// Keeps the downstream session (and child process) alive.
+    _session: RunningService<RoleClient, ()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("policy", &self.inner.settings.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Connects to `downstream` and returns the proxy, ready to serve.
+    pub async fn connect(settings: Settings, downstream: &Downstream) -> Result<Self, ProxyError> {
+        if settings.policy.has_costs() && settings.ledger.is_none() {
+            return Err(ProxyError::NoLedger);
+        }
+        let session = match downstream {
+            Downstream::Command { program, args } => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(args);
+                let transport = TokioChildProcess::new(cmd).map_err(ProxyError::Spawn)?;
+                ().serve(transport).await
+            }
+            Downstream::Url(url) => {
+                ().serve(StreamableHttpClientTransport::from_uri(url.as_str()))
+                    .await
+            }
+        }
+        .map_err(|e| ProxyError::Downstream(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                downstream: session.peer().clone(),
+                _session: session,
+            }),
+        })
+    }
+
+    /// Serves one agent on this process's stdin and stdout until it leaves.
+    pub async fn serve_stdio(self) -> Result<(), ProxyError> {
+        let running = self
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| ProxyError::Agent(e.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| ProxyError::Agent(e.to_string()))?;
+        Ok(())
+    }
+
+    fn token(&self) -> Result<&str, Refusal> {
+        self.inner
+            .settings
+            .token
+            .as_deref()
+            .map(String::as_str)
+            .ok_or(Refusal::MissingToken)
+    }
+
+    /// Verifies, maps and authorizes one call; nothing leaves the process.
+    fn admit(&self, params: &CallToolRequestParams, now: u64) -> Result<MappedCall, Refusal> {
+        let s = &self.inner.settings;
+        let token = s.verifier.verify_text(self.token()?)?;
+        let call = s
+            .policy
+            .map_call(&params.name, params.arguments.as_ref(), now)?;
+        s.verifier.authorize(&token, &call.request)?;
+        Ok(call)
+    }
+
+    /// Admits the call, holds its cost, forwards it, and charges or
+    /// releases the hold by the outcome.
+    async fn forward(&self, params: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
+        let call = match self.admit(&params, now()) {
+            Ok(c) => c,
+            Err(r) => return Ok(refused(&r).into()),
+        };
+        let (Some(charge), Some(ledger)) = (&call.charge, &self.inner.settings.ledger) else {
+            return self.call_downstream(params).await;
+        };
+        // Checked by `admit`: a token is present.
+        let bearer = self.token().map_err(|_| McpError::internal_error("no token", None))?;
+        let key = idempotency_key();
+        let id = match ledger.reserve(bearer, &call, charge, &key).await {
+            Ok(id) => id,
+            Err(LedgerError::Rejected { code, message, .. }) => {
+                return Ok(refused(&Refusal::Ledger { code, message }).into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reserve failed");
+                return Ok(refused(&Refusal::LedgerUnavailable).into());
+            }
+        };
+        let outcome = self.call_downstream(params).await;
+        let actual = match &outcome {
+            Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => {
+                Some(actual_cost(charge, r.structured_content.as_ref()))
+            }
+            // Work was started and will finish: the estimate is charged.
+            Ok(CallToolResponse::Task(_)) => Some(charge.amount),
+            // A tool error, a protocol error, or a request for more input
+            // (the retry is a new call): nothing is charged.
+            _ => None,
+        };
+        let finished = match actual {
+            Some(actual) => {
+                let done = ledger.commit(bearer, &id, actual, &format!("{key}.c")).await;
+                match done {
+                    // Over the hold without room: charge at least the hold.
+                    Err(LedgerError::Rejected { status: 402, .. }) if actual > charge.amount => {
+                        ledger
+                            .commit(bearer, &id, charge.amount, &format!("{key}.h"))
+                            .await
+                    }
+                    other => other,
+                }
+            }
+            None => ledger.release(bearer, &id, &format!("{key}.r")).await,
+        };
+        if let Err(e) = finished {
+            // The call has run; its answer still goes back. The hold lapses
+            // by itself at its expiry (spec/http.md §3.5).
+            tracing::error!(reservation = %id, error = %e, "finishing the reservation failed");
+        }
+        outcome
+    }
+
+    async fn call_downstream(
+        &self,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResponse, McpError> {
+        self.inner
+            .downstream
+            .call_tool_once(params)
+            .await
+            .map_err(downstream_error)
+    }
+}
+
+impl ServerHandler for Proxy {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "baton-mcp-proxy",
+                env!("CARGO_PKG_VERSION"),
+            ));
+        if let Some(i) = self
+            .inner
+            .downstream
+            .peer_info()
+            .and_then(|p| p.instructions.clone())
+        {
+            info = info.with_instructions(i);
+        }
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let s = &self.inner.settings;
+        // An absent or invalid token sees no tool.
+        let Some(token) = self.token().ok().and_then(|t| s.verifier.verify_text(t).ok()) else {
+            return Ok(ListToolsResult::with_all_items(Vec::new()));
+        };
+        let tools = self
+            .inner
+            .downstream
+            .list_all_tools()
+            .await
+            .map_err(downstream_error)?;
+        let now = now();
+        let visible = tools
+            .into_iter()
+            .filter(|t| s.policy.visible(&s.verifier, &token, &t.name, now))
+            .collect();
+        Ok(ListToolsResult::with_all_items(visible))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.forward(request).await
+    }
+}
+
+/// A refusal as an MCP tool error: the ledger's error body as structured
+/// content, and `denied <code>: <message>` as text.
+pub fn refused(r: &Refusal) -> CallToolResult {
+    let mut result = CallToolResult::structured_error(json!({
+        "error": {"code": r.code(), "message": r.to_string()}
+    }));
+    result.content = vec![ContentBlock::text(format!("denied {}: {r}", r.code()))];
+    result
+}
+
+/// The downstream server's own protocol error is passed on; a broken
+/// connection is an internal error without detail.
+fn downstream_error(e: ServiceError) -> McpError {
+    match e {
+        ServiceError::McpError(e) => e,
+        e => {
+            tracing::warn!(error = %e, "downstream call failed");
+            McpError::internal_error("the downstream server did not answer", None)
+        }
+    }
+}
+
+/// Unix seconds. A clock before 1970 reads as 0, where no token with an
+/// expiry validates.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh key for one call's ledger changes; suffixes name each step.
+fn idempotency_key() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness, a time-based key is still unique per call in
+    // practice; the ledger rejects a reused key rather than double-charging.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = t.to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("mcp-{hex}")
+}
