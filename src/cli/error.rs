@@ -93,6 +93,23 @@ pub enum CliError {
     /// `baton keys rotate` failed: offline, or the server refused (exit 1).
     #[cfg(feature = "server")]
     RotatingKeys(baton::server::run::RotateError),
+    /// `mcp-proxy`: a file it was given (config, token) could not be read.
+    #[cfg(feature = "mcp")]
+    ReadingProxyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `mcp-proxy`: the configuration file was refused.
+    #[cfg(feature = "mcp")]
+    ParsingProxyConfig(baton::mcp::ConfigError),
+    /// `mcp-proxy`: no usable token (none given, empty, too large).
+    #[cfg(feature = "mcp")]
+    ProxyToken(&'static str),
+    /// `mcp-proxy` could not start, or stopped with an error.
+    #[cfg(feature = "mcp")]
+    Proxying(baton::mcp::ProxyError),
 }
 
 impl CliError {
@@ -167,6 +184,16 @@ impl fmt::Display for CliError {
             Self::Serving(e) => write!(f, "serving: {e}"),
             #[cfg(feature = "server")]
             Self::RotatingKeys(e) => write!(f, "rotating keys: {e}"),
+            #[cfg(feature = "mcp")]
+            Self::ReadingProxyFile { path, source } => {
+                write!(f, "reading {}: {source}", path.display())
+            }
+            #[cfg(feature = "mcp")]
+            Self::ParsingProxyConfig(e) => write!(f, "reading the proxy configuration: {e}"),
+            #[cfg(feature = "mcp")]
+            Self::ProxyToken(why) => write!(f, "reading the agent's token: {why}"),
+            #[cfg(feature = "mcp")]
+            Self::Proxying(e) => write!(f, "proxying: {e}"),
         }
     }
 }

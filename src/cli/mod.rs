@@ -12,7 +12,7 @@
 //! * [`time`]: reading `RFC 3339 | unix seconds`, the clock, formatting.
 //! * [`io`]: stdin tokens, key files, keyset files and stdout.
 //! * [`keygen`], [`mint`], [`attenuate`], [`seal`], [`inspect`],
-//!   [`verify`]: one file per subcommand.
+//!   [`verify`], `mcp_proxy`: one file per subcommand.
 //! * [`error`]: [`CliError`], one variant per step that can fail.
 //!
 //! # Exit status
@@ -34,6 +34,8 @@ mod flags;
 mod inspect;
 mod io;
 mod keygen;
+#[cfg(feature = "mcp")]
+mod mcp_proxy;
 mod mint;
 mod seal;
 mod time;
@@ -80,6 +82,11 @@ enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand)]
     Keys(Keys),
+    /// Run an MCP gateway: serve MCP to an agent on stdio, authorize every
+    /// tool call with the agent's token, forward it to a downstream MCP
+    /// server, and charge priced tools to the ledger.
+    #[cfg(feature = "mcp")]
+    McpProxy(mcp_proxy::McpProxyArgs),
 }
 
 #[cfg(feature = "server")]
@@ -132,5 +139,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             io::emit(&format!("{kid}\n"))?;
             Ok(Outcome::Done)
         }
+        #[cfg(feature = "mcp")]
+        Command::McpProxy(args) => mcp_proxy::run(args),
     }
 }

@@ -34,6 +34,10 @@ pub enum Downstream {
         program: OsString,
         /// Its arguments.
         args: Vec<OsString>,
+        /// Environment variables the child must not inherit, such as the
+        /// one holding the agent's token: the downstream server is given
+        /// calls, never the authority behind them.
+        env_remove: Vec<OsString>,
     },
     /// A streamable HTTP endpoint, such as `http://127.0.0.1:8000/mcp`.
     Url(String),
@@ -119,9 +123,16 @@ impl Proxy {
             return Err(ProxyError::NoLedger);
         }
         let session = match downstream {
-            Downstream::Command { program, args } => {
+            Downstream::Command {
+                program,
+                args,
+                env_remove,
+            } => {
                 let mut cmd = tokio::process::Command::new(program);
                 cmd.args(args);
+                for var in env_remove {
+                    cmd.env_remove(var);
+                }
                 let transport = TokioChildProcess::new(cmd).map_err(ProxyError::Spawn)?;
                 ().serve(transport).await
             }
