@@ -1,1 +1,341 @@
-//! placeholder
+//! `baton mcp-proxy` end to end: an rmcp client drives the built `baton`
+//! binary over stdio; the proxy forwards to the tools of
+//! `examples/mcp_tools.rs`, served in-process over streamable HTTP so that
+//! the test sees every call they receive; priced tools are held and
+//! charged on a live ledger service on a loopback socket.
+#![cfg(all(feature = "mcp", feature = "server"))]
+
+#[allow(dead_code)]
+#[path = "../examples/mcp_tools.rs"]
+mod mcp_tools;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use baton::pattern::ActionPattern;
+use baton::server::Service;
+use baton::server::writer::{SystemClock, WriterConfig};
+use baton::store::sqlite::SqliteStore;
+use baton::{ArgBound, ArgConstraint, Caveat, RootKey, Token, Unit};
+use mcp_tools::Tools;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The policy the tests run under (spec/mcp.md §2).
+const CONFIG: &str = r#"{"server": "demo", "tools": {
+    "read": {"resource_arg": "path", "resource_prefix": "file:"},
+    "generate": {"cost": {"unit": "tokens", "amount_arg": "max_tokens", "actual_field": "used"}},
+    "fail": {"cost": {"unit": "calls", "amount": 1}}
+}}"#;
+
+/// The agent of most tests: every tool but `delete`, `add` bounded to 0..=100.
+fn agent_caveats() -> Vec<Caveat> {
+    vec![
+        Caveat::tools(["demo.echo", "demo.add", "demo.read", "demo.generate", "demo.fail"]).unwrap(),
+        Caveat::ArgBound(ArgConstraint {
+            action: ActionPattern::parse("demo.add").unwrap(),
+            arg: "a".into(),
+            bound: ArgBound::Range {
+                min: Some(0),
+                max: Some(100),
+            },
+        }),
+    ]
+}
+
+struct Harness {
+    ledger: String,
+    agent: Token,
+    tools: Tools,
+    client: RunningService<RoleClient, ()>,
+    _stops: Vec<oneshot::Sender<()>>,
+    _config: TempFile,
+}
+
+/// A file removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "baton-mcp-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Serves the tools over streamable HTTP; returns the endpoint URL.
+async fn serve_tools(tools: Tools) -> (String, oneshot::Sender<()>) {
+    let service = StreamableHttpService::new(
+        move || Ok(tools.clone()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (url, stop)
+}
+
+impl Harness {
+    /// A ledger whose root allows `demo.*` with 1000 tokens and 10 calls, an
+    /// agent token with `agent` caveats below it, the tools, and the proxy.
+    async fn start(agent: Vec<Caveat>) -> Self {
+        let store = SqliteStore::in_memory().unwrap();
+        let service = Service::start(
+            Box::new(store),
+            Arc::new(SystemClock),
+            WriterConfig::default(),
+        )
+        .unwrap();
+        let root = service
+            .mint(vec![
+                Caveat::budget(Unit::Tokens, 1000),
+                Caveat::budget(Unit::Calls, 10),
+                Caveat::tools(["demo.*"]).unwrap(),
+            ])
+            .unwrap();
+        let agent = root.attenuate(agent).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ledger = format!("http://{}", listener.local_addr().unwrap());
+        let (ledger_stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(service.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self::with_proxy(ledger, ledger_stop, agent.to_text(), agent).await
+    }
+
+    async fn with_proxy(
+        ledger: String,
+        ledger_stop: oneshot::Sender<()>,
+        token_text: String,
+        agent: Token,
+    ) -> Self {
+        let tools = Tools::default();
+        let (tools_url, tools_stop) = serve_tools(tools.clone()).await;
+        let config = TempFile::new(CONFIG);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.arg("mcp-proxy")
+            .arg("--config")
+            .arg(&config.0)
+            .args(["--ledger", &ledger, "--downstream-url", &tools_url])
+            .env("BATON_TOKEN", token_text);
+        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+        Self {
+            ledger,
+            agent,
+            tools,
+            client,
+            _stops: vec![ledger_stop, tools_stop],
+            _config: config,
+        }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().unwrap().clone());
+        self.client.call_tool(params).await.unwrap()
+    }
+
+    /// `spent` and `held` of the agent's own scope of `unit`.
+    async fn balance(&self, unit: &str) -> (u64, u64) {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/v1/balances", self.ledger))
+            .bearer_auth(self.agent.to_text())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let scope = v["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["unit"] == unit)
+            .unwrap_or_else(|| panic!("no {unit} scope in {v}"));
+        (
+            scope["spent"].as_u64().unwrap(),
+            scope["held"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// The text of a result's first content block.
+fn text(r: &CallToolResult) -> String {
+    r.content[0].as_text().unwrap().text.clone()
+}
+
+/// Asserts `r` is a refusal with reason `code`.
+fn assert_refused(r: &CallToolResult, code: &str) {
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let s = r.structured_content.as_ref().expect("structured error");
+    assert_eq!(s["error"]["code"], code, "{s}");
+    assert!(text(r).starts_with(&format!("denied {code}: ")), "{}", text(r));
+}
+
+#[tokio::test]
+async fn allowed_calls_pass_and_denials_never_reach_the_downstream() {
+    let h = Harness::start(agent_caveats()).await;
+    let r = h.call("echo", json!({"text": "hello"})).await;
+    assert_eq!((r.is_error, text(&r)), (Some(false), "hello".to_owned()));
+    let r = h.call("add", json!({"a": 40, "b": 2})).await;
+    assert_eq!(text(&r), "42");
+
+    assert_refused(&h.call("delete", json!({"path": "x"})).await, "action_not_allowed");
+    assert_refused(&h.call("add", json!({"a": 500, "b": 2})).await, "arg_out_of_bounds");
+    // A bound on `a` is not met by leaving it out, nor by a non-integer.
+    assert_refused(&h.call("add", json!({"b": 2})).await, "arg_missing");
+    assert_refused(&h.call("add", json!({"a": 1.5, "b": 2})).await, "arg_missing");
+    // A tool name that is not an action name is refused, not rewritten.
+    assert_refused(&h.call("Echo", json!({"text": "x"})).await, "invalid_action");
+
+    assert_eq!(h.tools.calls(), ["echo", "add"]);
+}
+
+#[tokio::test]
+async fn the_list_shows_only_the_tools_the_token_allows() {
+    let h = Harness::start(agent_caveats()).await;
+    let mut names: Vec<String> = h
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["add", "echo", "fail", "generate", "read"]);
+    // The downstream lists six.
+    assert_eq!(Tools::list().len(), 6);
+}
+
+#[tokio::test]
+async fn the_resource_comes_from_the_configured_argument() {
+    let mut caveats = agent_caveats();
+    // Resource patterns match whole `:` segments: one file, exactly.
+    caveats.push(Caveat::resources(["file:docs/a.txt"]).unwrap());
+    let h = Harness::start(caveats).await;
+    let r = h.call("read", json!({"path": "docs/a.txt"})).await;
+    assert_eq!(text(&r), "contents of docs/a.txt");
+    assert_refused(&h.call("read", json!({"path": "etc/passwd"})).await, "resource_not_allowed");
+    assert_refused(&h.call("read", json!({})).await, "resource_not_allowed");
+    assert_eq!(h.tools.calls(), ["read"]);
+}
+
+#[tokio::test]
+async fn a_priced_call_is_held_then_charged_its_actual_cost() {
+    let h = Harness::start(agent_caveats()).await;
+    // The prompt is 11 bytes: 11 tokens used of the 100 held.
+    let r = h
+        .call("generate", json!({"prompt": "hello world", "max_tokens": 100}))
+        .await;
+    assert_eq!(r.is_error, Some(false));
+    assert_eq!(r.structured_content, Some(json!({"used": 11})));
+    assert_eq!(h.balance("tokens").await, (11, 0));
+
+    let r = h
+        .call("generate", json!({"prompt": "abc", "max_tokens": 2}))
+        .await;
+    assert_eq!(r.structured_content, Some(json!({"used": 2})));
+    assert_eq!(h.balance("tokens").await, (13, 0));
+    assert_eq!(h.tools.calls(), ["generate", "generate"]);
+}
+
+#[tokio::test]
+async fn over_budget_and_unpriceable_calls_never_reach_the_downstream() {
+    let h = Harness::start(agent_caveats()).await;
+    let r = h
+        .call("generate", json!({"prompt": "x", "max_tokens": 5000}))
+        .await;
+    assert_refused(&r, "insufficient_budget");
+    let r = h.call("generate", json!({"prompt": "x"})).await;
+    assert_refused(&r, "cost_arg_invalid");
+    assert_eq!(h.balance("tokens").await, (0, 0));
+    assert!(h.tools.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_downstream_error_releases_the_hold() {
+    let h = Harness::start(agent_caveats()).await;
+    let r = h.call("fail", json!({})).await;
+    assert_eq!((r.is_error, text(&r)), (Some(true), "the tool failed".to_owned()));
+    assert!(r.structured_content.is_none(), "the tool's own error, not a refusal");
+    assert_eq!(h.balance("calls").await, (0, 0));
+    assert_eq!(h.tools.calls(), ["fail"]);
+}
+
+#[tokio::test]
+async fn a_token_of_another_issuer_sees_nothing_and_calls_nothing() {
+    let h = Harness::start(agent_caveats()).await;
+    let stranger = Token::mint(
+        &RootKey::from_seed(&[9; 32]),
+        vec![Caveat::tools(["demo.*"]).unwrap()],
+    )
+    .unwrap();
+    // A second proxy, on the same ledger, holding the stranger's token.
+    let (stop, _stopped) = oneshot::channel();
+    let s = Harness::with_proxy(h.ledger.clone(), stop, stranger.to_text(), h.agent.clone()).await;
+    assert!(s.client.list_all_tools().await.unwrap().is_empty());
+    assert_refused(&s.call("echo", json!({"text": "x"})).await, "unknown_kid");
+    assert!(s.tools.calls().is_empty());
+}
+
+#[test]
+fn priced_tools_without_a_ledger_refuse_to_start() {
+    let config = TempFile::new(CONFIG);
+    let key = RootKey::from_seed(&[1; 32]).public().to_text();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("mcp-proxy")
+        .arg("--config")
+        .arg(&config.0)
+        .args(["--key", &key, "--", "true"])
+        .env("BATON_TOKEN", "baton_v1_x")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no ledger URL"), "{err}");
+}
+
+#[test]
+fn a_missing_token_is_a_start_error_that_names_the_safe_sources() {
+    let key = RootKey::from_seed(&[1; 32]).public().to_text();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["mcp-proxy", "--server", "demo", "--key", &key, "--", "true"])
+        .env_remove("BATON_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
+}

@@ -71,7 +71,7 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rmcp=error")),
         )
         .try_init();
     let policy = read_policy(args.config.as_deref(), args.server.as_deref())?;
