@@ -39,7 +39,14 @@ const CONFIG: &str = r#"{"server": "demo", "tools": {
 /// The agent of most tests: every tool but `delete`, `add` bounded to 0..=100.
 fn agent_caveats() -> Vec<Caveat> {
     vec![
-        Caveat::tools(["demo.echo", "demo.add", "demo.read", "demo.generate", "demo.fail"]).unwrap(),
+        Caveat::tools([
+            "demo.echo",
+            "demo.add",
+            "demo.read",
+            "demo.generate",
+            "demo.fail",
+        ])
+        .unwrap(),
         Caveat::ArgBound(ArgConstraint {
             action: ActionPattern::parse("demo.add").unwrap(),
             arg: "a".into(),
@@ -198,7 +205,11 @@ fn assert_refused(r: &CallToolResult, code: &str) {
     assert_eq!(r.is_error, Some(true), "{r:?}");
     let s = r.structured_content.as_ref().expect("structured error");
     assert_eq!(s["error"]["code"], code, "{s}");
-    assert!(text(r).starts_with(&format!("denied {code}: ")), "{}", text(r));
+    assert!(
+        text(r).starts_with(&format!("denied {code}: ")),
+        "{}",
+        text(r)
+    );
 }
 
 #[tokio::test]
@@ -209,13 +220,25 @@ async fn allowed_calls_pass_and_denials_never_reach_the_downstream() {
     let r = h.call("add", json!({"a": 40, "b": 2})).await;
     assert_eq!(text(&r), "42");
 
-    assert_refused(&h.call("delete", json!({"path": "x"})).await, "action_not_allowed");
-    assert_refused(&h.call("add", json!({"a": 500, "b": 2})).await, "arg_out_of_bounds");
+    assert_refused(
+        &h.call("delete", json!({"path": "x"})).await,
+        "action_not_allowed",
+    );
+    assert_refused(
+        &h.call("add", json!({"a": 500, "b": 2})).await,
+        "arg_out_of_bounds",
+    );
     // A bound on `a` is not met by leaving it out, nor by a non-integer.
     assert_refused(&h.call("add", json!({"b": 2})).await, "arg_missing");
-    assert_refused(&h.call("add", json!({"a": 1.5, "b": 2})).await, "arg_missing");
+    assert_refused(
+        &h.call("add", json!({"a": 1.5, "b": 2})).await,
+        "arg_missing",
+    );
     // A tool name that is not an action name is refused, not rewritten.
-    assert_refused(&h.call("Echo", json!({"text": "x"})).await, "invalid_action");
+    assert_refused(
+        &h.call("Echo", json!({"text": "x"})).await,
+        "invalid_action",
+    );
 
     assert_eq!(h.tools.calls(), ["echo", "add"]);
 }
@@ -245,7 +268,10 @@ async fn the_resource_comes_from_the_configured_argument() {
     let h = Harness::start(caveats).await;
     let r = h.call("read", json!({"path": "docs/a.txt"})).await;
     assert_eq!(text(&r), "contents of docs/a.txt");
-    assert_refused(&h.call("read", json!({"path": "etc/passwd"})).await, "resource_not_allowed");
+    assert_refused(
+        &h.call("read", json!({"path": "etc/passwd"})).await,
+        "resource_not_allowed",
+    );
     assert_refused(&h.call("read", json!({})).await, "resource_not_allowed");
     assert_eq!(h.tools.calls(), ["read"]);
 }
@@ -255,7 +281,10 @@ async fn a_priced_call_is_held_then_charged_its_actual_cost() {
     let h = Harness::start(agent_caveats()).await;
     // The prompt is 11 bytes: 11 tokens used of the 100 held.
     let r = h
-        .call("generate", json!({"prompt": "hello world", "max_tokens": 100}))
+        .call(
+            "generate",
+            json!({"prompt": "hello world", "max_tokens": 100}),
+        )
         .await;
     assert_eq!(r.is_error, Some(false));
     assert_eq!(r.structured_content, Some(json!({"used": 11})));
@@ -286,8 +315,14 @@ async fn over_budget_and_unpriceable_calls_never_reach_the_downstream() {
 async fn a_downstream_error_releases_the_hold() {
     let h = Harness::start(agent_caveats()).await;
     let r = h.call("fail", json!({})).await;
-    assert_eq!((r.is_error, text(&r)), (Some(true), "the tool failed".to_owned()));
-    assert!(r.structured_content.is_none(), "the tool's own error, not a refusal");
+    assert_eq!(
+        (r.is_error, text(&r)),
+        (Some(true), "the tool failed".to_owned())
+    );
+    assert!(
+        r.structured_content.is_none(),
+        "the tool's own error, not a refusal"
+    );
     assert_eq!(h.balance("calls").await, (0, 0));
     assert_eq!(h.tools.calls(), ["fail"]);
 }

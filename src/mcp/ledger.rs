@@ -189,7 +189,11 @@ impl Ledger {
         let mut pause = BACKOFF;
         let mut attempt = 1;
         loop {
-            let req = self.client.post(self.url(path)).bearer_auth(bearer).json(body);
+            let req = self
+                .client
+                .post(self.url(path))
+                .bearer_auth(bearer)
+                .json(body);
             let answer = match self.send(req).await {
                 Ok((200..=299, v)) => return Ok(v),
                 Ok((status @ 400..=499, v)) => return Err(rejected(status, &v)),
@@ -256,8 +260,13 @@ mod tests {
 
     #[test]
     fn rejections_keep_only_well_formed_codes() {
-        let e = rejected(402, &json!({"error": {"code": "insufficient_budget", "message": "m"}}));
-        assert!(matches!(e, LedgerError::Rejected { status: 402, ref code, .. } if code == "insufficient_budget"));
+        let e = rejected(
+            402,
+            &json!({"error": {"code": "insufficient_budget", "message": "m"}}),
+        );
+        assert!(
+            matches!(e, LedgerError::Rejected { status: 402, ref code, .. } if code == "insufficient_budget")
+        );
         for body in [
             json!({"error": {"code": "Bad Code\n"}}),
             json!({"error": {"code": 7}}),

@@ -217,7 +217,9 @@ impl Policy {
             let cost = match rule.cost {
                 Some(c) => {
                     let unit = match Unit::parse(&c.unit) {
-                        Ok(Unit::Custom(u)) if u == "usd" => Err("usd is reserved; use usd_microcents"),
+                        Ok(Unit::Custom(u)) if u == "usd" => {
+                            Err("usd is reserved; use usd_microcents")
+                        }
                         other => other,
                     }
                     .map_err(|reason| ConfigError::Unit {
@@ -438,7 +440,11 @@ mod tests {
         assert_eq!(actual_cost(&charge, Some(&json!({"used": "x"}))), 700);
         assert_eq!(actual_cost(&charge, None), 700);
 
-        for bad in [json!({}), json!({"max_tokens": 0}), json!({"max_tokens": "7"})] {
+        for bad in [
+            json!({}),
+            json!({"max_tokens": 0}),
+            json!({"max_tokens": "7"}),
+        ] {
             let e = p.map_call("gen", Some(&args(bad)), NOW).unwrap_err();
             assert_eq!(e.code(), "cost_arg_invalid");
         }
@@ -455,18 +461,36 @@ mod tests {
             (br#"{"tools": {}}"#, "server"),
             (br#"{"server": "Files"}"#, "server"),
             (br#"{"server": "f", "extra": 1}"#, "parse"),
-            (br#"{"server": "f", "tools": {"t": {"action": "a.*"}}}"#, "action"),
-            (br#"{"server": "f", "tools": {"t": {"resource_arg": "Path"}}}"#, "argument"),
-            (br#"{"server": "f", "tools": {"t": {"cost": {"unit": "usd", "amount": 1}}}}"#, "usd"),
-            (br#"{"server": "f", "tools": {"t": {"cost": {"unit": "calls"}}}}"#, "exactly one"),
-            (br#"{"server": "f", "tools": {"t": {"cost": {"unit": "calls", "amount": 0}}}}"#, "exactly one"),
+            (
+                br#"{"server": "f", "tools": {"t": {"action": "a.*"}}}"#,
+                "action",
+            ),
+            (
+                br#"{"server": "f", "tools": {"t": {"resource_arg": "Path"}}}"#,
+                "argument",
+            ),
+            (
+                br#"{"server": "f", "tools": {"t": {"cost": {"unit": "usd", "amount": 1}}}}"#,
+                "usd",
+            ),
+            (
+                br#"{"server": "f", "tools": {"t": {"cost": {"unit": "calls"}}}}"#,
+                "exactly one",
+            ),
+            (
+                br#"{"server": "f", "tools": {"t": {"cost": {"unit": "calls", "amount": 0}}}}"#,
+                "exactly one",
+            ),
         ];
         for (text, want) in cases {
             let e = Policy::from_json(text, None).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         let big = vec![b' '; MAX_CONFIG_BYTES + 1];
-        assert_eq!(Policy::from_json(&big, None).unwrap_err(), ConfigError::TooLarge);
+        assert_eq!(
+            Policy::from_json(&big, None).unwrap_err(),
+            ConfigError::TooLarge
+        );
     }
 
     #[test]
@@ -477,7 +501,7 @@ mod tests {
             &root,
             vec![
                 Caveat::tools(["files.read", "files.write"]).unwrap(),
-                Caveat::resources(["file:docs/*"]).unwrap(),
+                Caveat::resources(["file:*"]).unwrap(),
                 Caveat::ArgBound(ArgConstraint {
                     action: ActionPattern::parse("files.write").unwrap(),
                     arg: "size".into(),

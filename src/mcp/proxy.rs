@@ -195,7 +195,9 @@ impl Proxy {
             return self.call_downstream(params).await;
         };
         // Checked by `admit`: a token is present.
-        let bearer = self.token().map_err(|_| McpError::internal_error("no token", None))?;
+        let bearer = self
+            .token()
+            .map_err(|_| McpError::internal_error("no token", None))?;
         let key = idempotency_key();
         let id = match ledger.reserve(bearer, &call, charge, &key).await {
             Ok(id) => id,
@@ -220,7 +222,9 @@ impl Proxy {
         };
         let finished = match actual {
             Some(actual) => {
-                let done = ledger.commit(bearer, &id, actual, &format!("{key}.c")).await;
+                let done = ledger
+                    .commit(bearer, &id, actual, &format!("{key}.c"))
+                    .await;
                 match done {
                     // Over the hold without room: charge at least the hold.
                     Err(LedgerError::Rejected { status: 402, .. }) if actual > charge.amount => {
@@ -278,7 +282,11 @@ impl ServerHandler for Proxy {
     ) -> Result<ListToolsResult, McpError> {
         let s = &self.inner.settings;
         // An absent or invalid token sees no tool.
-        let Some(token) = self.token().ok().and_then(|t| s.verifier.verify_text(t).ok()) else {
+        let Some(token) = self
+            .token()
+            .ok()
+            .and_then(|t| s.verifier.verify_text(t).ok())
+        else {
             return Ok(ListToolsResult::with_all_items(Vec::new()));
         };
         let tools = self
