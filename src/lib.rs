@@ -58,10 +58,13 @@
 pub mod authority;
 pub mod caveat;
 mod cbor;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod error;
 #[cfg(feature = "forge")]
 #[doc(hidden)]
 pub mod forge;
+mod hex;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
