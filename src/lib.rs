@@ -75,6 +75,8 @@ mod sig;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod token;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod verifier;
 
 pub use authority::{Authority, Authorization, BudgetScope, Request};
