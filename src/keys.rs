@@ -64,7 +64,7 @@ impl Kid {
 
 impl fmt::Display for Kid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(crate::hex::encode(&self.0, &mut [0u8; 16]))
     }
 }
 impl fmt::Debug for Kid {
@@ -92,7 +92,7 @@ impl BlockId {
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut out = [0; 32];
         (s.len() == 64 && !s.bytes().any(|b| b.is_ascii_uppercase()))
-            .then(|| hex::decode_to_slice(s, &mut out).ok())
+            .then(|| crate::hex::decode(s, &mut out))
             .flatten()
             .map(|()| Self(out))
     }
@@ -101,9 +101,7 @@ impl BlockId {
 impl fmt::Display for BlockId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Into a stack buffer: block ids are printed on the ledger's hot path.
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(crate::hex::encode(&self.0, &mut [0u8; 64]))
     }
 }
 impl fmt::Debug for BlockId {

@@ -175,7 +175,7 @@ impl ResId {
             return None;
         }
         let mut b = [0u8; 18];
-        hex::decode_to_slice(hex, &mut b).ok()?;
+        crate::hex::decode(hex, &mut b)?;
         Some(Self(b))
     }
 
@@ -187,10 +187,8 @@ impl ResId {
 
 impl fmt::Display for ResId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 36];
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
         f.write_str("rsv_")?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(crate::hex::encode(&self.0, &mut [0u8; 36]))
     }
 }
 

@@ -59,10 +59,13 @@
 pub mod authority;
 pub mod caveat;
 mod cbor;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod error;
 #[cfg(feature = "forge")]
 #[doc(hidden)]
 pub mod forge;
+mod hex;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
@@ -75,6 +78,8 @@ mod sig;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod token;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod verifier;
 
 pub use authority::{Authority, Authorization, BudgetScope, Request};

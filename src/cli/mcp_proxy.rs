@@ -10,8 +10,8 @@ use std::ffi::OsString;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use baton::client::Client;
 use baton::limits::MAX_TOKEN_TEXT;
-use baton::mcp::ledger::Ledger;
 use baton::mcp::proxy::Settings;
 use baton::mcp::{Downstream, Policy, Proxy};
 use baton::{PublicKey, Verifier};
@@ -98,12 +98,12 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
     runtime
         .block_on(async move {
             let ledger = match &args.ledger {
-                Some(url) => Some(Ledger::new(url)?),
+                Some(url) => Some(Client::new(url)?),
                 None => None,
             };
             let keys = match (local_keys, &ledger) {
                 (Some(k), _) => k,
-                (None, Some(l)) => l.keys().await?,
+                (None, Some(l)) => l.keyset().await?,
                 (None, None) => return Ok(None),
             };
             let verifier = Verifier::new(keys).with_cache(VERIFIER_CACHE);

@@ -17,15 +17,13 @@
 //! # Layout
 //! * [`policy`]: the configuration file and the pure mapping of a call to
 //!   a request and a cost.
-//! * [`ledger`]: the three ledger calls a priced tool needs (reserve,
-//!   commit, release) and the keyset fetch.
 //! * [`proxy`]: the MCP server handler that ties them together, and the
-//!   transports.
+//!   transports. Ledger calls (reserve, commit, release) go through
+//!   [`crate::client`], which retries them under one idempotency key.
 
 use crate::error::{Denied, VerifyError};
 use crate::verifier::AuthorizeError;
 
-pub mod ledger;
 pub mod policy;
 pub mod proxy;
 

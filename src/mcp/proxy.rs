@@ -20,9 +20,14 @@ use zeroize::Zeroizing;
 
 use crate::verifier::Verifier;
 
+use crate::client::{Action, Bearer, Client, ClientError, IdempotencyKey, Reserve};
+
 use super::Refusal;
-use super::ledger::{Ledger, LedgerError};
-use super::policy::{MappedCall, Policy, actual_cost};
+use super::policy::{Charge, MappedCall, Policy, actual_cost};
+
+/// How long a hold lasts if the proxy never finishes it (a crash, a
+/// cancelled call): the ledger then returns it by itself (spec/http.md §3.5).
+const HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The downstream MCP server the proxy forwards allowed calls to.
 #[derive(Debug, Clone)]
@@ -59,9 +64,9 @@ pub enum ProxyError {
     /// A tool has a cost but no ledger was given.
     #[error("the configuration prices tools but no ledger URL was given")]
     NoLedger,
-    /// The ledger could not be used at start.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    /// The ledger could not be used at start (its keyset).
+    #[error("the ledger: {0}")]
+    Ledger(#[from] ClientError),
 }
 
 /// What the proxy needs besides the downstream connection.
@@ -74,7 +79,7 @@ pub struct Settings {
     /// The agent's token. Without one every call is refused `missing_token`.
     pub token: Option<Zeroizing<String>>,
     /// The ledger, for priced tools.
-    pub ledger: Option<Ledger>,
+    pub ledger: Option<Client>,
 }
 
 impl Settings {
@@ -89,7 +94,7 @@ impl Settings {
     }
 
     /// Adds a ledger for priced tools.
-    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+    pub fn with_ledger(mut self, ledger: Client) -> Self {
         self.ledger = Some(ledger);
         self
     }
@@ -195,19 +200,20 @@ impl Proxy {
             return self.call_downstream(params).await;
         };
         // Checked by `admit`: a token is present.
-        let bearer = self
-            .token()
-            .map_err(|_| McpError::internal_error("no token", None))?;
-        let key = idempotency_key();
-        let id = match ledger.reserve(bearer, &call, charge, &key).await {
-            Ok(id) => id,
-            Err(LedgerError::Rejected { code, message, .. }) => {
-                return Ok(refused(&Refusal::Ledger { code, message }).into());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reserve failed");
-                return Ok(refused(&Refusal::LedgerUnavailable).into());
-            }
+        let bearer = match self.token() {
+            Ok(t) => Bearer::new(t.to_owned()),
+            Err(r) => return Ok(refused(&r).into()),
+        };
+        let key = match IdempotencyKey::random() {
+            Ok(k) => k,
+            Err(_) => return Ok(refused(&Refusal::LedgerUnavailable).into()),
+        };
+        let id = match ledger
+            .reserve(&bearer, &reserve_of(&call, charge, &key))
+            .await
+        {
+            Ok(r) => r.id,
+            Err(e) => return Ok(refused(&ledger_refusal(e)).into()),
         };
         let outcome = self.call_downstream(params).await;
         let actual = match &outcome {
@@ -222,20 +228,25 @@ impl Proxy {
         };
         let finished = match actual {
             Some(actual) => {
-                let done = ledger
-                    .commit(bearer, &id, actual, &format!("{key}.c"))
-                    .await;
+                let done = match key.derive("commit") {
+                    Ok(k) => ledger.commit(&bearer, &id, actual, &k).await,
+                    Err(e) => Err(e),
+                };
                 match done {
                     // Over the hold without room: charge at least the hold.
-                    Err(LedgerError::Rejected { status: 402, .. }) if actual > charge.amount => {
-                        ledger
-                            .commit(bearer, &id, charge.amount, &format!("{key}.h"))
-                            .await
+                    Err(e) if actual > charge.amount && e.code() == "insufficient_budget" => {
+                        match key.derive("commit-hold") {
+                            Ok(k) => ledger.commit(&bearer, &id, charge.amount, &k).await,
+                            Err(e) => Err(e),
+                        }
                     }
                     other => other,
                 }
             }
-            None => ledger.release(bearer, &id, &format!("{key}.r")).await,
+            None => match key.derive("release") {
+                Ok(k) => ledger.release(&bearer, &id, &k).await,
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = finished {
             // The call has run; its answer still goes back. The hold lapses
@@ -334,6 +345,47 @@ fn downstream_error(e: ServiceError) -> McpError {
     }
 }
 
+/// The reserve of one priced call: the same action, resource and
+/// arguments the token was checked against offline.
+fn reserve_of(call: &MappedCall, charge: &Charge, key: &IdempotencyKey) -> Reserve {
+    let mut action = Action::new(call.action.clone());
+    action.resource = call.resource.clone();
+    action.args = call.args.clone();
+    Reserve::new(action, charge.unit.clone(), charge.amount)
+        .key(key)
+        .ttl(HOLD_TTL)
+}
+
+/// A failed reserve as a refusal: the ledger's own code for its 4xx
+/// answers, `ledger_unavailable` for everything else.
+fn ledger_refusal(e: ClientError) -> Refusal {
+    match e.api() {
+        Some(api) if (400..500).contains(&api.status) && !api.is_retryable() => {
+            // The code is passed on to the agent: only one of the spec's
+            // shape is.
+            let code = if !api.code.is_empty()
+                && api.code.len() <= 64
+                && api
+                    .code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                api.code.clone()
+            } else {
+                "ledger_rejected".to_owned()
+            };
+            Refusal::Ledger {
+                code,
+                message: api.message.chars().take(512).collect(),
+            }
+        }
+        _ => {
+            tracing::warn!(error = %e, "reserve failed");
+            Refusal::LedgerUnavailable
+        }
+    }
+}
+
 /// Unix seconds. A clock before 1970 reads as 0, where no token with an
 /// expiry validates.
 fn now() -> u64 {
@@ -341,20 +393,4 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// A fresh key for one call's ledger changes; suffixes name each step.
-fn idempotency_key() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness, a time-based key is still unique per call in
-    // practice; the ledger rejects a reused key rather than double-charging.
-    if getrandom::fill(&mut bytes).is_err() {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes = t.to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("mcp-{hex}")
 }
