@@ -374,3 +374,53 @@ fn a_missing_token_is_a_start_error_that_names_the_safe_sources() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--token-file"), "{err}");
 }
+
+/// The proxy in front of a downstream *command*: here a second proxy, so
+/// the test needs no binary but `baton`. The inner one reads the token
+/// from a file and forwards to the tools over HTTP.
+#[tokio::test]
+async fn a_spawned_downstream_command_serves_allowed_calls() {
+    let h = Harness::start(agent_caveats()).await;
+    let token_file = TempFile::new(&format!("{}\n", h.agent.to_text()));
+    let (tools_url, _stop) = serve_tools(h.tools.clone()).await;
+    let baton = env!("CARGO_BIN_EXE_baton");
+    let mut cmd = tokio::process::Command::new(baton);
+    cmd.args(["mcp-proxy", "--server", "demo", "--ledger", &h.ledger, "--"])
+        .args([baton, "mcp-proxy", "--server", "demo", "--ledger", &h.ledger])
+        .arg("--token-file")
+        .arg(&token_file.0)
+        .args(["--downstream-url", &tools_url])
+        .env("BATON_TOKEN", h.agent.to_text());
+    let outer = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let params = CallToolRequestParams::new("echo")
+        .with_arguments(json!({"text": "via two"}).as_object().unwrap().clone());
+    let r = outer.call_tool(params).await.unwrap();
+    assert_eq!(text(&r), "via two");
+    let params = CallToolRequestParams::new("delete")
+        .with_arguments(json!({"path": "x"}).as_object().unwrap().clone());
+    assert_refused(&outer.call_tool(params).await.unwrap(), "action_not_allowed");
+    assert_eq!(h.tools.calls(), ["echo"]);
+}
+
+/// The token's variable is not inherited by the downstream command: a
+/// downstream that looks for it finds nothing (here, a second proxy that
+/// then refuses to start, so the first cannot connect).
+#[tokio::test]
+async fn the_downstream_command_does_not_inherit_the_token() {
+    let h = Harness::start(agent_caveats()).await;
+    let baton = env!("CARGO_BIN_EXE_baton");
+    let out = tokio::process::Command::new(baton)
+        .args(["mcp-proxy", "--server", "demo", "--ledger", &h.ledger, "--"])
+        .args([baton, "mcp-proxy", "--server", "demo", "--ledger", &h.ledger])
+        .args(["--downstream-url", "http://127.0.0.1:9/mcp"])
+        .env("BATON_TOKEN", h.agent.to_text())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The inner proxy's complaint, then the outer's.
+    assert!(err.contains("reading the agent's token: no token"), "{err}");
+    assert!(err.contains("connecting to the downstream server"), "{err}");
+}
