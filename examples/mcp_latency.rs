@@ -36,8 +36,12 @@ fn us(d: Duration) -> String {
 }
 
 async fn echo(client: &Client) -> Duration {
-    let params = CallToolRequestParams::new("echo")
-        .with_arguments(json!({"text": "ping"}).as_object().cloned().unwrap_or_default());
+    let params = CallToolRequestParams::new("echo").with_arguments(
+        json!({"text": "ping"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
     let start = Instant::now();
     let r = client.call_tool(params).await;
     let took = start.elapsed();
@@ -70,7 +74,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .attenuate(vec![Caveat::tools(["demo.echo", "demo.add"])?])?;
 
     let direct: Client = ()
-        .serve(TokioChildProcess::new(tokio::process::Command::new(&tools))?)
+        .serve(TokioChildProcess::new(tokio::process::Command::new(
+            &tools,
+        ))?)
         .await?;
     let mut cmd = tokio::process::Command::new(&baton);
     cmd.args(["mcp-proxy", "--server", "demo", "--key"])

@@ -386,7 +386,14 @@ async fn a_spawned_downstream_command_serves_allowed_calls() {
     let baton = env!("CARGO_BIN_EXE_baton");
     let mut cmd = tokio::process::Command::new(baton);
     cmd.args(["mcp-proxy", "--server", "demo", "--ledger", &h.ledger, "--"])
-        .args([baton, "mcp-proxy", "--server", "demo", "--ledger", &h.ledger])
+        .args([
+            baton,
+            "mcp-proxy",
+            "--server",
+            "demo",
+            "--ledger",
+            &h.ledger,
+        ])
         .arg("--token-file")
         .arg(&token_file.0)
         .args(["--downstream-url", &tools_url])
@@ -398,7 +405,10 @@ async fn a_spawned_downstream_command_serves_allowed_calls() {
     assert_eq!(text(&r), "via two");
     let params = CallToolRequestParams::new("delete")
         .with_arguments(json!({"path": "x"}).as_object().unwrap().clone());
-    assert_refused(&outer.call_tool(params).await.unwrap(), "action_not_allowed");
+    assert_refused(
+        &outer.call_tool(params).await.unwrap(),
+        "action_not_allowed",
+    );
     assert_eq!(h.tools.calls(), ["echo"]);
 }
 
@@ -411,7 +421,14 @@ async fn the_downstream_command_does_not_inherit_the_token() {
     let baton = env!("CARGO_BIN_EXE_baton");
     let out = tokio::process::Command::new(baton)
         .args(["mcp-proxy", "--server", "demo", "--ledger", &h.ledger, "--"])
-        .args([baton, "mcp-proxy", "--server", "demo", "--ledger", &h.ledger])
+        .args([
+            baton,
+            "mcp-proxy",
+            "--server",
+            "demo",
+            "--ledger",
+            &h.ledger,
+        ])
         .args(["--downstream-url", "http://127.0.0.1:9/mcp"])
         .env("BATON_TOKEN", h.agent.to_text())
         .stdin(std::process::Stdio::null())
@@ -423,4 +440,94 @@ async fn the_downstream_command_does_not_inherit_the_token() {
     // The inner proxy's complaint, then the outer's.
     assert!(err.contains("reading the agent's token: no token"), "{err}");
     assert!(err.contains("connecting to the downstream server"), "{err}");
+}
+
+/// Over streamable HTTP, each agent's calls are judged by the token of
+/// its own bearer header; no header sees and calls nothing.
+#[tokio::test]
+async fn over_http_each_agent_is_judged_by_its_bearer_token() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use tokio::io::AsyncBufReadExt as _;
+
+    let h = Harness::start(agent_caveats()).await;
+    let (tools_url, _stop) = serve_tools(h.tools.clone()).await;
+    let config = TempFile::new(CONFIG);
+    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["mcp-proxy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config.0)
+        .args(["--ledger", &h.ledger, "--downstream-url", &tools_url])
+        .env_remove("BATON_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let url = line.strip_prefix("listening on ").unwrap().to_owned();
+
+    let connect = |token: Option<String>| {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
+        if let Some(t) = token {
+            config = config.auth_header(t);
+        }
+        ().serve(StreamableHttpClientTransport::from_config(config))
+    };
+    let names = |tools: Vec<rmcp::model::Tool>| {
+        let mut n: Vec<String> = tools.into_iter().map(|t| t.name.to_string()).collect();
+        n.sort();
+        n
+    };
+    let call = |tool: &str, args: Value| {
+        CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().unwrap().clone())
+    };
+
+    let full = connect(Some(h.agent.to_text())).await.unwrap();
+    let echo_only = h
+        .agent
+        .attenuate(vec![Caveat::tools(["demo.echo"]).unwrap()])
+        .unwrap();
+    let narrow = connect(Some(echo_only.to_text())).await.unwrap();
+    let anonymous = connect(None).await.unwrap();
+
+    assert_eq!(
+        names(full.list_all_tools().await.unwrap()),
+        ["add", "echo", "fail", "generate", "read"]
+    );
+    assert_eq!(names(narrow.list_all_tools().await.unwrap()), ["echo"]);
+    assert!(anonymous.list_all_tools().await.unwrap().is_empty());
+
+    let r = full
+        .call_tool(call("add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "3");
+    let r = narrow
+        .call_tool(call("add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_refused(&r, "action_not_allowed");
+    let r = narrow
+        .call_tool(call("echo", json!({"text": "n"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "n");
+    let r = anonymous
+        .call_tool(call("echo", json!({"text": "a"})))
+        .await
+        .unwrap();
+    assert_refused(&r, "missing_token");
+    // Priced, over HTTP: held and charged as the header's token.
+    let r = full
+        .call_tool(call(
+            "generate",
+            json!({"prompt": "four", "max_tokens": 10}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"used": 4})));
+    assert_eq!(h.balance("tokens").await, (4, 0));
+
+    assert_eq!(h.tools.calls(), ["add", "echo", "generate"]);
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use baton::client::Client;
 use baton::limits::MAX_TOKEN_TEXT;
 use baton::mcp::proxy::Settings;
-use baton::mcp::{Downstream, Policy, Proxy};
+use baton::mcp::{Downstream, Policy, Proxy, ProxyError};
 use baton::{PublicKey, Verifier};
 use zeroize::Zeroizing;
 
@@ -45,6 +45,11 @@ pub struct McpProxyArgs {
     /// the keys are fetched from it when none are given.
     #[arg(long, value_name = "URL")]
     ledger: Option<String>,
+    /// Serve agents over streamable HTTP at http://ADDR/mcp instead of
+    /// stdio; each call's token is its `Authorization: Bearer` header.
+    /// Prints the bound address on stdout. Stops on Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "ADDR", conflicts_with = "token_file")]
+    listen: Option<std::net::SocketAddr>,
     /// A file holding the agent's token. Default: the variable of --token-env.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -75,7 +80,10 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
         )
         .try_init();
     let policy = read_policy(args.config.as_deref(), args.server.as_deref())?;
-    let token = read_token(args.token_file.as_deref(), &args.token_env)?;
+    let token = match args.listen {
+        Some(_) => None,
+        None => Some(read_token(args.token_file.as_deref(), &args.token_env)?),
+    };
     let downstream = match (args.downstream_url, args.command.split_first()) {
         (Some(url), _) => Downstream::Url(url),
         (None, Some((program, rest))) => Downstream::Command {
@@ -94,7 +102,7 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Proxying(baton::mcp::ProxyError::Agent(e.to_string())))?;
+        .map_err(|e| CliError::Proxying(ProxyError::Agent(e.to_string())))?;
     runtime
         .block_on(async move {
             let ledger = match &args.ledger {
@@ -107,19 +115,51 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
                 (None, None) => return Ok(None),
             };
             let verifier = Verifier::new(keys).with_cache(VERIFIER_CACHE);
-            let mut settings = Settings::new(policy, verifier, Some(token));
+            let mut settings = Settings::new(policy, verifier, token);
             if let Some(l) = ledger {
                 settings = settings.with_ledger(l);
             }
-            Proxy::connect(settings, &downstream)
-                .await?
-                .serve_stdio()
+            let Some(addr) = args.listen else {
+                let proxy = Proxy::connect(settings, &downstream).await?;
+                return proxy.serve_stdio().await.map(Some);
+            };
+            let proxy = Proxy::connect(settings.bearer_header(), &downstream).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ProxyError::Agent(format!("binding {addr}: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| ProxyError::Agent(e.to_string()))?;
+            // Ignored: nobody reading stdout does not stop the service.
+            let _ = io::emit(&format!("listening on http://{bound}/mcp\n"));
+            proxy
+                .serve_http(listener, shutdown_signal())
                 .await
                 .map(Some)
         })
         .map_err(CliError::Proxying)?
         .ok_or(CliError::NoKeys)?;
     Ok(Outcome::Done)
+}
+
+/// Ctrl-C or SIGTERM; if a handler cannot be installed, only the other.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            if r.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        () = term => {}
+    }
 }
 
 fn read_policy(path: Option<&Path>, server: Option<&str>) -> Result<Policy, CliError> {

@@ -1,8 +1,9 @@
 //! The MCP server handler of the proxy and its transports.
 //!
-//! One [`Proxy`] serves one agent session: stdio carries one session, with
-//! the token given at start. The downstream connection is opened once and
-//! shared by every call.
+//! Over stdio, one [`Proxy`] serves one agent with the token given at
+//! start. Over streamable HTTP it serves any number of agents, each call
+//! with the token of its own `Authorization: Bearer` header. The downstream
+//! connection is opened once and shared by every call.
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -76,8 +77,12 @@ pub struct Settings {
     pub policy: Policy,
     /// The trusted keys (and revocations).
     pub verifier: Verifier,
-    /// The agent's token. Without one every call is refused `missing_token`.
+    /// The agent's token. Without one (and without
+    /// [`Settings::bearer_header`]) every call is refused `missing_token`.
     pub token: Option<Zeroizing<String>>,
+    /// Each call's token comes from its HTTP `Authorization: Bearer`
+    /// header instead (streamable HTTP only).
+    pub from_header: bool,
     /// The ledger, for priced tools.
     pub ledger: Option<Client>,
 }
@@ -89,8 +94,17 @@ impl Settings {
             policy,
             verifier,
             token,
+            from_header: false,
             ledger: None,
         }
+    }
+
+    /// Takes each call's token from its HTTP bearer header (for
+    /// [`Proxy::serve_http`]); a token given at start is dropped.
+    pub fn bearer_header(mut self) -> Self {
+        self.token = None;
+        self.from_header = true;
+        self
     }
 
     /// Adds a ledger for priced tools.
@@ -169,19 +183,59 @@ impl Proxy {
         Ok(())
     }
 
-    fn token(&self) -> Result<&str, Refusal> {
-        self.inner
-            .settings
-            .token
-            .as_deref()
-            .map(String::as_str)
+    /// Serves agents over streamable HTTP at `/mcp` on `listener` until
+    /// `shutdown` completes. Only loopback `Host` headers are accepted
+    /// (rmcp's DNS-rebinding guard): put a reverse proxy in front of it to
+    /// serve other hosts.
+    pub async fn serve_http(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProxyError> {
+        use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+        use rmcp::transport::streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService,
+        };
+        let service = StreamableHttpService::new(
+            move || Ok(self.clone()),
+            LocalSessionManager::default().into(),
+            StreamableHttpServerConfig::default(),
+        );
+        let router = axum::Router::new().nest_service("/mcp", service);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| ProxyError::Agent(e.to_string()))
+    }
+
+    /// The token of this call: the one given at start, or the bearer token
+    /// of the HTTP request (spec/http.md §1.2 rules).
+    fn token<'a>(&'a self, ctx: &'a RequestContext<RoleServer>) -> Result<&'a str, Refusal> {
+        let s = &self.inner.settings;
+        if !s.from_header {
+            return s
+                .token
+                .as_deref()
+                .map(String::as_str)
+                .ok_or(Refusal::MissingToken);
+        }
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get(axum::http::header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
             .ok_or(Refusal::MissingToken)
     }
 
     /// Verifies, maps and authorizes one call; nothing leaves the process.
-    fn admit(&self, params: &CallToolRequestParams, now: u64) -> Result<MappedCall, Refusal> {
+    fn admit(
+        &self,
+        token: &str,
+        params: &CallToolRequestParams,
+        now: u64,
+    ) -> Result<MappedCall, Refusal> {
         let s = &self.inner.settings;
-        let token = s.verifier.verify_text(self.token()?)?;
+        let token = s.verifier.verify_text(token)?;
         let call = s
             .policy
             .map_call(&params.name, params.arguments.as_ref(), now)?;
@@ -191,19 +245,23 @@ impl Proxy {
 
     /// Admits the call, holds its cost, forwards it, and charges or
     /// releases the hold by the outcome.
-    async fn forward(&self, params: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
-        let call = match self.admit(&params, now()) {
+    async fn forward(
+        &self,
+        token: Result<&str, Refusal>,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResponse, McpError> {
+        let token = match token {
+            Ok(t) => t,
+            Err(r) => return Ok(refused(&r).into()),
+        };
+        let call = match self.admit(token, &params, now()) {
             Ok(c) => c,
             Err(r) => return Ok(refused(&r).into()),
         };
         let (Some(charge), Some(ledger)) = (&call.charge, &self.inner.settings.ledger) else {
             return self.call_downstream(params).await;
         };
-        // Checked by `admit`: a token is present.
-        let bearer = match self.token() {
-            Ok(t) => Bearer::new(t.to_owned()),
-            Err(r) => return Ok(refused(&r).into()),
-        };
+        let bearer = Bearer::new(token.to_owned());
         let key = match IdempotencyKey::random() {
             Ok(k) => k,
             Err(_) => return Ok(refused(&Refusal::LedgerUnavailable).into()),
@@ -289,12 +347,12 @@ impl ServerHandler for Proxy {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let s = &self.inner.settings;
         // An absent or invalid token sees no tool.
         let Some(token) = self
-            .token()
+            .token(&context)
             .ok()
             .and_then(|t| s.verifier.verify_text(t).ok())
         else {
@@ -317,9 +375,9 @@ impl ServerHandler for Proxy {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.forward(request).await
+        self.forward(self.token(&context), request).await
     }
 }
 
@@ -343,6 +401,16 @@ fn downstream_error(e: ServiceError) -> McpError {
             McpError::internal_error("the downstream server did not answer", None)
         }
     }
+}
+
+/// The token of an `Authorization` header value: the scheme `Bearer`
+/// (any case), one space, then the token, trimmed (spec/http.md §1.2).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case("bearer ") {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty())
 }
 
 /// The reserve of one priced call: the same action, resource and
@@ -393,4 +461,38 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_follows_the_ledger_rules() {
+        assert_eq!(bearer("Bearer baton_v1_x"), Some("baton_v1_x"));
+        assert_eq!(bearer("bEaReR  baton_v1_x "), Some("baton_v1_x"));
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer\tbaton_v1_x",
+            "Basic abc",
+            "",
+            "Bearerbaton_v1_x",
+        ] {
+            assert_eq!(bearer(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_carry_the_code_in_text_and_structure() {
+        let r = refused(&Refusal::CostArg("max_tokens".into()));
+        assert_eq!(r.is_error, Some(true));
+        let s = r.structured_content.unwrap();
+        assert_eq!(s["error"]["code"], "cost_arg_invalid");
+        let text = r.content[0].as_text().unwrap().text.clone();
+        assert!(
+            text.starts_with("denied cost_arg_invalid: argument max_tokens"),
+            "{text}"
+        );
+    }
 }
