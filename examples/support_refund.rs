@@ -6,7 +6,7 @@
 //! $2 lookup agent read access only. Each hop appends a signed block offline;
 //! a gateway then checks the whole chain with the issuer's public key alone.
 //!
-//! Run with `cargo run --example support_refund`. Keys, ephemeral seeds and
+//! Run with `cargo run --example support_refund --features forge`. Keys, ephemeral seeds and
 //! the clock are fixed so that the output (block ids, sizes) is reproducible;
 //! real code uses [`RootKey::generate`], [`Token::mint`] and
 //! [`UnverifiedToken::attenuate`], which draw from the operating system.

@@ -11,58 +11,10 @@ use std::fmt;
 use ciborium::Value;
 
 use crate::cbor::{self, Reader};
+pub use crate::error::CaveatKind;
 use crate::error::ParseError;
 use crate::limits::{MAX_SET_ENTRIES, MAX_STRING_BYTES};
 use crate::pattern::{ActionPattern, Namespace, Pattern, PatternError, ResourcePattern};
-
-/// Which kind of caveat; used in errors and reason codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum CaveatKind {
-    /// [`Caveat::Budget`].
-    Budget,
-    /// [`Caveat::Tools`].
-    Tools,
-    /// [`Caveat::Depth`].
-    Depth,
-    /// [`Caveat::Expiry`].
-    Expiry,
-    /// [`Caveat::Resources`].
-    Resources,
-    /// [`Caveat::ArgBound`].
-    ArgBound,
-    /// [`Caveat::Label`].
-    Label,
-}
-
-impl CaveatKind {
-    /// The reason code of a chain that widens this caveat.
-    pub fn widening_code(self) -> &'static str {
-        match self {
-            Self::Budget => "widening_budget",
-            Self::Tools => "widening_tools",
-            Self::Depth => "widening_depth",
-            Self::Expiry => "widening_expiry",
-            Self::Resources => "widening_resources",
-            Self::ArgBound => "widening_arg_bound",
-            Self::Label => "widening_label",
-        }
-    }
-}
-
-impl fmt::Display for CaveatKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Budget => "budget",
-            Self::Tools => "tools",
-            Self::Depth => "depth",
-            Self::Expiry => "expiry",
-            Self::Resources => "resources",
-            Self::ArgBound => "arg bound",
-            Self::Label => "label",
-        })
-    }
-}
 
 /// The unit a budget is counted in. Amounts are integers in the unit's
 /// minor denomination; there is no conversion between units.

@@ -79,6 +79,11 @@ pub mod token;
 pub mod tower;
 pub mod verifier;
 
+/// The README's Rust examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use authority::{Authority, Authorization, BudgetScope, Request};
 pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
 pub use error::{AttenuateError, ChainError, Denied, ParseError, VerifyError};
