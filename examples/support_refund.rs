@@ -78,14 +78,14 @@ pub fn refund_agent_caveats() -> Result<Vec<Caveat>, Box<dyn Error>> {
     Ok(vec![
         Caveat::budget(Unit::UsdMicrocents, 5 * USD),
         Caveat::tools(["crm.read", "refund.issue"])?,
-        Caveat::ArgBound(ArgConstraint {
-            action: ActionPattern::parse("refund.issue")?,
-            arg: "amount".into(),
-            bound: ArgBound::Range {
+        Caveat::ArgBound(ArgConstraint::new(
+            ActionPattern::parse("refund.issue")?,
+            "amount",
+            ArgBound::Range {
                 min: Some(0),
                 max: Some(max_refund),
             },
-        }),
+        )),
         Caveat::resources([CUSTOMER])?,
         Caveat::Depth(1),
         Caveat::Label("refund".into()),

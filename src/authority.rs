@@ -90,6 +90,7 @@ impl Request {
 /// What a successful authorization returns: the budgets a spend on this
 /// action must debit, nearest block first.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Authorization {
     /// Budget scopes, from the last block to the authority block.
     pub budgets: Vec<BudgetScope>,

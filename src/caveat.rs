@@ -122,6 +122,7 @@ impl fmt::Display for Unit {
 
 /// A spending ceiling in one unit, optionally only for actions matching a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct Budget {
     /// The unit counted.
     pub unit: Unit,
@@ -132,6 +133,16 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget of `ceiling` in `unit`, for the actions `tools` matches (all
+    /// actions if `None`).
+    pub fn new(unit: Unit, ceiling: u64, tools: Option<ActionPattern>) -> Self {
+        Self {
+            unit,
+            ceiling,
+            tools,
+        }
+    }
+
     /// Whether a spend on `action` debits this budget.
     pub fn applies_to(&self, action: &crate::pattern::ActionName) -> bool {
         self.tools.as_ref().is_none_or(|p| p.matches(action))
@@ -140,6 +151,7 @@ impl Budget {
 
 /// A bound on one request argument.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ArgBound {
     /// An integer argument within `[min, max]`; at least one side is set.
     Range {
@@ -221,6 +233,7 @@ impl fmt::Display for ArgBound {
 
 /// The value of a request argument.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ArgValue {
     /// An integer.
     Int(i64),
@@ -230,6 +243,7 @@ pub enum ArgValue {
 
 /// A bound on argument `arg` of the actions matching `action`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct ArgConstraint {
     /// The actions the bound applies to.
     pub action: ActionPattern,
@@ -237,6 +251,18 @@ pub struct ArgConstraint {
     pub arg: String,
     /// The bound.
     pub bound: ArgBound,
+}
+
+impl ArgConstraint {
+    /// A bound on argument `arg` of the actions matching `action`. The
+    /// name is checked when the caveat is minted or attenuated.
+    pub fn new(action: ActionPattern, arg: impl Into<String>, bound: ArgBound) -> Self {
+        Self {
+            action,
+            arg: arg.into(),
+            bound,
+        }
+    }
 }
 
 /// Whether `s` is a valid argument name.
