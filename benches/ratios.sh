@@ -1,6 +1,6 @@
 #!/bin/sh
 # Prints each benchmark figure beside its floor and their ratio, from the
-# medians criterion stored by `cargo bench --bench token`.
+# medians criterion stored by `cargo bench --features forge --bench token`.
 #
 #   benches/ratios.sh [criterion-dir]    (default: target/criterion)
 #

@@ -6,7 +6,7 @@
 //! $2 lookup agent read access only. Each hop appends a signed block offline;
 //! a gateway then checks the whole chain with the issuer's public key alone.
 //!
-//! Run with `cargo run --example support_refund`. Keys, ephemeral seeds and
+//! Run with `cargo run --example support_refund --features forge`. Keys, ephemeral seeds and
 //! the clock are fixed so that the output (block ids, sizes) is reproducible;
 //! real code uses [`RootKey::generate`], [`Token::mint`] and
 //! [`UnverifiedToken::attenuate`], which draw from the operating system.
@@ -78,14 +78,14 @@ pub fn refund_agent_caveats() -> Result<Vec<Caveat>, Box<dyn Error>> {
     Ok(vec![
         Caveat::budget(Unit::UsdMicrocents, 5 * USD),
         Caveat::tools(["crm.read", "refund.issue"])?,
-        Caveat::ArgBound(ArgConstraint {
-            action: ActionPattern::parse("refund.issue")?,
-            arg: "amount".into(),
-            bound: ArgBound::Range {
+        Caveat::ArgBound(ArgConstraint::new(
+            ActionPattern::parse("refund.issue")?,
+            "amount",
+            ArgBound::Range {
                 min: Some(0),
                 max: Some(max_refund),
             },
-        }),
+        )),
         Caveat::resources([CUSTOMER])?,
         Caveat::Depth(1),
         Caveat::Label("refund".into()),

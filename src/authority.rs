@@ -51,6 +51,17 @@ impl Request {
         })
     }
 
+    /// A request for `action` now, by the system clock; [`Request::new`]
+    /// takes a chosen time. A clock set before 1970 cannot be trusted, so it
+    /// reads as the end of time: every token with an expiry is then refused
+    /// as expired (fail closed).
+    pub fn now(action: &str) -> Result<Self, Denied> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(u64::MAX, |d| d.as_secs());
+        Self::new(action, now)
+    }
+
     /// Sets the resource the action touches.
     pub fn resource(mut self, resource: &str) -> Result<Self, Denied> {
         self.resource =
@@ -79,6 +90,7 @@ impl Request {
 /// What a successful authorization returns: the budgets a spend on this
 /// action must debit, nearest block first.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Authorization {
     /// Budget scopes, from the last block to the authority block.
     pub budgets: Vec<BudgetScope>,

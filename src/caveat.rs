@@ -11,58 +11,10 @@ use std::fmt;
 use ciborium::Value;
 
 use crate::cbor::{self, Reader};
+pub use crate::error::CaveatKind;
 use crate::error::ParseError;
 use crate::limits::{MAX_SET_ENTRIES, MAX_STRING_BYTES};
 use crate::pattern::{ActionPattern, Namespace, Pattern, PatternError, ResourcePattern};
-
-/// Which kind of caveat; used in errors and reason codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum CaveatKind {
-    /// [`Caveat::Budget`].
-    Budget,
-    /// [`Caveat::Tools`].
-    Tools,
-    /// [`Caveat::Depth`].
-    Depth,
-    /// [`Caveat::Expiry`].
-    Expiry,
-    /// [`Caveat::Resources`].
-    Resources,
-    /// [`Caveat::ArgBound`].
-    ArgBound,
-    /// [`Caveat::Label`].
-    Label,
-}
-
-impl CaveatKind {
-    /// The reason code of a chain that widens this caveat.
-    pub fn widening_code(self) -> &'static str {
-        match self {
-            Self::Budget => "widening_budget",
-            Self::Tools => "widening_tools",
-            Self::Depth => "widening_depth",
-            Self::Expiry => "widening_expiry",
-            Self::Resources => "widening_resources",
-            Self::ArgBound => "widening_arg_bound",
-            Self::Label => "widening_label",
-        }
-    }
-}
-
-impl fmt::Display for CaveatKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Budget => "budget",
-            Self::Tools => "tools",
-            Self::Depth => "depth",
-            Self::Expiry => "expiry",
-            Self::Resources => "resources",
-            Self::ArgBound => "arg bound",
-            Self::Label => "label",
-        })
-    }
-}
 
 /// The unit a budget is counted in. Amounts are integers in the unit's
 /// minor denomination; there is no conversion between units.
@@ -170,6 +122,7 @@ impl fmt::Display for Unit {
 
 /// A spending ceiling in one unit, optionally only for actions matching a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct Budget {
     /// The unit counted.
     pub unit: Unit,
@@ -180,6 +133,16 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget of `ceiling` in `unit`, for the actions `tools` matches (all
+    /// actions if `None`).
+    pub fn new(unit: Unit, ceiling: u64, tools: Option<ActionPattern>) -> Self {
+        Self {
+            unit,
+            ceiling,
+            tools,
+        }
+    }
+
     /// Whether a spend on `action` debits this budget.
     pub fn applies_to(&self, action: &crate::pattern::ActionName) -> bool {
         self.tools.as_ref().is_none_or(|p| p.matches(action))
@@ -188,6 +151,7 @@ impl Budget {
 
 /// A bound on one request argument.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ArgBound {
     /// An integer argument within `[min, max]`; at least one side is set.
     Range {
@@ -269,6 +233,7 @@ impl fmt::Display for ArgBound {
 
 /// The value of a request argument.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ArgValue {
     /// An integer.
     Int(i64),
@@ -278,6 +243,7 @@ pub enum ArgValue {
 
 /// A bound on argument `arg` of the actions matching `action`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct ArgConstraint {
     /// The actions the bound applies to.
     pub action: ActionPattern,
@@ -285,6 +251,18 @@ pub struct ArgConstraint {
     pub arg: String,
     /// The bound.
     pub bound: ArgBound,
+}
+
+impl ArgConstraint {
+    /// A bound on argument `arg` of the actions matching `action`. The
+    /// name is checked when the caveat is minted or attenuated.
+    pub fn new(action: ActionPattern, arg: impl Into<String>, bound: ArgBound) -> Self {
+        Self {
+            action,
+            arg: arg.into(),
+            bound,
+        }
+    }
 }
 
 /// Whether `s` is a valid argument name.

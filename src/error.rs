@@ -6,8 +6,6 @@
 //! carry only what helps the holder fix their request; cryptographic failures
 //! carry no detail that would help an attacker.
 
-use crate::caveat::CaveatKind;
-
 /// The token could not be read: its text, its binary encoding or its
 /// structure is not a valid format v1 token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,5 +277,54 @@ impl AttenuateError {
             Self::Chain(e) => e.code(),
             Self::Rng => "rng_failed",
         }
+    }
+}
+
+/// Which kind of caveat; used in errors and reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CaveatKind {
+    /// [`crate::Caveat::Budget`].
+    Budget,
+    /// [`crate::Caveat::Tools`].
+    Tools,
+    /// [`crate::Caveat::Depth`].
+    Depth,
+    /// [`crate::Caveat::Expiry`].
+    Expiry,
+    /// [`crate::Caveat::Resources`].
+    Resources,
+    /// [`crate::Caveat::ArgBound`].
+    ArgBound,
+    /// [`crate::Caveat::Label`].
+    Label,
+}
+
+impl CaveatKind {
+    /// The reason code of a chain that widens this caveat.
+    pub fn widening_code(self) -> &'static str {
+        match self {
+            Self::Budget => "widening_budget",
+            Self::Tools => "widening_tools",
+            Self::Depth => "widening_depth",
+            Self::Expiry => "widening_expiry",
+            Self::Resources => "widening_resources",
+            Self::ArgBound => "widening_arg_bound",
+            Self::Label => "widening_label",
+        }
+    }
+}
+
+impl std::fmt::Display for CaveatKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Budget => "budget",
+            Self::Tools => "tools",
+            Self::Depth => "depth",
+            Self::Expiry => "expiry",
+            Self::Resources => "resources",
+            Self::ArgBound => "arg bound",
+            Self::Label => "label",
+        })
     }
 }

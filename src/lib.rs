@@ -38,6 +38,25 @@
 //!   [`UnverifiedToken::attenuate`]; no key is needed.
 //! * Gateways: [`Verifier::verify_text`] then [`Verifier::authorize`]. Turn
 //!   on [`Verifier::with_cache`] when the same tokens or parents recur.
+//!   HTTP gateways in front of axum or tower services: `baton::tower`
+//!   (feature `tower`) does bearer extraction, verification, authorization
+//!   and the ledger's hold, commit and release around a handler.
+//! * Talking to the spend ledger: `baton::client` (feature `client`), a
+//!   typed client with retries, a keyset source and a revocation-feed
+//!   follower.
+//!
+//! # Features
+//! * none (`default-features = false`): the core, enough to mint, verify,
+//!   attenuate and authorize. No async runtime, HTTP, CLI or logging crate.
+//! * `client`: `baton::client` (tokio, reqwest with rustls).
+//! * `tower`: `baton::tower` (axum, tower; implies `client`).
+//! * `server`: the ledger service, `baton::server` and `baton::store`.
+//! * `cli`: the `baton` binary (clap; implies `client`).
+//! * `mcp`: the MCP gateway.
+//! * `forge`: helpers that build tokens from fixed seeds or invalid on
+//!   purpose (`Token::mint_with_seed`, test vectors, fuzzing).
+//!
+//! `default` is `cli` + `server`.
 //!
 //! # Layout
 //! * [`token`]: the format v1 wire form, blocks, proof, attenuation.
@@ -48,7 +67,10 @@
 //! * [`pattern`]: action and resource names and patterns.
 //! * [`error`]: every rejection, with its stable reason code.
 //! * [`limits`]: the size caps applied before any crypto.
+//! * `client` (feature `client`): the ledger's HTTP API as typed calls.
+//! * `tower` (feature `tower`): the gate layer and its extractors.
 //! * `mcp` (feature `mcp`): the MCP gateway behind `baton mcp-proxy`.
+//! * `server`, `store` (feature `server`): the ledger service.
 //!
 //! The normative format is in `spec/token.md`, with test vectors in
 //! `spec/vectors/`. Nothing in this crate's core does I/O.
@@ -81,6 +103,11 @@ pub mod token;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod verifier;
+
+/// The README's Rust examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub use authority::{Authority, Authorization, BudgetScope, Request};
 pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};

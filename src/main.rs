@@ -11,6 +11,10 @@ use clap::Parser as _;
 mod cli;
 
 fn main() -> ExitCode {
+    if let Err(e) = cli::refuse_secret_arguments(std::env::args_os()) {
+        let _ = writeln!(std::io::stderr(), "error: {e}");
+        return e.exit_code();
+    }
     // Usage errors exit through clap, with status 2.
     let args = cli::Cli::parse();
     match cli::run(args) {

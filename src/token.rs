@@ -24,7 +24,7 @@ use crate::limits::{MAX_BLOCKS, MAX_CAVEATS_PER_BLOCK, MAX_TOKEN_BYTES, MAX_TOKE
 use crate::sig;
 
 /// The prefix of a token's text form: names the format and its version.
-pub const TEXT_PREFIX: &str = "baton_v1_";
+pub use crate::limits::TEXT_PREFIX;
 /// The format version this crate reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -528,13 +528,22 @@ impl UnverifiedToken {
     /// under a fresh ephemeral key. Refuses a block that would widen authority.
     pub fn attenuate(&self, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
         let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
-        self.attenuate_with_seed(caveats, &seed)
+        self.attenuate_seeded(caveats, &seed)
     }
 
     /// [`Self::attenuate`] with a caller-chosen ephemeral seed. For
-    /// reproducible test vectors only: a seed must be uniformly random and
-    /// never reused.
+    /// reproducible test vectors only (feature `forge`): a seed must be
+    /// uniformly random and never reused.
+    #[cfg(feature = "forge")]
     pub fn attenuate_with_seed(
+        &self,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        self.attenuate_seeded(caveats, seed)
+    }
+
+    pub(crate) fn attenuate_seeded(
         &self,
         caveats: Vec<Caveat>,
         seed: &[u8; 32],
@@ -575,12 +584,21 @@ impl Token {
     /// Mints a root token: block 0, signed by `root`, declaring `caveats`.
     pub fn mint(root: &RootKey, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
         let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
-        Self::mint_with_seed(root, caveats, &seed)
+        Self::mint_seeded(root, caveats, &seed)
     }
 
     /// [`Self::mint`] with a caller-chosen ephemeral seed. For reproducible
-    /// test vectors only.
+    /// test vectors only (feature `forge`).
+    #[cfg(feature = "forge")]
     pub fn mint_with_seed(
+        root: &RootKey,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        Self::mint_seeded(root, caveats, seed)
+    }
+
+    pub(crate) fn mint_seeded(
         root: &RootKey,
         caveats: Vec<Caveat>,
         seed: &[u8; 32],
@@ -600,11 +618,21 @@ impl Token {
     /// signature was added.
     pub fn attenuate(&self, caveats: Vec<Caveat>) -> Result<Self, AttenuateError> {
         let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
-        self.attenuate_with_seed(caveats, &seed)
+        self.attenuate_seeded(caveats, &seed)
     }
 
-    /// [`Self::attenuate`] with a caller-chosen seed. For test vectors only.
+    /// [`Self::attenuate`] with a caller-chosen seed. For test vectors only
+    /// (feature `forge`).
+    #[cfg(feature = "forge")]
     pub fn attenuate_with_seed(
+        &self,
+        caveats: Vec<Caveat>,
+        seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        self.attenuate_seeded(caveats, seed)
+    }
+
+    pub(crate) fn attenuate_seeded(
         &self,
         caveats: Vec<Caveat>,
         seed: &[u8; 32],
@@ -652,8 +680,7 @@ mod tests {
 
     #[test]
     fn text_errors_are_specific() {
-        let t =
-            Token::mint_with_seed(&root(), vec![Caveat::tools(["a"]).unwrap()], &[2; 32]).unwrap();
+        let t = Token::mint_seeded(&root(), vec![Caveat::tools(["a"]).unwrap()], &[2; 32]).unwrap();
         let text = t.to_text();
         assert!(UnverifiedToken::from_text(&text).is_ok());
         let code = |s: &str| UnverifiedToken::from_text(s).unwrap_err().code();
@@ -674,7 +701,7 @@ mod tests {
 
     #[test]
     fn parse_round_trips_and_rejects_trailing_bytes() {
-        let t = Token::mint_with_seed(
+        let t = Token::mint_seeded(
             &root(),
             vec![
                 Caveat::budget(Unit::Calls, 3),
@@ -683,7 +710,7 @@ mod tests {
             &[2; 32],
         )
         .unwrap()
-        .attenuate_with_seed(vec![Caveat::Depth(0)], &[3; 32])
+        .attenuate_seeded(vec![Caveat::Depth(0)], &[3; 32])
         .unwrap();
         let u = UnverifiedToken::from_bytes(t.to_bytes()).unwrap();
         assert_eq!(u.to_bytes(), t.to_bytes());
@@ -698,16 +725,15 @@ mod tests {
     #[test]
     fn attenuating_a_parsed_token_signs_with_its_declared_key() {
         let root = root();
-        let t =
-            Token::mint_with_seed(&root, vec![Caveat::tools(["a.*"]).unwrap()], &[2; 32]).unwrap();
+        let t = Token::mint_seeded(&root, vec![Caveat::tools(["a.*"]).unwrap()], &[2; 32]).unwrap();
         let parsed = UnverifiedToken::from_text(&t.to_text()).unwrap();
         let child = parsed
-            .attenuate_with_seed(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
+            .attenuate_seeded(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
             .unwrap();
         let sealed = parsed.seal().unwrap();
         // The same block as signing in-process: deterministic Ed25519.
         let direct = t
-            .attenuate_with_seed(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
+            .attenuate_seeded(vec![Caveat::tools(["a.b"]).unwrap()], &[3; 32])
             .unwrap();
         assert_eq!(child.to_bytes(), direct.to_bytes());
         assert_eq!(sealed.to_bytes(), t.seal().unwrap().to_bytes());
@@ -718,31 +744,28 @@ mod tests {
 
     #[test]
     fn attenuate_refuses_widening_and_sealed() {
-        let t = Token::mint_with_seed(
+        let t = Token::mint_seeded(
             &root(),
             vec![Caveat::tools(["crm.*"]).unwrap(), Caveat::Depth(1)],
             &[2; 32],
         )
         .unwrap();
         let err = t
-            .attenuate_with_seed(vec![Caveat::tools(["email.send"]).unwrap()], &[3; 32])
+            .attenuate_seeded(vec![Caveat::tools(["email.send"]).unwrap()], &[3; 32])
             .unwrap_err();
         assert_eq!(err.code(), "widening_tools");
-        let child = t.attenuate_with_seed(vec![], &[3; 32]).unwrap();
+        let child = t.attenuate_seeded(vec![], &[3; 32]).unwrap();
         assert_eq!(
-            child
-                .attenuate_with_seed(vec![], &[4; 32])
-                .unwrap_err()
-                .code(),
+            child.attenuate_seeded(vec![], &[4; 32]).unwrap_err().code(),
             "depth_exceeded"
         );
         let sealed = t.seal().unwrap();
         assert_eq!(
-            sealed.attenuate_with_seed(vec![], &[3; 32]).unwrap_err(),
+            sealed.attenuate_seeded(vec![], &[3; 32]).unwrap_err(),
             AttenuateError::Sealed
         );
         let dup = t
-            .attenuate_with_seed(vec![Caveat::Depth(0), Caveat::Depth(0)], &[3; 32])
+            .attenuate_seeded(vec![Caveat::Depth(0), Caveat::Depth(0)], &[3; 32])
             .unwrap_err();
         assert_eq!(dup.code(), "duplicate_caveat");
     }

@@ -148,14 +148,14 @@ impl Harness {
                 Caveat::budget(Unit::UsdMicrocents, 5 * USD),
                 Caveat::tools(["crm.read", "refund.issue", "flaky.fetch"]).unwrap(),
                 Caveat::resources([CUSTOMER]).unwrap(),
-                Caveat::ArgBound(ArgConstraint {
-                    action: ActionPattern::parse("refund.issue").unwrap(),
-                    arg: "amount".into(),
-                    bound: ArgBound::Range {
+                Caveat::ArgBound(ArgConstraint::new(
+                    ActionPattern::parse("refund.issue").unwrap(),
+                    "amount",
+                    ArgBound::Range {
                         min: Some(1),
                         max: Some(100 * USD as i64),
                     },
-                }),
+                )),
                 Caveat::Label("refund-agent".into()),
             ])
             .unwrap();

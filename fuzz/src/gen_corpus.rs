@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use baton::caveat::parse_action_pattern;
+use baton::pattern::ActionPattern;
 use baton::{ArgBound, ArgConstraint, Budget, Caveat, RootKey, Token, Unit};
 
 /// Must match `ROOT_SEED` in `fuzz_targets/parse_verify.rs`.
@@ -28,11 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &root,
         vec![
             Caveat::budget(Unit::UsdMicrocents, 5_000_000_000),
-            Caveat::Budget(Budget {
-                unit: Unit::Calls,
-                ceiling: 100,
-                tools: Some(parse_action_pattern("crm.*")?),
-            }),
+            Caveat::Budget(Budget::new(
+                Unit::Calls,
+                100,
+                Some(ActionPattern::parse("crm.*")?),
+            )),
             Caveat::tools(["crm.*", "refund.*", "email.send"])?,
             Caveat::Depth(4),
             Caveat::Expiry {
@@ -40,19 +40,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 not_before: Some(1_700_000_000),
             },
             Caveat::resources(["customer:*", "order:*"])?,
-            Caveat::ArgBound(ArgConstraint {
-                action: parse_action_pattern("refund.*")?,
-                arg: "amount".into(),
-                bound: ArgBound::Range {
+            Caveat::ArgBound(ArgConstraint::new(
+                ActionPattern::parse("refund.*")?,
+                "amount",
+                ArgBound::Range {
                     min: Some(0),
                     max: Some(10_000),
                 },
-            }),
-            Caveat::ArgBound(ArgConstraint {
-                action: parse_action_pattern("*")?,
-                arg: "currency".into(),
-                bound: ArgBound::OneOf(["eur".to_owned(), "usd".to_owned()].into()),
-            }),
+            )),
+            Caveat::ArgBound(ArgConstraint::new(
+                ActionPattern::parse("*")?,
+                "currency",
+                ArgBound::OneOf(["eur".to_owned(), "usd".to_owned()].into()),
+            )),
             Caveat::Label("orchestrator".into()),
         ],
         &seed(2),
@@ -62,14 +62,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Caveat::budget(Unit::UsdMicrocents, 500_000_000),
             Caveat::tools(["crm.read", "refund.issue"])?,
             Caveat::resources(["customer:4821"])?,
-            Caveat::ArgBound(ArgConstraint {
-                action: parse_action_pattern("refund.issue")?,
-                arg: "amount".into(),
-                bound: ArgBound::Range {
+            Caveat::ArgBound(ArgConstraint::new(
+                ActionPattern::parse("refund.issue")?,
+                "amount",
+                ArgBound::Range {
                     min: Some(1),
                     max: Some(500),
                 },
-            }),
+            )),
             Caveat::Label("refund-agent".into()),
         ],
         &seed(3),

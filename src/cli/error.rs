@@ -87,6 +87,21 @@ pub enum CliError {
     Sealing(AttenuateError),
     /// Writing to stdout failed.
     WritingOutput(std::io::Error),
+    /// A token was given as a command-line argument: refused, never echoed.
+    TokenArgument,
+    /// The async runtime for a ledger call could not start.
+    Runtime(std::io::Error),
+    /// A token file could not be read.
+    ReadingTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `baton ledger` argument is not of the API's form.
+    LedgerInput(&'static str),
+    /// The ledger refused the request (exit 1) or could not be reached.
+    Ledger(baton::client::ClientError),
     /// `baton serve` stopped with an error.
     #[cfg(feature = "server")]
     Serving(baton::server::run::ServeError),
@@ -120,6 +135,7 @@ impl CliError {
             Self::ParsingToken(_) | Self::Minting(_) | Self::Attenuating(_) | Self::Sealing(_) => {
                 ExitCode::from(EXIT_REFUSED)
             }
+            Self::Ledger(baton::client::ClientError::Api(_)) => ExitCode::from(EXIT_REFUSED),
             #[cfg(feature = "server")]
             Self::RotatingKeys(baton::server::run::RotateError::Refused { .. }) => {
                 ExitCode::from(EXIT_REFUSED)
@@ -180,6 +196,18 @@ impl fmt::Display for CliError {
             Self::Attenuating(e) => write!(f, "attenuating: {}: {e}", e.code()),
             Self::Sealing(e) => write!(f, "sealing: {}: {e}", e.code()),
             Self::WritingOutput(e) => write!(f, "writing to stdout: {e}"),
+            Self::TokenArgument => f.write_str(
+                "a token was given as an argument, where the process list and shell history \
+                 would show it; it was not used. Pipe it on stdin instead (for example \
+                 `baton inspect < token.txt`), or for `baton ledger` use --token-file FILE \
+                 or BATON_TOKEN",
+            ),
+            Self::Runtime(e) => write!(f, "starting the async runtime: {e}"),
+            Self::ReadingTokenFile { path, source } => {
+                write!(f, "reading token file {}: {source}", path.display())
+            }
+            Self::LedgerInput(m) => write!(f, "reading arguments: {m}"),
+            Self::Ledger(e) => write!(f, "ledger: {e}"),
             #[cfg(feature = "server")]
             Self::Serving(e) => write!(f, "serving: {e}"),
             #[cfg(feature = "server")]

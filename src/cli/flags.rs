@@ -203,7 +203,7 @@ fn merge_arg_bounds(flags: &[ArgBoundFlag]) -> Result<Vec<Caveat>, CliError> {
                     max: m.max,
                 },
             };
-            Caveat::ArgBound(ArgConstraint { action, arg, bound })
+            Caveat::ArgBound(ArgConstraint::new(action, arg, bound))
         })
         .collect())
 }
@@ -254,11 +254,7 @@ pub fn parse_budget(s: &str) -> Result<Budget, String> {
         let unit = Unit::parse(unit).map_err(|e| format!("unit {unit:?}: {e}"))?;
         (unit, parse_u64(amount)?)
     };
-    Ok(Budget {
-        unit,
-        ceiling,
-        tools,
-    })
+    Ok(Budget::new(unit, ceiling, tools))
 }
 
 /// A non-negative integer amount: ASCII digits only (no sign, no separators).

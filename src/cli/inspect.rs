@@ -99,8 +99,15 @@ enum CaveatJson {
 #[derive(Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum BoundJson {
-    Range { min: Option<i64>, max: Option<i64> },
-    OneOf { values: Vec<String> },
+    Range {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    OneOf {
+        values: Vec<String>,
+    },
+    /// A bound of a newer library than this CLI knows how to show.
+    Other,
 }
 
 #[derive(Serialize)]
@@ -167,6 +174,7 @@ fn bound_json(b: &ArgBound) -> BoundJson {
         ArgBound::OneOf(v) => BoundJson::OneOf {
             values: v.iter().cloned().collect(),
         },
+        _ => BoundJson::Other,
     }
 }
 

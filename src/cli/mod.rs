@@ -34,6 +34,7 @@ mod flags;
 mod inspect;
 mod io;
 mod keygen;
+mod ledger;
 #[cfg(feature = "mcp")]
 mod mcp_proxy;
 mod mint;
@@ -75,6 +76,14 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Verify a token (stdin) with public keys and decide one request.
     Verify(verify::VerifyArgs),
+    /// Talk to a running ledger: balances, revocation, the revocation feed,
+    /// reservations. The token comes from --token-file, BATON_TOKEN or stdin.
+    Ledger(ledger::LedgerArgs),
+    /// Print a shell completion script for `baton`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run the spend ledger service on its embedded store.
     #[cfg(feature = "server")]
     Serve(baton::server::run::ServeArgs),
@@ -119,6 +128,22 @@ impl Outcome {
     }
 }
 
+/// Refuses a command line holding a token or secret key before clap sees
+/// it: clap would echo an unexpected argument whole, proof secret
+/// included. Nothing of the argument is printed.
+pub fn refuse_secret_arguments(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(), CliError> {
+    let secret = |a: &std::ffi::OsString| {
+        let a = a.to_string_lossy();
+        a.contains("baton_v1_") || a.contains("baton_sk1_")
+    };
+    if args.into_iter().skip(1).any(|a| secret(&a)) {
+        return Err(CliError::TokenArgument);
+    }
+    Ok(())
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<Outcome, CliError> {
     match cli.command {
@@ -128,6 +153,14 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Seal => seal::run(),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Ledger(args) => ledger::run(args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "baton", &mut out);
+            io::emit(&String::from_utf8_lossy(&out))?;
+            Ok(Outcome::Done)
+        }
         #[cfg(feature = "server")]
         Command::Serve(args) => {
             baton::server::run::serve(args).map_err(CliError::Serving)?;

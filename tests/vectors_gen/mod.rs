@@ -353,6 +353,7 @@ pub fn authority_json(token: &Token) -> AuthorityJson {
                         max: *max,
                     },
                     ArgBound::OneOf(s) => BoundJson::OneOf(s.iter().cloned().collect()),
+                    _ => unreachable!("the generator only mints ranges and one_of sets"),
                 },
             })
             .collect(),
@@ -544,14 +545,14 @@ fn resources(p: &[&str]) -> Caveat {
 }
 
 fn amount_at_most(max: i64) -> Caveat {
-    Caveat::ArgBound(ArgConstraint {
-        action: pattern("refund.issue"),
-        arg: "amount".to_owned(),
-        bound: ArgBound::Range {
+    Caveat::ArgBound(ArgConstraint::new(
+        pattern("refund.issue"),
+        "amount",
+        ArgBound::Range {
             min: None,
             max: Some(max),
         },
-    })
+    ))
 }
 
 /// The token's binary form split into its three items (spec §3.1):
