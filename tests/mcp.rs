@@ -47,14 +47,14 @@ fn agent_caveats() -> Vec<Caveat> {
             "demo.fail",
         ])
         .unwrap(),
-        Caveat::ArgBound(ArgConstraint {
-            action: ActionPattern::parse("demo.add").unwrap(),
-            arg: "a".into(),
-            bound: ArgBound::Range {
+        Caveat::ArgBound(ArgConstraint::new(
+            ActionPattern::parse("demo.add").unwrap(),
+            "a",
+            ArgBound::Range {
                 min: Some(0),
                 max: Some(100),
             },
-        }),
+        )),
     ]
 }
 

@@ -502,14 +502,14 @@ mod tests {
             vec![
                 Caveat::tools(["files.read", "files.write"]).unwrap(),
                 Caveat::resources(["file:*"]).unwrap(),
-                Caveat::ArgBound(ArgConstraint {
-                    action: ActionPattern::parse("files.write").unwrap(),
-                    arg: "size".into(),
-                    bound: ArgBound::Range {
+                Caveat::ArgBound(ArgConstraint::new(
+                    ActionPattern::parse("files.write").unwrap(),
+                    "size",
+                    ArgBound::Range {
                         min: Some(0),
                         max: Some(10),
                     },
-                }),
+                )),
                 Caveat::Expiry {
                     not_after: NOW + 60,
                     not_before: None,
