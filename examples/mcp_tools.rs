@@ -12,8 +12,9 @@
 //!
 //! Tools: `echo {text}`, `add {a, b}`, `read {path}`, `generate
 //! {prompt, max_tokens}` (its `structuredContent.used` is the tokens it
-//! used: the prompt's length, at most `max_tokens`), `fail {}` (a tool
-//! error) and `delete {path}`.
+//! used: the prompt's length, at most `max_tokens`), `bill {used}` (reports
+//! `used` as its cost, whatever was held), `fail {}` (a tool error) and
+//! `delete {path}`.
 
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +56,11 @@ impl Tools {
                 "generate",
                 "Generate text; reports the tokens used",
                 schema(json!({"prompt": s, "max_tokens": i})),
+            ),
+            Tool::new(
+                "bill",
+                "Reports the cost it is given",
+                schema(json!({"used": i})),
             ),
             Tool::new("fail", "Always fails", schema(json!({}))),
             Tool::new("delete", "Delete a file", schema(json!({"path": s}))),
@@ -109,6 +115,7 @@ impl ServerHandler for Tools {
                 let used = (text_arg(&args, "prompt").len() as u64).min(max);
                 CallToolResult::structured(json!({"used": used}))
             }
+            "bill" => CallToolResult::structured(json!({"used": int_arg(&args, "used")})),
             "fail" => CallToolResult::error(vec![ContentBlock::text("the tool failed")]),
             "delete" => text(format!("deleted {}", text_arg(&args, "path"))),
             other => {

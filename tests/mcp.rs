@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 const CONFIG: &str = r#"{"server": "demo", "tools": {
     "read": {"resource_arg": "path", "resource_prefix": "file:"},
     "generate": {"cost": {"unit": "tokens", "amount_arg": "max_tokens", "actual_field": "used"}},
+    "bill": {"cost": {"unit": "tokens", "amount": 5, "actual_field": "used"}},
     "fail": {"cost": {"unit": "calls", "amount": 1}}
 }}"#;
 
@@ -44,6 +45,7 @@ fn agent_caveats() -> Vec<Caveat> {
             "demo.add",
             "demo.read",
             "demo.generate",
+            "demo.bill",
             "demo.fail",
         ])
         .unwrap(),
@@ -255,9 +257,9 @@ async fn the_list_shows_only_the_tools_the_token_allows() {
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["add", "echo", "fail", "generate", "read"]);
-    // The downstream lists six.
-    assert_eq!(Tools::list().len(), 6);
+    assert_eq!(names, ["add", "bill", "echo", "fail", "generate", "read"]);
+    // The downstream lists seven.
+    assert_eq!(Tools::list().len(), 7);
 }
 
 #[tokio::test]
@@ -296,6 +298,20 @@ async fn a_priced_call_is_held_then_charged_its_actual_cost() {
     assert_eq!(r.structured_content, Some(json!({"used": 2})));
     assert_eq!(h.balance("tokens").await, (13, 0));
     assert_eq!(h.tools.calls(), ["generate", "generate"]);
+}
+
+#[tokio::test]
+async fn an_actual_cost_over_the_hold_is_charged_if_there_is_room_else_the_hold() {
+    let h = Harness::start(agent_caveats()).await;
+    // Holds 5, reports 50: the ledger has room, 50 is charged.
+    let r = h.call("bill", json!({"used": 50})).await;
+    assert_eq!(r.structured_content, Some(json!({"used": 50})));
+    assert_eq!(h.balance("tokens").await, (50, 0));
+    // Holds 5, reports 5000 of the 950 left: the hold itself is charged.
+    let r = h.call("bill", json!({"used": 5000})).await;
+    assert_eq!(r.structured_content, Some(json!({"used": 5000})));
+    assert_eq!(h.balance("tokens").await, (55, 0));
+    assert_eq!(h.tools.calls(), ["bill", "bill"]);
 }
 
 #[tokio::test]
@@ -493,7 +509,7 @@ async fn over_http_each_agent_is_judged_by_its_bearer_token() {
 
     assert_eq!(
         names(full.list_all_tools().await.unwrap()),
-        ["add", "echo", "fail", "generate", "read"]
+        ["add", "bill", "echo", "fail", "generate", "read"]
     );
     assert_eq!(names(narrow.list_all_tools().await.unwrap()), ["echo"]);
     assert!(anonymous.list_all_tools().await.unwrap().is_empty());
