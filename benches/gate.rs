@@ -131,6 +131,21 @@ fn bench(c: &mut Criterion) {
                 floor.authorize(&t, black_box(&now)).expect("allowed")
             })
         });
+        // The same floor inside a spawned task on the runtime, as the layer
+        // runs it: separates the runtime's share from the layer's.
+        g.bench_function(format!("floor_in_task/{name}"), |b| {
+            b.iter(|| {
+                let (f, t, n) = (floor.clone(), token.clone(), now.clone());
+                rt.block_on(async move {
+                    tokio::spawn(async move {
+                        let v = f.verify_text(&t).expect("verifies");
+                        f.authorize(&v, &n).expect("allowed").budgets.len()
+                    })
+                    .await
+                    .expect("task")
+                })
+            })
+        });
     }
     g.finish();
 }

@@ -724,3 +724,53 @@ fn a_bad_ledger_url_is_refused_before_any_request() {
         .expect_err("an ftp URL is refused");
     assert!(matches!(err, baton::client::ClientError::Url(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_verified_extractor_works_without_the_layer() {
+    use axum::extract::FromRef;
+    use baton::client::KeySource;
+    use baton::tower::{ActionSource, Gate, Verified};
+
+    #[derive(Clone)]
+    struct AppState(Gate);
+    impl FromRef<AppState> for Gate {
+        fn from_ref(s: &AppState) -> Gate {
+            s.0.clone()
+        }
+    }
+    let h = Harness::start().await;
+    let keys = KeySource::start(
+        Client::new(&h.ledger).unwrap(),
+        quiet_keys(),
+        baton::Verifier::new,
+    )
+    .await
+    .unwrap();
+    let state = AppState(Gate::new(keys, ActionSource::routes([])));
+    let app = Router::new()
+        .route(
+            "/whoami",
+            axum::routing::get(|v: Verified| async move { v.token.block_ids().len().to_string() }),
+        )
+        .with_state(state);
+    let (url, _stop, _) = spawn_server(app).await;
+    let ok = h
+        .client
+        .get(format!("{url}/whoami"))
+        .bearer_auth(h.agent.to_text())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(ok.text().await.unwrap(), "2");
+    let none: Value = h
+        .client
+        .get(format!("{url}/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code(&none), "missing_token");
+}
