@@ -381,6 +381,7 @@ mod tests {
     use crate::caveat::{ArgBound, ArgConstraint, Caveat};
     use crate::keys::{Keyset, RootKey};
     use crate::pattern::ActionPattern;
+    use proptest::strategy::Strategy as _;
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000;
@@ -524,5 +525,45 @@ mod tests {
         assert!(!p.visible(&verifier, &token, "Read", NOW));
         // Expired: nothing is shown.
         assert!(!p.visible(&verifier, &token, "read", NOW + 3600));
+    }
+
+    proptest::proptest! {
+        /// Any bytes: a policy or a named error, never a panic.
+        #[test]
+        fn any_config_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Policy::from_json(&bytes, None);
+        }
+
+        /// Any tool name and arguments: a mapped call whose arguments are
+        /// exactly the well-named strings and i64 integers, or a refusal.
+        #[test]
+        fn any_call_maps_or_is_refused(
+            tool in "[a-zA-Z_.*: -]{0,12}",
+            args in proptest::collection::btree_map("[a-zA-Z_]{1,6}", proptest::prop_oneof![
+                proptest::num::i64::ANY.prop_map(|i| json!(i)),
+                proptest::num::u64::ANY.prop_map(|u| json!(u)),
+                "[a-z/. ]{0,8}".prop_map(|s| json!(s)),
+                proptest::bool::ANY.prop_map(|b| json!(b)),
+                proptest::num::f64::NORMAL.prop_map(|f| json!(f)),
+            ], 0..8),
+        ) {
+            let p = policy();
+            let args: Map<String, Value> = args.into_iter().collect();
+            if let Ok(call) = p.map_call(&tool, Some(&args), NOW) {
+                for (name, value) in &call.args {
+                    proptest::prop_assert!(valid_arg_name(name));
+                    let sent = &args[name];
+                    match value {
+                        ArgValue::Int(i) => proptest::prop_assert_eq!(sent.as_i64(), Some(*i)),
+                        ArgValue::Str(s) => proptest::prop_assert_eq!(sent.as_str(), Some(s.as_str())),
+                    }
+                }
+                let expected = args
+                    .iter()
+                    .filter(|(k, v)| valid_arg_name(k) && (v.is_string() || v.as_i64().is_some()))
+                    .count();
+                proptest::prop_assert_eq!(call.args.len(), expected);
+            }
+        }
     }
 }
