@@ -273,7 +273,11 @@ async fn one_key_sent_to_two_servers_at_once_applies_once_and_replays_byte_for_b
                 Some(body(2, &key, 5_000)),
             )
             .await;
-        assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "idempotency_mismatch"), "{v}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::CONFLICT, "idempotency_mismatch"),
+            "{v}"
+        );
     }
     assert_eq!(c.scope(0, &parent).await, (keys as u64, 0));
 }
