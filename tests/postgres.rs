@@ -434,3 +434,21 @@ async fn a_key_rotated_through_one_server_is_served_by_the_other_after_a_sweep()
     let (s, v, _) = c.call(0, "GET", "/v1/balances", Some(&token), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
+
+#[test]
+fn an_unreachable_database_is_an_error_not_a_hang() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let mut o = PgOptions::new("postgres://postgres@127.0.0.1:1/test");
+    o.timeout = std::time::Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = PgStore::connect(&o).err().expect("no database there");
+    assert!(
+        matches!(err, baton::store::StoreError::Unavailable(_)),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // A schema name that would need quoting is refused before connecting.
+    let mut o = PgOptions::new("postgres://postgres@127.0.0.1:1/test");
+    o.schema = "Robert'); DROP TABLE x; --".into();
+    assert!(PgStore::connect(&o).is_err());
+}
