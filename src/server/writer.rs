@@ -252,6 +252,9 @@ impl LedgerHandle {
     }
 }
 
+/// What [`start`] returns: the handle, the writer threads, the revoked blocks.
+pub(crate) type Started = (LedgerHandle, Vec<std::thread::JoinHandle<()>>, Vec<BlockId>);
+
 /// Starts the writer thread over `store`, whose active state seeds the
 /// ledger (on a shared store, `config.writers` threads, each on its own
 /// handle of the store). Returns the handle, the threads and the revoked
@@ -260,7 +263,7 @@ pub(crate) fn start(
     mut store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
-) -> Result<(LedgerHandle, Vec<std::thread::JoinHandle<()>>, Vec<BlockId>), StoreError> {
+) -> Result<Started, StoreError> {
     let state = store.load_active()?;
     let revoked: Vec<BlockId> = state.revoked.iter().map(|(b, _)| *b).collect();
     let shared_store = store.shared();
