@@ -664,10 +664,6 @@ pub struct Ledger {
     next_holder: u64,
     /// Keyed by the holder itself (by content); the value is the same Arc.
     holders: quick_cache::unsync::Cache<Interned, Arc<Holder>>,
-    /// Shared mode: the holders of reservations recently in a working set
-    /// (a holder never changes), so a group can lock a commit's scopes
-    /// together with its reservation, before reading it.
-    recent: quick_cache::unsync::Cache<ResId, Arc<Holder>>,
     finalized: quick_cache::unsync::Cache<ResId, Reservation>,
     idem: quick_cache::unsync::Cache<IdemKey, IdemRecord>,
     /// Made by the current group: never evicted before [`Self::settle`].
@@ -704,7 +700,6 @@ impl Ledger {
             revoke_seq: 0,
             next_holder: 1,
             holders: cache(sizes.holders),
-            recent: cache(sizes.holders),
             finalized: cache(sizes.finalized),
             idem: cache(sizes.idempotency),
             pending_idem: HashMap::new(),
@@ -757,19 +752,14 @@ impl Ledger {
 
     /// Shared mode: the scopes and blocks `cmd` touches, given the records
     /// supplied so far. Call it for every command of a group after the
-    /// records are supplied, and [`Self::load`] what the store read. Called
-    /// before, it names what can be known without the records (a reserve's
-    /// scopes, a recent reservation's holder), to be read with them.
+    /// records are supplied, and [`Self::load`] what the store read.
     pub fn touches(&self, cmd: &Command, out: &mut Touched) {
         let add_res = |id: &ResId, out: &mut Touched| {
-            let holder = self
-                .lookup(id)
-                .map(|r| &r.holder)
-                .or_else(|| self.recent.peek(id));
-            if let Some(h) = holder {
+            if let Some(r) = self.lookup(id) {
                 // Existing scopes: the ceiling is already recorded.
-                out.scopes.extend(h.scopes.iter().map(|k| (k.clone(), 0)));
-                out.blocks.extend(h.chain.iter().copied());
+                out.scopes
+                    .extend(r.holder.scopes.iter().map(|k| (k.clone(), 0)));
+                out.blocks.extend(r.holder.chain.iter().copied());
             }
         };
         if let Some((key, _)) = &cmd.idem
@@ -818,18 +808,10 @@ impl Ledger {
         }
     }
 
-    /// Shared mode: whether the scope's counters are in the working set.
-    pub fn has_scope(&self, key: &ScopeKey) -> bool {
-        self.scopes.contains_key(key)
-    }
-
     /// Shared mode: forgets the working set (scopes and active
     /// reservations); the next group reads it again under lock.
     fn forget_working_set(&mut self) {
         if self.shared {
-            for (id, r) in &self.active {
-                self.recent.insert(*id, r.holder.clone());
-            }
             self.scopes.clear();
             self.active.clear();
             self.expiry.clear();

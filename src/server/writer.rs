@@ -335,23 +335,15 @@ struct Shared {
 
 /// Reads from the store what the group's commands need and is not in
 /// memory: one pass over the group, then the reservations that any
-/// replayed record names (which only the record could tell). On a shared
-/// store, the scopes and blocks `early` names are locked and read in the
-/// same round trip, and loaded.
-fn fetch(
-    ledger: &mut Ledger,
-    store: &mut dyn Store,
-    batch: &[Job],
-    early: &Touched,
-) -> Result<(), StoreError> {
+/// replayed record names (which only the record could tell).
+fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<(), StoreError> {
     let mut missing = Missing::default();
     for job in batch {
         if let Request::Command(cmd) = &job.request {
             ledger.missing(cmd, &mut missing);
         }
     }
-    let early_empty = early.scopes.is_empty() && early.blocks.is_empty();
-    if missing.is_empty() && early_empty {
+    if missing.is_empty() {
         return Ok(());
     }
     missing
@@ -360,18 +352,7 @@ fn fetch(
     missing.idem.dedup();
     missing.reservations.sort();
     missing.reservations.dedup();
-    let (idem, res) = if early_empty {
-        store.lookup(&missing.idem, &missing.reservations)?
-    } else {
-        let (looked, (scopes, revoked, _)) = store.lookup_and_lock(
-            &missing.idem,
-            &missing.reservations,
-            &early.scopes,
-            &early.blocks,
-        )?;
-        ledger.load(scopes, revoked, None);
-        looked
-    };
+    let (idem, res) = store.lookup(&missing.idem, &missing.reservations)?;
     let mut next = ledger.supply(
         missing.idem.into_iter().zip(idem),
         missing.reservations.into_iter().zip(res),
@@ -383,20 +364,6 @@ fn fetch(
         ledger.supply([], next.reservations.into_iter().zip(res));
     }
     Ok(())
-}
-
-/// One global order for scopes (a scope named twice keeps the larger
-/// ceiling: a new scope's is the token's, an existing one's is already
-/// recorded), and only the blocks not known revoked, once each.
-fn normalize(touched: &mut Touched, ledger: &Ledger) {
-    touched
-        .scopes
-        .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    touched.scopes.dedup_by(|a, b| a.0 == b.0);
-    // A block known revoked stays revoked: only the others are asked about.
-    touched.blocks.retain(|b| !ledger.is_revoked(b));
-    touched.blocks.sort();
-    touched.blocks.dedup();
 }
 
 fn run(
@@ -484,20 +451,9 @@ fn group(
     // One transaction for the whole group: its look-ups, any key
     // rotation and its writes commit or roll back together.
     store.begin()?;
-    // Shared store: what can be known before the look-ups (a reserve's
-    // scopes, a recent reservation's holder) is locked with them.
-    let mut early = Touched::default();
+    fetch(ledger, store, batch)?;
     if shared {
-        for job in batch {
-            if let Request::Command(cmd) = &job.request {
-                ledger.touches(cmd, &mut early);
-            }
-        }
-        normalize(&mut early, ledger);
-    }
-    fetch(ledger, store, batch, &early)?;
-    if shared {
-        working_set(ledger, store, batch, now, config.grace_ms, &early.blocks)?;
+        working_set(ledger, store, batch, now, config.grace_ms)?;
     }
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
     let mut ticked = false;
@@ -555,22 +511,18 @@ fn group(
     Ok((answers, ticked))
 }
 
-/// Shared store: locks and reads what the group touches beyond what
-/// [`fetch`] already did (holds that expired, for a tick; the scopes of
-/// commands whose reservation was not known before the look-ups; the
-/// revocation feed, when the group revokes) and loads it into the ledger.
-/// `checked`: the blocks (sorted) whose revocation fetch already read.
-/// Locks are taken in one order in every group: idempotency keys,
-/// reservations, scopes by key, then the revocation feed; only scopes
-/// found late (a reservation made elsewhere) break it, and the database
-/// then reports a deadlock, which is retried.
+/// Shared store: locks and reads what the group touches beyond its
+/// records (hold that expired, for a tick; the scopes of every command and
+/// hold; the revocations of every chain) and loads it into the ledger.
+/// Locks are taken in one order in every group: idempotency keys and
+/// reservations (by [`fetch`]), expired holds, scopes by key, then the
+/// revocation feed.
 fn working_set(
     ledger: &mut Ledger,
     store: &mut dyn Store,
     batch: &[Job],
     now: u64,
     grace: u64,
-    checked: &[BlockId],
 ) -> Result<(), StoreError> {
     let mut touched = Touched::default();
     let mut revokes = false;
@@ -593,16 +545,16 @@ fn working_set(
             _ => {}
         }
     }
-    normalize(&mut touched, ledger);
-    touched.scopes.retain(|(k, _)| !ledger.has_scope(k));
-    if !revokes {
-        // Revocation reads after the feed lock must be fresh; otherwise
-        // what fetch read stands.
-        touched.blocks.retain(|b| checked.binary_search(b).is_err());
-    }
-    if touched.scopes.is_empty() && touched.blocks.is_empty() && !revokes {
-        return Ok(());
-    }
+    // One global order; for a scope named twice, the larger ceiling (a new
+    // scope's is the token's; an existing one's is already recorded).
+    touched
+        .scopes
+        .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    touched.scopes.dedup_by(|a, b| a.0 == b.0);
+    // A block known revoked stays revoked: only the others are asked about.
+    touched.blocks.retain(|b| !ledger.is_revoked(b));
+    touched.blocks.sort();
+    touched.blocks.dedup();
     let (scopes, revoked, feed_end) =
         store.lock_working_set(&touched.scopes, &touched.blocks, revokes)?;
     ledger.load(scopes, revoked, feed_end);

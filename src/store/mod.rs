@@ -199,19 +199,6 @@ pub trait Store: Send + 'static {
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
         Err(StoreError::Unsupported("lock_scopes"))
     }
-    /// Shared stores: [`Store::lookup`], then [`Store::lock_working_set`]
-    /// of `scopes` and `blocks` (no feed lock): a backend may send them at
-    /// once.
-    fn lookup_and_lock(
-        &mut self,
-        keys: &[IdemKey],
-        ids: &[ResId],
-        scopes: &[(ScopeKey, u64)],
-        blocks: &[BlockId],
-    ) -> Result<(Looked, WorkingSet), StoreError> {
-        let looked = self.lookup(keys, ids)?;
-        Ok((looked, self.lock_working_set(scopes, blocks, false)?))
-    }
     /// Shared stores: [`Store::lock_scopes`], then, if `revokes`,
     /// [`Store::lock_revocations`], then [`Store::revoked_among`], in this
     /// order: a backend may send them at once.

@@ -1194,49 +1194,6 @@ impl Store for PgStore {
         self.lock_working_set(keys, &[], false).map(|(s, _, _)| s)
     }
 
-    fn lookup_and_lock(
-        &mut self,
-        keys: &[IdemKey],
-        ids: &[ResId],
-        scopes: &[(ScopeKey, u64)],
-        blocks: &[BlockId],
-    ) -> Result<(Looked, WorkingSet), StoreError> {
-        let hashes: Vec<Vec<u8>> = keys.iter().map(|k| idem_hash(k).to_vec()).collect();
-        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
-        let scope_cols = ScopeCols::of(scopes, &self.known_scopes);
-        let braw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
-        // One round trip; the database runs them in the global lock order:
-        // claims, reservations, scopes (then the revocation reads).
-        let ((claimed, found), locked, got, revoked) = group_call!(self, c => async {
-            let (a, b, d, e) = tokio::join!(
-                claim(c, &hashes),
-                lock_reservations(c, &raw),
-                lock_scope_rows(c, &scope_cols),
-                revoked_rows(c, &braw)
-            );
-            Ok((a?, b?, d?, e?))
-        })?;
-        for h in &claimed {
-            if let Ok(a) = <[u8; 16]>::try_from(h.as_slice()) {
-                self.claimed.push(a);
-            }
-        }
-        if self.known_scopes.len() > 1_000_000 {
-            self.known_scopes.clear();
-        }
-        self.known_scopes.extend(got.iter().map(|(k, _)| k.clone()));
-        let mut found: HashMap<Vec<u8>, IdemRecord> = found.into_iter().collect();
-        let mut locked: HashMap<ResId, Reservation> =
-            locked.into_iter().map(|r| (r.id, r)).collect();
-        Ok((
-            (
-                hashes.iter().map(|h| found.remove(h)).collect(),
-                ids.iter().map(|id| locked.remove(id)).collect(),
-            ),
-            (got, revoked, None),
-        ))
-    }
-
     fn lock_working_set(
         &mut self,
         keys: &[(ScopeKey, u64)],
