@@ -31,6 +31,17 @@
 //! a rendered reply: a replay returns the same [`Outcome`], which the HTTP
 //! layer renders to the same bytes.
 //!
+//! # Shared mode
+//! When several servers share one database ([`Ledger::shared`]), the
+//! database and not this memory is the truth. The active state in memory is
+//! then only the current group's working set: before a group is applied the
+//! writer reads, under the database's row locks, the scopes, reservations
+//! and revocations the group touches ([`Ledger::touches`]) and hands them
+//! over ([`Ledger::supply`], [`Ledger::load`]); once the group is durable or
+//! undone the working set is forgotten. Every rule below is the same code
+//! in both modes. Finalized reservations, idempotency records, holders and
+//! revocations never change once written, so their caches stay valid.
+//!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero.
 
@@ -502,6 +513,17 @@ impl Missing {
     }
 }
 
+/// In shared mode, the rows a group touches beyond its records: the writer
+/// locks and reads them in the group's transaction and hands them over
+/// with [`Ledger::load`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// Scopes, each with the ceiling to create it with if it is new.
+    pub scopes: Vec<(ScopeKey, u64)>,
+    /// Blocks whose revocation must be checked.
+    pub blocks: Vec<BlockId>,
+}
+
 /// The outcome of a revocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revocation {
@@ -651,6 +673,11 @@ pub struct Ledger {
     fetched_res: HashMap<ResId, Option<Reservation>>,
     changes: Vec<Change>,
     undo: Vec<Undo>,
+    /// Several servers share the store: active state is a per-group working set.
+    shared: bool,
+    /// Holder ids below this are ours to give (shared mode takes ranges
+    /// from the store; otherwise unbounded).
+    holder_end: u64,
 }
 
 impl Default for Ledger {
@@ -680,6 +707,112 @@ impl Ledger {
             fetched_res: HashMap::new(),
             changes: Vec::new(),
             undo: Vec::new(),
+            shared: false,
+            holder_end: u64::MAX,
+        }
+    }
+
+    /// A ledger over a store several servers share: it trusts only what the
+    /// current group read from the store (module docs, "Shared mode").
+    /// `revoked` seeds the cache of revoked blocks (a revocation is never
+    /// undone, so a cached one is true). Holder ids come in ranges from
+    /// [`Self::grant_holder_ids`].
+    pub fn shared(revoked: Vec<(BlockId, u64)>, sizes: CacheSizes) -> Self {
+        let mut l = Self::restore(
+            ActiveState {
+                revoked,
+                ..ActiveState::default()
+            },
+            sizes,
+        );
+        l.shared = true;
+        l.next_holder = 0;
+        l.holder_end = 0;
+        l
+    }
+
+    /// Whether this ledger is in shared mode.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// How many holder ids are left to give before another range is needed.
+    pub fn holder_ids_left(&self) -> u64 {
+        self.holder_end.saturating_sub(self.next_holder)
+    }
+
+    /// Gives the ledger the holder ids `start..end`, allocated to this
+    /// server by the store (shared mode).
+    pub fn grant_holder_ids(&mut self, start: u64, end: u64) {
+        self.next_holder = start;
+        self.holder_end = end;
+    }
+
+    /// Shared mode: the scopes and blocks `cmd` touches, given the records
+    /// supplied so far. Call it for every command of a group after the
+    /// records are supplied, and [`Self::load`] what the store read.
+    pub fn touches(&self, cmd: &Command, out: &mut Touched) {
+        let add_res = |id: &ResId, out: &mut Touched| {
+            if let Some(r) = self.lookup(id) {
+                // Existing scopes: the ceiling is already recorded.
+                out.scopes
+                    .extend(r.holder.scopes.iter().map(|k| (k.clone(), 0)));
+                out.blocks.extend(r.holder.chain.iter().copied());
+            }
+        };
+        if let Some((key, _)) = &cmd.idem
+            && let Some(IdemRecord {
+                outcome: Recorded::Done { snapshot, .. },
+                ..
+            }) = self.idem_lookup(key)
+        {
+            add_res(&snapshot.id, out);
+        }
+        match &cmd.op {
+            Operation::Reserve { req, .. } => {
+                out.scopes.extend(
+                    req.scopes
+                        .iter()
+                        .filter(|s| s.unit == req.unit)
+                        .map(|s| (ScopeKey::of(s), s.ceiling.min(MAX_AMOUNT))),
+                );
+                out.blocks.extend(req.chain.iter().copied());
+            }
+            op => {
+                if let Some(id) = op.target() {
+                    add_res(&id, out);
+                }
+            }
+        }
+    }
+
+    /// Shared mode: the touched scopes' counters and the touched blocks'
+    /// revocations as the store read them under lock, and, when the group
+    /// revokes, the revocation feed's last position. Replaces whatever
+    /// memory held for them.
+    pub fn load(
+        &mut self,
+        scopes: impl IntoIterator<Item = (ScopeKey, ScopeState)>,
+        revoked: impl IntoIterator<Item = (BlockId, u64)>,
+        feed_end: Option<u64>,
+    ) {
+        self.scopes.extend(scopes);
+        for (b, seq) in revoked {
+            self.revoked.insert(b, seq);
+            self.feed.insert(seq, b);
+        }
+        if let Some(end) = feed_end {
+            self.revoke_seq = end;
+        }
+    }
+
+    /// Shared mode: forgets the working set (scopes and active
+    /// reservations); the next group reads it again under lock.
+    fn forget_working_set(&mut self) {
+        if self.shared {
+            self.scopes.clear();
+            self.active.clear();
+            self.expiry.clear();
         }
     }
 
@@ -778,6 +911,7 @@ impl Ledger {
                 self.finalized.insert(k, v);
             }
         }
+        self.forget_working_set();
     }
 
     /// Undoes every change since the last [`Self::settle`]: the store could
@@ -814,6 +948,7 @@ impl Ledger {
         self.pending_holders.clear();
         self.fetched_idem.clear();
         self.fetched_res.clear();
+        self.forget_working_set();
     }
 
     fn set_scope(&mut self, k: &ScopeKey, s: ScopeState) {
@@ -912,7 +1047,23 @@ impl Ledger {
         idem: impl IntoIterator<Item = (IdemKey, Option<IdemRecord>)>,
         reservations: impl IntoIterator<Item = (ResId, Option<Reservation>)>,
     ) -> Missing {
-        self.fetched_res.extend(reservations);
+        for (id, r) in reservations {
+            match r {
+                // Only a shared store supplies an active reservation (an
+                // exclusive ledger holds them all): it joins the working
+                // set, read under lock, replacing any older copy.
+                Some(r) if r.state == ResState::Active => {
+                    if let Some(old) = self.active.remove(&id) {
+                        self.expiry.remove(&(old.expires_at, id));
+                    }
+                    self.expiry.insert((r.expires_at, id));
+                    self.active.insert(id, r);
+                }
+                r => {
+                    self.fetched_res.insert(id, r);
+                }
+            }
+        }
         let mut next = Missing::default();
         for (key, rec) in idem {
             if let Some(IdemRecord {
@@ -1733,6 +1884,96 @@ mod tests {
         assert_eq!(l.scope(&key(0), 0).spent, 200_000);
         assert!(l.pending_idem.is_empty() && l.pending_final.is_empty());
         l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_shared_ledger_decides_on_what_was_loaded_and_then_forgets_it() {
+        let mut l = Ledger::shared(vec![], CacheSizes::all(8));
+        l.grant_holder_ids(100, 102);
+        let c = cmd(reserve(1, 2, 2), Some("a"));
+        let mut t = Touched::default();
+        l.touches(&c, &mut t);
+        assert_eq!(
+            t.scopes.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![key(2), key(1), key(0)]
+        );
+        assert_eq!(t.blocks, chain(2));
+        // Another server spent 7 of the parent's 8 since: only 1 is left.
+        l.supply([(c.idem.clone().unwrap().0, None)], []);
+        l.load(
+            [
+                (
+                    key(2),
+                    ScopeState {
+                        ceiling: 5,
+                        spent: 0,
+                        held: 0,
+                    },
+                ),
+                (
+                    key(1),
+                    ScopeState {
+                        ceiling: 8,
+                        spent: 7,
+                        held: 0,
+                    },
+                ),
+                (
+                    key(0),
+                    ScopeState {
+                        ceiling: 100,
+                        spent: 7,
+                        held: 0,
+                    },
+                ),
+            ],
+            [],
+            None,
+        );
+        let out = l.apply(&c, 0, 0);
+        assert!(
+            matches!(&out, Outcome::Refused(LedgerError::InsufficientBudget { scope, remaining: 1 }) if *scope == key(1)),
+            "{out:?}"
+        );
+        // A revocation read from the store refuses the chain.
+        let c2 = cmd(reserve(2, 3, 1), None);
+        l.load(
+            [(
+                key(3),
+                ScopeState {
+                    ceiling: 5,
+                    spent: 0,
+                    held: 0,
+                },
+            )],
+            [(BlockId([3; 32]), 4)],
+            None,
+        );
+        assert_eq!(
+            l.apply(&c2, 0, 0),
+            Outcome::Refused(LedgerError::Revoked(BlockId([3; 32])))
+        );
+        let c3 = cmd(reserve(3, 2, 1), None);
+        assert!(matches!(
+            l.apply(&c3, 0, 0),
+            Outcome::Done { created: true, .. }
+        ));
+        assert_eq!(
+            l.holder_ids_left(),
+            1,
+            "the holder took an id of the granted range"
+        );
+        l.settle();
+        let p = l.population();
+        assert_eq!(
+            (p.scopes, p.active, p.expiry),
+            (0, 0, 0),
+            "working set forgotten"
+        );
+        assert!(
+            l.is_revoked(&BlockId([3; 32])),
+            "revocations are kept: they never end"
+        );
     }
 
     #[test]

@@ -6,14 +6,20 @@
 //! idempotency records and reservations, and drops history older than the
 //! retention window when asked. Every rule lives in [`crate::ledger`].
 //!
-//! SQL is kept portable so that a PostgreSQL backend can implement the same
-//! trait and run the same test suite; the compact encodings both share are
-//! in [`codec`].
+//! Two backends implement it: [`sqlite`], embedded, owned by one process;
+//! and [`postgres`], shared by any number of `baton serve` processes, where
+//! the database is the truth and each group re-reads what it touches under
+//! row locks ([`Store::shared`]). The compact encodings both share are in
+//! [`codec`].
 
 pub mod codec;
+pub mod postgres;
 pub mod sqlite;
 
-use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
+use crate::keys::BlockId;
+use crate::ledger::{
+    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
+};
 
 /// The store could not read or write. The service answers 503 and reports
 /// itself not ready; it never guesses.
@@ -34,7 +40,25 @@ pub enum StoreError {
         /// The version this build reads.
         expected: i64,
     },
+    /// The transaction lost a race with another server's (a deadlock or a
+    /// serialization failure) and was rolled back; trying again may succeed.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot do this (a shared-store call on an exclusive store).
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
 }
+
+/// What [`Store::lookup`] found: one answer per key, then one per id.
+pub type Looked = (Vec<Option<IdemRecord>>, Vec<Option<Reservation>>);
+
+/// What [`Store::lock_working_set`] read: the locked scopes, the revoked
+/// blocks among those asked about, and the feed's last position if locked.
+pub type WorkingSet = (
+    Vec<(ScopeKey, ScopeState)>,
+    Vec<(BlockId, u64)>,
+    Option<u64>,
+);
 
 /// Whether a root key signs new tokens or only verifies old ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,4 +170,94 @@ pub trait Store: Send + 'static {
     fn rotate_key(&mut self, key: StoredKey) -> Result<(), StoreError>;
     /// Whether the store answers.
     fn ping(&mut self) -> Result<(), StoreError>;
+
+    /// [`Store::idempotency`] and [`Store::reservations`] together, in that
+    /// order: a backend may send both at once.
+    fn lookup(&mut self, keys: &[IdemKey], ids: &[ResId]) -> Result<Looked, StoreError> {
+        Ok((self.idempotency(keys)?, self.reservations(ids)?))
+    }
+
+    /// Shared stores: another handle on the same database, for another
+    /// writer of this process (its own connection, the same pool).
+    fn split(&mut self) -> Result<Box<dyn Store>, StoreError> {
+        Err(StoreError::Unsupported("split"))
+    }
+
+    /// Whether several servers may share this store. Then the ledger trusts
+    /// only what a group reads inside its transaction: [`Store::idempotency`]
+    /// also claims the absent keys (another server's group asking for one
+    /// waits until this group ends), [`Store::reservations`] locks the rows
+    /// it reads, and the calls below are used.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Shared stores: locks, in one global order, and reads the scopes
+    /// named, creating absent ones with the given ceiling and no spend.
+    fn lock_scopes(
+        &mut self,
+        _keys: &[(ScopeKey, u64)],
+    ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
+        Err(StoreError::Unsupported("lock_scopes"))
+    }
+    /// Shared stores: [`Store::lock_scopes`], then, if `revokes`,
+    /// [`Store::lock_revocations`], then [`Store::revoked_among`], in this
+    /// order: a backend may send them at once.
+    fn lock_working_set(
+        &mut self,
+        scopes: &[(ScopeKey, u64)],
+        blocks: &[BlockId],
+        revokes: bool,
+    ) -> Result<WorkingSet, StoreError> {
+        let s = self.lock_scopes(scopes)?;
+        let f = if revokes {
+            Some(self.lock_revocations()?)
+        } else {
+            None
+        };
+        Ok((s, self.revoked_among(blocks)?, f))
+    }
+    /// Shared stores: reads scopes without locking; absent ones are `None`.
+    fn read_scopes(&mut self, _keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {
+        Err(StoreError::Unsupported("read_scopes"))
+    }
+    /// Shared stores: which of `blocks` are revoked, with their feed positions.
+    fn revoked_among(&mut self, _blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
+        Err(StoreError::Unsupported("revoked_among"))
+    }
+    /// Shared stores: serializes revocations (until the group ends) and
+    /// returns the feed's last position, so feed positions commit in order.
+    fn lock_revocations(&mut self) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("lock_revocations"))
+    }
+    /// Shared stores: up to `limit` revocations after feed position `after`.
+    fn revocations_after(
+        &mut self,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        Err(StoreError::Unsupported("revocations_after"))
+    }
+    /// Shared stores: up to `limit` active reservations that expired before
+    /// `before_ms`, locked for this group and skipping rows another
+    /// server's group holds, so each hold is released exactly once.
+    fn due(&mut self, _before_ms: u64, _limit: usize) -> Result<Vec<Reservation>, StoreError> {
+        Err(StoreError::Unsupported("due"))
+    }
+    /// Shared stores: allocates `n` holder ids to this server, outside any
+    /// group; returns the first.
+    fn holder_ids(&mut self, _n: u64) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("holder_ids"))
+    }
+    /// Adds `key` as the active key unless there already is one, race-free
+    /// between servers starting together. Returns whether it was added.
+    fn bootstrap_key(&mut self, key: StoredKey) -> Result<bool, StoreError> {
+        if self
+            .keys()?
+            .iter()
+            .any(|k| k.status == StoredKeyStatus::Active)
+        {
+            return Ok(false);
+        }
+        self.rotate_key(key).map(|()| true)
+    }
 }
