@@ -520,7 +520,7 @@ async fn client(id: usize, sh: Arc<Shared>, seed: u64) -> ClientLog {
                 let actual = amount - rng.below(amount / 2 + 1);
                 let path = format!("/v1/reservations/{rid}/commit");
                 let body = json!({ "actual": actual, "idempotency_key": format!("{key}-c") });
-                let via = if kind % 3 == 0 { other(home) } else { home };
+                let via = if kind.is_multiple_of(3) { other(home) } else { home };
                 (path, body, via, Fate::Committed(actual))
             }
         };
