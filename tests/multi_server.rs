@@ -631,11 +631,16 @@ async fn db_view(db: &tokio_postgres::Client) -> DbView {
     }
 }
 
-/// Scopes of the `calls` unit without a tools filter: (block id hex,
-/// ceiling, spent, held). Filled in against spec/http.md §4.
-const SCOPES_SQL: &str = "SELECT encode(block_id, 'hex'), ceiling, spent, held FROM scopes";
-/// Every reservation: (id as in the API, state, amount, charged or NULL).
-const RESERVATIONS_SQL: &str = "SELECT id, state, amount, charged FROM reservations";
+/// The servers' schema (`baton serve --pg-schema`, default `baton`).
+const SCHEMA: &str = "baton";
+/// The `calls` scopes (the tree has no others): (block id hex, ceiling,
+/// spent, held), from the tables of spec/http.md §4.8.
+const SCOPES_SQL: &str =
+    "SELECT encode(block_id, 'hex'), ceiling, spent, held FROM baton.scopes WHERE unit = 'calls'";
+/// Every reservation: (id as the API writes it, state, amount, charged or NULL).
+const RESERVATIONS_SQL: &str = "SELECT 'rsv_' || encode(id, 'hex'), \
+     CASE state WHEN 0 THEN 'active' WHEN 1 THEN 'committed' WHEN 2 THEN 'released' WHEN 3 THEN 'expired' ELSE 'unknown' END, \
+     amount, charged FROM baton.reservations";
 
 /// Reads the database every 200 ms while the load runs and checks the
 /// bounds at every scope; returns how many samples it took.
@@ -917,6 +922,8 @@ fn serve_args(store: &str, data: &std::path::Path) -> Vec<String> {
     vec![
         "--store".into(),
         store.into(),
+        "--pg-schema".into(),
+        SCHEMA.into(),
         "--data".into(),
         data.display().to_string(),
     ]
