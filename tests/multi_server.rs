@@ -937,18 +937,40 @@ fn admin_token(data: &std::path::Path) -> String {
         .to_owned()
 }
 
-/// Starts `n` servers on `store`, one after the other (the first creates
-/// the schema and the root key).
+/// Starts `n` servers on `store` at once: on an empty database they race
+/// to migrate and to create the root key, which must come out as one
+/// schema and one key.
 fn start_servers(work: &WorkDir, store: &str, n: usize) -> (Vec<Server>, String) {
-    let mut servers = Vec::new();
-    for i in 0..n {
-        let data = work.path.join(format!("data-{i}"));
-        servers.push(Server::spawn(
-            &serve_args(store, &data),
-            &work.path.join(format!("server-{i}.log")),
-        ));
-    }
+    let servers: Vec<Server> = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let starting: Vec<_> = (0..n)
+                .map(|i| {
+                    let args = serve_args(store, &work.path.join(format!("data-{i}")));
+                    let log = work.path.join(format!("server-{i}.log"));
+                    scope.spawn(move || Server::spawn(&args, &log))
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|t| t.join().expect("a server failed to start (see its panic)"))
+                .collect()
+        })
+    });
     let admin = admin_token(&work.path.join("data-0"));
+    // Every server wrote an admin token signed by the one shared root key.
+    let kid = |t: &str| {
+        UnverifiedToken::from_text(t)
+            .expect("an admin token parses")
+            .root_kid()
+    };
+    for i in 1..n {
+        let other = admin_token(&work.path.join(format!("data-{i}")));
+        assert_eq!(
+            kid(&other),
+            kid(&admin),
+            "servers 0 and {i} signed their admin tokens with different root keys"
+        );
+    }
     (servers, admin)
 }
 
