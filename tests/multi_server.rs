@@ -1161,7 +1161,7 @@ async fn database_outage_answers_503_then_recovers() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let before = sh.acked();
             assert!(before > 100, "too little work before the cut: {before}");
-            proxy.cut();
+            proxy.cut_and_wait().await;
             let cut_ms = sh.ms();
             eprintln!("{TEST}: database cut at {cut_ms} ms ({before} acknowledged)");
             // Both servers report not ready, within a bound.
@@ -1259,7 +1259,8 @@ async fn harness_proxy_cuts_and_restores_and_the_database_is_dropped() {
     let open = common::pg_connect(&via).await;
     assert_eq!(proxy.accepted(), 2, "two connections forwarded");
     assert!(proxy.live() >= 1, "the open connection is forwarding");
-    proxy.cut();
+    proxy.cut_and_wait().await;
+    assert_eq!(proxy.live(), 0);
     assert!(
         one(open).await.is_err(),
         "an open connection survived the cut"

@@ -460,6 +460,21 @@ impl Proxy {
         self.state.cuts.send_modify(|n| *n += 1);
     }
 
+    /// Cuts, then waits until every forwarded connection is closed: from
+    /// then on nothing reaches the database through the proxy.
+    pub async fn cut_and_wait(&self) {
+        self.cut();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.live() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} proxied connections still open 5 s after the cut",
+                self.live()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.state.open.store(true, Ordering::SeqCst);
