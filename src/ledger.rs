@@ -31,6 +31,17 @@
 //! a rendered reply: a replay returns the same [`Outcome`], which the HTTP
 //! layer renders to the same bytes.
 //!
+//! # Shared mode
+//! When several servers share one database ([`Ledger::shared`]), the
+//! database and not this memory is the truth. The active state in memory is
+//! then only the current group's working set: before a group is applied the
+//! writer reads, under the database's row locks, the scopes, reservations
+//! and revocations the group touches ([`Ledger::touches`]) and hands them
+//! over ([`Ledger::supply`], [`Ledger::load`]); once the group is durable or
+//! undone the working set is forgotten. Every rule below is the same code
+//! in both modes. Finalized reservations, idempotency records, holders and
+//! revocations never change once written, so their caches stay valid.
+//!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero.
 
@@ -504,6 +515,17 @@ impl Missing {
     }
 }
 
+/// In shared mode, the rows a group touches beyond its records: the writer
+/// locks and reads them in the group's transaction and hands them over
+/// with [`Ledger::load`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// Scopes, each with the ceiling to create it with if it is new.
+    pub scopes: Vec<(ScopeKey, u64)>,
+    /// Blocks whose revocation must be checked.
+    pub blocks: Vec<BlockId>,
+}
+
 /// The outcome of a revocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revocation {
@@ -653,6 +675,11 @@ pub struct Ledger {
     fetched_res: HashMap<ResId, Option<Reservation>>,
     changes: Vec<Change>,
     undo: Vec<Undo>,
+    /// Several servers share the store: active state is a per-group working set.
+    shared: bool,
+    /// Holder ids below this are ours to give (shared mode takes ranges
+    /// from the store; otherwise unbounded).
+    holder_end: u64,
 }
 
 impl Default for Ledger {
@@ -682,6 +709,112 @@ impl Ledger {
             fetched_res: HashMap::new(),
             changes: Vec::new(),
             undo: Vec::new(),
+            shared: false,
+            holder_end: u64::MAX,
+        }
+    }
+
+    /// A ledger over a store several servers share: it trusts only what the
+    /// current group read from the store (module docs, "Shared mode").
+    /// `revoked` seeds the cache of revoked blocks (a revocation is never
+    /// undone, so a cached one is true). Holder ids come in ranges from
+    /// [`Self::grant_holder_ids`].
+    pub fn shared(revoked: Vec<(BlockId, u64)>, sizes: CacheSizes) -> Self {
+        let mut l = Self::restore(
+            ActiveState {
+                revoked,
+                ..ActiveState::default()
+            },
+            sizes,
+        );
+        l.shared = true;
+        l.next_holder = 0;
+        l.holder_end = 0;
+        l
+    }
+
+    /// Whether this ledger is in shared mode.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// How many holder ids are left to give before another range is needed.
+    pub fn holder_ids_left(&self) -> u64 {
+        self.holder_end.saturating_sub(self.next_holder)
+    }
+
+    /// Gives the ledger the holder ids `start..end`, allocated to this
+    /// server by the store (shared mode).
+    pub fn grant_holder_ids(&mut self, start: u64, end: u64) {
+        self.next_holder = start;
+        self.holder_end = end;
+    }
+
+    /// Shared mode: the scopes and blocks `cmd` touches, given the records
+    /// supplied so far. Call it for every command of a group after the
+    /// records are supplied, and [`Self::load`] what the store read.
+    pub fn touches(&self, cmd: &Command, out: &mut Touched) {
+        let add_res = |id: &ResId, out: &mut Touched| {
+            if let Some(r) = self.lookup(id) {
+                // Existing scopes: the ceiling is already recorded.
+                out.scopes
+                    .extend(r.holder.scopes.iter().map(|k| (k.clone(), 0)));
+                out.blocks.extend(r.holder.chain.iter().copied());
+            }
+        };
+        if let Some((key, _)) = &cmd.idem
+            && let Some(IdemRecord {
+                outcome: Recorded::Done { snapshot, .. },
+                ..
+            }) = self.idem_lookup(key)
+        {
+            add_res(&snapshot.id, out);
+        }
+        match &cmd.op {
+            Operation::Reserve { req, .. } => {
+                out.scopes.extend(
+                    req.scopes
+                        .iter()
+                        .filter(|s| s.unit == req.unit)
+                        .map(|s| (ScopeKey::of(s), s.ceiling.min(MAX_AMOUNT))),
+                );
+                out.blocks.extend(req.chain.iter().copied());
+            }
+            op => {
+                if let Some(id) = op.target() {
+                    add_res(&id, out);
+                }
+            }
+        }
+    }
+
+    /// Shared mode: the touched scopes' counters and the touched blocks'
+    /// revocations as the store read them under lock, and, when the group
+    /// revokes, the revocation feed's last position. Replaces whatever
+    /// memory held for them.
+    pub fn load(
+        &mut self,
+        scopes: impl IntoIterator<Item = (ScopeKey, ScopeState)>,
+        revoked: impl IntoIterator<Item = (BlockId, u64)>,
+        feed_end: Option<u64>,
+    ) {
+        self.scopes.extend(scopes);
+        for (b, seq) in revoked {
+            self.revoked.insert(b, seq);
+            self.feed.insert(seq, b);
+        }
+        if let Some(end) = feed_end {
+            self.revoke_seq = end;
+        }
+    }
+
+    /// Shared mode: forgets the working set (scopes and active
+    /// reservations); the next group reads it again under lock.
+    fn forget_working_set(&mut self) {
+        if self.shared {
+            self.scopes.clear();
+            self.active.clear();
+            self.expiry.clear();
         }
     }
 
@@ -780,6 +913,7 @@ impl Ledger {
                 self.finalized.insert(k, v);
             }
         }
+        self.forget_working_set();
     }
 
     /// Undoes every change since the last [`Self::settle`]: the store could
@@ -816,6 +950,7 @@ impl Ledger {
         self.pending_holders.clear();
         self.fetched_idem.clear();
         self.fetched_res.clear();
+        self.forget_working_set();
     }
 
     fn set_scope(&mut self, k: &ScopeKey, s: ScopeState) {
@@ -914,7 +1049,23 @@ impl Ledger {
         idem: impl IntoIterator<Item = (IdemKey, Option<IdemRecord>)>,
         reservations: impl IntoIterator<Item = (ResId, Option<Reservation>)>,
     ) -> Missing {
-        self.fetched_res.extend(reservations);
+        for (id, r) in reservations {
+            match r {
+                // Only a shared store supplies an active reservation (an
+                // exclusive ledger holds them all): it joins the working
+                // set, read under lock, replacing any older copy.
+                Some(r) if r.state == ResState::Active => {
+                    if let Some(old) = self.active.remove(&id) {
+                        self.expiry.remove(&(old.expires_at, id));
+                    }
+                    self.expiry.insert((r.expires_at, id));
+                    self.active.insert(id, r);
+                }
+                r => {
+                    self.fetched_res.insert(id, r);
+                }
+            }
+        }
         let mut next = Missing::default();
         for (key, rec) in idem {
             if let Some(IdemRecord {

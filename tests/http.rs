@@ -19,14 +19,52 @@ const T0: u64 = 1_800_000_000_000;
 struct Harness {
     service: Service,
     clock: Arc<ManualClock>,
+    /// Declared last: dropped after the service.
+    _schema: Option<SchemaGuard>,
+}
+
+/// The PostgreSQL server `BATON_TEST_STORE=postgres` uses: `BATON_TEST_POSTGRES`,
+/// else the CI machine's.
+fn pg_url() -> String {
+    std::env::var("BATON_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Drops a test's uniquely named PostgreSQL schema when the test ends.
+struct SchemaGuard(String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        if let Err(e) = baton::store::postgres::drop_schema(&pg_url(), &self.0) {
+            eprintln!("dropping schema {}: {e}", self.0);
+        }
+    }
 }
 
 /// The backend under test. The ledger suite below is written once against
 /// the `Store` trait; each backend runs all of it. `BATON_TEST_STORE` picks
-/// one: `sqlite` (in memory, the default) or `sqlite-file` (a WAL database
-/// in a temporary directory, fsync on). A new backend adds its arm here.
-fn new_store() -> Box<dyn baton::store::Store> {
-    match std::env::var("BATON_TEST_STORE").as_deref() {
+/// one: `sqlite` (in memory, the default), `sqlite-file` (a WAL database
+/// in a temporary directory, fsync on) or `postgres` (a schema of its own,
+/// dropped at the end, on `BATON_TEST_POSTGRES`). A new backend adds its
+/// arm here.
+fn new_store() -> (Box<dyn baton::store::Store>, Option<SchemaGuard>) {
+    if std::env::var("BATON_TEST_STORE").as_deref() == Ok("postgres") {
+        let schema = format!(
+            "baton_test_{}_{}_{}",
+            std::process::id(),
+            rand_suffix(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        let guard = SchemaGuard(schema.clone());
+        let mut opts = baton::store::postgres::PgOptions::new(&pg_url());
+        opts.schema = schema;
+        opts.pool_size = 2;
+        let store = baton::store::postgres::PgStore::connect(&opts).expect("postgres store");
+        return (Box::new(store), Some(guard));
+    }
+    let store: Box<dyn baton::store::Store> = match std::env::var("BATON_TEST_STORE").as_deref() {
         Ok("sqlite-file") => {
             let dir = std::env::temp_dir().join(format!(
                 "baton-http-{}-{}",
@@ -38,7 +76,8 @@ fn new_store() -> Box<dyn baton::store::Store> {
         }
         Ok("sqlite") | Err(_) => Box::new(SqliteStore::in_memory().expect("in-memory store")),
         Ok(other) => panic!("unknown BATON_TEST_STORE {other:?}"),
-    }
+    };
+    (store, None)
 }
 
 fn rand_suffix() -> u64 {
@@ -49,7 +88,7 @@ fn rand_suffix() -> u64 {
 
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
-    let store = new_store();
+    let (store, schema) = new_store();
     let config = WriterConfig {
         grace_ms: 1_000,
         max_batch: 256,
@@ -62,7 +101,11 @@ fn harness() -> Harness {
         ..WriterConfig::default()
     };
     let service = Service::start(store, clock.clone(), config).expect("service starts");
-    Harness { service, clock }
+    Harness {
+        service,
+        clock,
+        _schema: schema,
+    }
 }
 
 impl Harness {

@@ -14,7 +14,8 @@
 //! * `conn`: the accept loop and per-connection limits ([`ConnLimits`]).
 //! * `state`: what the handlers share.
 //! * this module: router, limits, start-up (the data directory and its
-//!   one-owner lock, keys, the first admin token) and graceful shutdown.
+//!   one-owner lock, or a shared PostgreSQL store; keys, the first admin
+//!   token) and graceful shutdown.
 
 mod conn;
 mod http;
@@ -42,10 +43,11 @@ pub use http::ADMIN_PREFIX;
 use http::render::error_reply;
 pub use state::AppState;
 use state::Metrics;
-use writer::{Clock, LedgerHandle, SystemClock, WriterConfig};
+use writer::{Clock, Polled, SystemClock, WriterConfig};
 
 use crate::caveat::Caveat;
 use crate::keys::{KeyStatus, Keyset, RootKey};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoredKey, StoredKeyStatus};
 use crate::token::Token;
@@ -119,28 +121,21 @@ impl Service {
         clock: Arc<dyn Clock>,
         config: WriterConfig,
     ) -> Result<Self, StartError> {
-        let stored = store.keys()?;
-        let mut keyset = Keyset::new();
-        let mut signer = None;
-        for k in &stored {
-            let key =
-                RootKey::from_text(&k.secret).map_err(|_| StartError::BadKey(k.kid.clone()))?;
-            let status = match k.status {
-                StoredKeyStatus::Active => KeyStatus::Active,
-                _ => KeyStatus::Retired,
-            };
-            keyset.insert(key.public(), status);
-            if status == KeyStatus::Active {
-                signer = Some(key);
-            }
-        }
+        let (mut keyset, signer) = parse_keys(&store.keys()?)?;
         let signer = match signer {
             Some(s) => s,
             None => {
                 let key = RootKey::generate().map_err(|e| StartError::BadKey(e.to_string()))?;
-                store.rotate_key(StoredKey::active(&key, clock.now_ms()))?;
-                keyset.insert(key.public(), KeyStatus::Active);
-                key
+                // Servers starting together on one shared store: the first
+                // adds its key, the others load that one.
+                if store.bootstrap_key(StoredKey::active(&key, clock.now_ms()))? {
+                    keyset.insert(key.public(), KeyStatus::Active);
+                    key
+                } else {
+                    let (ks, active) = parse_keys(&store.keys()?)?;
+                    keyset = ks;
+                    active.ok_or_else(|| StartError::BadKey("no active root key".into()))?
+                }
             }
         };
         let (ledger, writer, revoked) = writer::start(store, clock, config)?;
@@ -162,9 +157,12 @@ impl Service {
         })
     }
 
-    /// Releases expired holds now, as the once-a-second sweeper does.
+    /// Releases expired holds now, as the once-a-second sweeper does (and
+    /// on a shared store learns other servers' keys and revocations).
     pub async fn sweep_now(&self) {
-        self.state.ledger.tick().await;
+        if let Some(polled) = self.state.ledger.tick().await {
+            learn(&self.state, polled);
+        }
     }
 
     /// Mints a root token with this service's active key: for tests and
@@ -210,7 +208,7 @@ impl Service {
         limits: ConnLimits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(sweep(self.state.ledger.clone()));
+        let sweeper = tokio::spawn(sweep(self.state.clone()));
         let app = self.router();
         let result = conn::serve(listener, app, limits, shutdown).await;
         sweeper.abort();
@@ -227,13 +225,83 @@ impl Service {
     }
 }
 
-/// Releases expired holds, once a second, through the writer like any change.
-async fn sweep(ledger: LedgerHandle) {
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+/// The keyset of stored keys, and the active key if there is one.
+fn parse_keys(stored: &[StoredKey]) -> Result<(Keyset, Option<RootKey>), StartError> {
+    let mut keyset = Keyset::new();
+    let mut signer = None;
+    for k in stored {
+        let key = RootKey::from_text(&k.secret).map_err(|_| StartError::BadKey(k.kid.clone()))?;
+        let status = match k.status {
+            StoredKeyStatus::Active => KeyStatus::Active,
+            _ => KeyStatus::Retired,
+        };
+        keyset.insert(key.public(), status);
+        if status == KeyStatus::Active {
+            signer = Some(key);
+        }
+    }
+    Ok((keyset, signer))
+}
+
+/// How often the sweeper runs: expiry, and on a shared store the poll of
+/// keys and revocations other servers made (the bound in spec/http.md §4.8).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Releases expired holds, once a second, through the writer like any
+/// change; on a shared store, learns what other servers changed.
+async fn sweep(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        ledger.tick().await;
+        if let Some(polled) = state.ledger.tick().await {
+            learn(&state, polled);
+        }
     }
+}
+
+/// Applies what a tick polled from a shared store: revocations to the
+/// offline verifier; root keys, if they changed, to the verifier and the
+/// signer (a rotation through another server).
+fn learn(state: &AppState, polled: Polled) {
+    if !polled.revoked.is_empty() {
+        let mut v = state.verifier.write().unwrap_or_else(|p| p.into_inner());
+        for b in polled.revoked {
+            v.revoke(b);
+        }
+    }
+    let Some(stored) = polled.keys else {
+        return;
+    };
+    let (keyset, active) = match parse_keys(&stored) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "stored root keys do not parse; keeping the current ones");
+            return;
+        }
+    };
+    let Some(active) = active else {
+        return;
+    };
+    let same = {
+        let v = state.verifier.read().unwrap_or_else(|p| p.into_inner());
+        let mut now: Vec<_> = v.keyset().iter().map(|(k, s)| (k.kid(), s)).collect();
+        let mut then: Vec<_> = keyset.iter().map(|(k, s)| (k.kid(), s)).collect();
+        now.sort_by_key(|(k, _)| k.to_string());
+        then.sort_by_key(|(k, _)| k.to_string());
+        now == then
+    };
+    if same {
+        return;
+    }
+    // The verifier first, so every token the new signer mints verifies.
+    {
+        let mut v = state.verifier.write().unwrap_or_else(|p| p.into_inner());
+        for (k, s) in keyset.iter() {
+            v.keyset_mut().insert(*k, s);
+        }
+    }
+    tracing::info!(kid = %active.kid(), "learned a root key rotated through another server");
+    *state.signer.write().unwrap_or_else(|p| p.into_inner()) = active;
 }
 
 /// The router with its limits: body size, concurrency (shed beyond it),
@@ -382,9 +450,20 @@ pub fn open(
     // a crash between creating the key and writing the file. Whoever can
     // delete the file can read the key store beside it, so this grants
     // nothing new.
+    let written = write_admin_token(data_dir, &service)?;
+    Ok((service, written))
+}
+
+/// Writes `DATA/admin.token` (mode 0600, through a temporary file and a
+/// rename) unless it exists; returns its path when written.
+fn write_admin_token(data_dir: &Path, service: &Service) -> Result<Option<PathBuf>, StartError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StartError::Io { path, source }
+    };
     let path = data_dir.join("admin.token");
     if path.exists() {
-        return Ok((service, None));
+        return Ok(None);
     }
     let admin = service
         .mint_admin_token()
@@ -403,7 +482,33 @@ pub fn open(
         .map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok((service, Some(path)))
+    Ok(Some(path))
+}
+
+/// Starts on a PostgreSQL store several servers share (spec/http.md §4.8):
+/// connects, migrates (one server at a time), loads or creates the root key
+/// (one server creates it, the others load it). No data-directory lock:
+/// several processes are the point. `data_dir` is used only for the admin
+/// token file, written (mode 0600) when it is missing, as in [`open`]; any
+/// server can mint one from the shared key. Returns the service and, when
+/// written, the admin token's path.
+pub fn open_postgres(
+    data_dir: &Path,
+    pg: &PgOptions,
+    config: WriterConfig,
+) -> Result<(Service, Option<PathBuf>), StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| StartError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+    let store = PgStore::connect(pg)?;
+    let service = Service::start(Box::new(store), Arc::new(SystemClock), config)?;
+    let written = write_admin_token(data_dir, &service)?;
+    Ok((service, written))
 }
 
 /// `baton keys rotate --data`: adds a new active root key to the store in

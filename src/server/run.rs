@@ -8,12 +8,38 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-/// `baton serve`: run the ledger service on its embedded store.
+/// `baton serve`: run the ledger service on its embedded store, or on a
+/// PostgreSQL database shared with other `baton serve` processes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Data directory: the SQLite ledger and, after the first start, the admin token.
+    /// Data directory: the SQLite ledger and, after the first start, the
+    /// admin token. With --store postgres://..., only the admin token.
     #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
     pub data: PathBuf,
+    /// The ledger store: `sqlite` (embedded, in --data; the default) or a
+    /// PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` shared by
+    /// any number of servers (spec/http.md §4.8). Prefer the environment
+    /// variable for a URL with a password: arguments are visible to every
+    /// user in the process list.
+    #[arg(
+        long,
+        env = "BATON_STORE",
+        default_value = "sqlite",
+        value_name = "sqlite|postgres://...",
+        hide_env_values = true
+    )]
+    pub store: String,
+    /// PostgreSQL: the schema holding the ledger's tables, created if
+    /// missing (lower-case letters, digits and _).
+    #[arg(long, env = "BATON_PG_SCHEMA", default_value = crate::store::postgres::DEFAULT_SCHEMA, value_parser = pg_schema)]
+    pub pg_schema: String,
+    /// PostgreSQL: most connections this server opens (one carries the
+    /// writer's transactions; the others start-up, sweeps and pruning).
+    #[arg(long, env = "BATON_POOL_SIZE", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub pool_size: u32,
+    /// Most requests in one group commit (one transaction).
+    #[arg(long, env = "BATON_BATCH_SIZE", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub batch_size: u32,
     /// Address to listen on. Loopback by default; port 0 picks a free port.
     #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
@@ -69,6 +95,15 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A schema name that needs no quoting in SQL.
+fn pg_schema(s: &str) -> Result<String, String> {
+    if crate::store::postgres::valid_schema(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 to 63 lower-case letters, digits and _, not starting with a digit".into())
+    }
+}
+
 /// At least a minute: a shorter window would forget keys that clients
 /// are still retrying.
 fn parse_retain(s: &str) -> Result<std::time::Duration, String> {
@@ -88,8 +123,21 @@ impl ServeArgs {
                 keep_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
                 batch: 50_000,
             }),
+            max_batch: self.batch_size as usize,
             ..Default::default()
         }
+    }
+
+    /// The PostgreSQL store these flags name, if `--store` is a URL.
+    pub fn postgres(&self) -> Option<crate::store::postgres::PgOptions> {
+        let url = &self.store;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return None;
+        }
+        let mut o = crate::store::postgres::PgOptions::new(url);
+        o.schema = self.pg_schema.clone();
+        o.pool_size = self.pool_size as usize;
+        Some(o)
     }
 }
 
@@ -191,6 +239,9 @@ pub enum ServeError {
     /// The async runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--store` is neither `sqlite` nor a `postgres://` URL.
+    #[error("--store must be sqlite or a postgres:// URL")]
+    BadStore,
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests
@@ -203,7 +254,14 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
-        let (service, admin) = super::open(&args.data, args.writer_config())?;
+        let (service, admin) = match args.postgres() {
+            Some(pg) => {
+                tracing::info!(schema = %pg.schema, pool = pg.pool_size, "ledger store: PostgreSQL (shared)");
+                super::open_postgres(&args.data, &pg, args.writer_config())?
+            }
+            None if args.store == "sqlite" => super::open(&args.data, args.writer_config())?,
+            None => return Err(ServeError::BadStore),
+        };
         if let Some(path) = admin {
             // The token itself never goes to the logs: only where it is.
             tracing::info!(path = %path.display(), "wrote an admin token (mode 0600): first start, or the file was missing");

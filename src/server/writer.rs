@@ -12,6 +12,17 @@
 //! Readers take the same lock, so they never see a change before it is
 //! durable. This module knows nothing of HTTP: rendering is the HTTP
 //! layer's job (`server::http`).
+//!
+//! On a store several servers share ([`Store::shared`]) the group is one
+//! database transaction that first claims its idempotency keys, locks the
+//! reservations it names, then the scopes it touches (in one global order)
+//! and reads the revocations of the chains involved; the ledger then
+//! applies the group to exactly that working set. A group that lost a race
+//! with another server's (deadlock, serialization failure) is undone and
+//! run again, up to [`MAX_ATTEMPTS`] times. Readers of scopes and of the
+//! revocation feed go through the writer too, since memory is not the
+//! truth; each sweeper tick also polls the root keys and the revocations
+//! other servers made, for the offline verifier.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +30,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::keys::BlockId;
-use crate::ledger::{CacheSizes, Command, Ledger, Missing, Outcome, Revocation};
+use crate::ledger::{
+    CacheSizes, Command, Ledger, Missing, Outcome, Revocation, ScopeKey, ScopeState, Touched,
+};
 use crate::store::{Store, StoreError, StoredKey};
+
+/// How many times a group that lost a race on a shared store is tried.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// The most expired holds one sweeper tick releases on a shared store.
+const DUE_PER_TICK: usize = 4096;
 
 /// Milliseconds since the Unix epoch, from the server's clock only.
 pub trait Clock: Send + Sync + 'static {
@@ -68,6 +87,10 @@ enum Request {
     Tick,
     /// Store a new active root key.
     RotateKey(StoredKey),
+    /// Read scopes' counters (shared store: from the database).
+    Scopes(Vec<(ScopeKey, u64)>),
+    /// Read the revocation feed (shared store: from the database).
+    Feed { after: u64, limit: usize },
 }
 
 /// The writer's answer to a [`Request`].
@@ -75,8 +98,22 @@ enum Request {
 enum Answer {
     Outcome(Outcome),
     Revoked(Revocation),
-    Ticked,
+    Ticked(Polled),
     Rotated,
+    Scopes(Vec<ScopeState>),
+    Feed(Vec<(u64, BlockId)>),
+}
+
+/// What a sweeper tick on a shared store learned from the other servers:
+/// for the offline verifier and the signer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Polled {
+    /// Every root key, when polled (shared stores only).
+    pub(crate) keys: Option<Vec<StoredKey>>,
+    /// Blocks revoked since the last poll, by any server.
+    pub(crate) revoked: Vec<BlockId>,
+    /// The feed position read up to.
+    feed_end: u64,
 }
 
 struct Job {
@@ -127,6 +164,8 @@ pub(crate) struct LedgerHandle {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batches: prometheus_client::metrics::counter::Counter,
+    /// The store is shared by several servers: memory is not the truth.
+    pub(crate) shared: bool,
 }
 
 impl LedgerHandle {
@@ -153,9 +192,37 @@ impl LedgerHandle {
         }
     }
 
-    /// Expires due holds (and prunes old history) now.
-    pub(crate) async fn tick(&self) -> bool {
-        matches!(self.submit(Request::Tick).await, Some(Answer::Ticked))
+    /// Expires due holds (and prunes old history) now. On a shared store,
+    /// also returns what other servers changed; `None`: store unavailable.
+    pub(crate) async fn tick(&self) -> Option<Polled> {
+        match self.submit(Request::Tick).await? {
+            Answer::Ticked(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Scopes' counters, each with the ceiling an unseen scope has. `None`:
+    /// the store is unavailable.
+    pub(crate) async fn scopes(&self, keys: Vec<(ScopeKey, u64)>) -> Option<Vec<ScopeState>> {
+        if !self.shared {
+            let ledger = self.read().await;
+            return Some(keys.iter().map(|(k, c)| ledger.scope(k, *c)).collect());
+        }
+        match self.submit(Request::Scopes(keys)).await? {
+            Answer::Scopes(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Up to `limit` revocations after feed position `after`, in order.
+    pub(crate) async fn feed(&self, after: u64, limit: usize) -> Option<Vec<(u64, BlockId)>> {
+        if !self.shared {
+            return Some(self.read().await.revocations_after(after, limit));
+        }
+        match self.submit(Request::Feed { after, limit }).await? {
+            Answer::Feed(f) => Some(f),
+            _ => None,
+        }
     }
 
     /// Stores a new active root key, retiring the others.
@@ -183,7 +250,14 @@ pub(crate) fn start(
 ) -> Result<(LedgerHandle, std::thread::JoinHandle<()>, Vec<BlockId>), StoreError> {
     let state = store.load_active()?;
     let revoked: Vec<BlockId> = state.revoked.iter().map(|(b, _)| *b).collect();
-    let ledger = Arc::new(Mutex::new(Ledger::restore(state, config.cache)));
+    let shared_store = store.shared();
+    let feed_end = state.revoked.iter().map(|(_, s)| *s).max().unwrap_or(0);
+    let ledger = if shared_store {
+        Ledger::shared(state.revoked, config.cache)
+    } else {
+        Ledger::restore(state, config.cache)
+    };
+    let ledger = Arc::new(Mutex::new(ledger));
     let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
     let handle = LedgerHandle {
         tx,
@@ -191,6 +265,7 @@ pub(crate) fn start(
         ready: Arc::new(AtomicBool::new(true)),
         clock: clock.clone(),
         batches: prometheus_client::metrics::counter::Counter::default(),
+        shared: shared_store,
     };
     // The thread gets the shared parts but no sender: once every handle is
     // dropped the channel closes and the thread ends.
@@ -202,7 +277,7 @@ pub(crate) fn start(
     };
     let thread = std::thread::Builder::new()
         .name("baton-ledger-writer".into())
-        .spawn(move || run(rx, store, shared, config))
+        .spawn(move || run(rx, store, shared, config, feed_end))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     Ok((handle, thread, revoked))
 }
@@ -253,6 +328,7 @@ fn run(
     mut store: Box<dyn Store>,
     shared: Shared,
     config: WriterConfig,
+    mut feed_end: u64,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
     // The loop ends when every sender is gone: the server has shut down and
@@ -267,73 +343,34 @@ fn run(
         }
         let mut ledger = shared.ledger.blocking_lock();
         let now = shared.clock.now_ms();
-        // One transaction for the whole group: its look-ups, any key
-        // rotation and its writes commit or roll back together.
-        let mut ok = match store
-            .begin()
-            .and_then(|()| fetch(&mut ledger, store.as_mut(), &batch))
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "ledger read failed; group refused");
-                store.abort();
-                false
-            }
-        };
-        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
-        let mut ticked = false;
-        for job in &batch {
-            if !ok {
-                answers.push(None);
-                continue;
-            }
-            let answer = match &job.request {
-                Request::Command(cmd) => {
-                    Some(Answer::Outcome(ledger.apply(cmd, now, config.grace_ms)))
+        let mut result = Err(StoreError::Unavailable("not tried".into()));
+        for attempt in 1..=MAX_ATTEMPTS {
+            result = group(&mut ledger, store.as_mut(), &batch, now, &config, feed_end);
+            match &result {
+                Ok(_) => {
+                    ledger.settle();
+                    break;
                 }
-                Request::Revoke { tree, block } => {
-                    Some(Answer::Revoked(ledger.revoke(*tree, *block)))
-                }
-                Request::Tick => {
-                    ledger.expire(now, config.grace_ms);
-                    ticked = true;
-                    Some(Answer::Ticked)
-                }
-                // Joins the group's transaction: durable with its write.
-                // If it fails, the transaction is in doubt: the whole group
-                // is undone, as for a failed write.
-                Request::RotateKey(key) => match store.rotate_key(key.clone()) {
-                    Ok(()) => Some(Answer::Rotated),
-                    Err(e) => {
-                        tracing::error!(error = %e, "storing a rotated key failed; group undone");
-                        store.abort();
-                        ok = false;
-                        None
+                Err(e) => {
+                    // Nothing of the group may stay, in the store or in memory.
+                    store.abort();
+                    ledger.rollback();
+                    if !matches!(e, StoreError::Conflict(_)) {
+                        tracing::error!(error = %e, "ledger group failed; undone, answered 503");
+                        break;
                     }
-                },
-            };
-            answers.push(answer);
-        }
-        if ok {
-            let changes = ledger.coalesced_changes();
-            // A group that changed nothing (a quiet sweeper tick) still
-            // probes the store, so readiness tracks it in both directions.
-            let durable = if changes.is_empty() {
-                store.write(&[]).and_then(|()| store.ping())
-            } else {
-                store.write(&changes)
-            };
-            if let Err(e) = durable {
-                tracing::error!(error = %e, "ledger write failed; group undone");
-                ok = false;
+                    tracing::debug!(error = %e, attempt, "ledger group lost a race; retrying");
+                }
             }
-        }
-        if ok {
-            ledger.settle();
-        } else {
-            ledger.rollback();
         }
         drop(ledger);
+        let ok = result.is_ok();
+        let (answers, ticked) = result.unwrap_or_default();
+        for a in answers.iter().flatten() {
+            if let Answer::Ticked(p) = a {
+                feed_end = feed_end.max(p.feed_end);
+            }
+        }
         if ok
             && ticked
             && let Some(retain) = config.retain
@@ -342,11 +379,148 @@ fn run(
         }
         shared.ready.store(ok, Ordering::SeqCst);
         shared.batches.inc();
-        for (job, answer) in batch.drain(..).zip(answers) {
+        let mut answers = answers.into_iter();
+        for job in batch.drain(..) {
             // A client that went away no longer needs its answer.
-            let _ = job.reply.send(if ok { answer } else { None });
+            let _ = job.reply.send(answers.next().flatten());
         }
     }
+}
+
+/// One try at a group: its transaction from look-ups to commit. On `Ok`
+/// everything is durable and the answers (one per job, in order) may be
+/// sent, with whether the group ticked; on `Err` the caller undoes it.
+fn group(
+    ledger: &mut Ledger,
+    store: &mut dyn Store,
+    batch: &[Job],
+    now: u64,
+    config: &WriterConfig,
+    feed_end: u64,
+) -> Result<(Vec<Option<Answer>>, bool), StoreError> {
+    let shared = ledger.is_shared();
+    if shared && ledger.holder_ids_left() < batch.len() as u64 {
+        // Each command interns at most one holder.
+        let n = (batch.len() as u64).max(1024);
+        let start = store.holder_ids(n)?;
+        ledger.grant_holder_ids(start, start.saturating_add(n));
+    }
+    // One transaction for the whole group: its look-ups, any key
+    // rotation and its writes commit or roll back together.
+    store.begin()?;
+    fetch(ledger, store, batch)?;
+    if shared {
+        working_set(ledger, store, batch, now, config.grace_ms)?;
+    }
+    let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
+    let mut ticked = false;
+    for job in batch {
+        let answer = match &job.request {
+            Request::Command(cmd) => Answer::Outcome(ledger.apply(cmd, now, config.grace_ms)),
+            Request::Revoke { tree, block } => Answer::Revoked(ledger.revoke(*tree, *block)),
+            Request::Tick => {
+                ledger.expire(now, config.grace_ms);
+                ticked = true;
+                let mut polled = Polled {
+                    feed_end,
+                    ..Polled::default()
+                };
+                if shared {
+                    // What other servers did: new keys, new revocations.
+                    polled.keys = Some(store.keys()?);
+                    let feed = store.revocations_after(feed_end, 10_000)?;
+                    polled.feed_end = feed.last().map_or(feed_end, |(s, _)| *s);
+                    polled.revoked = feed.into_iter().map(|(_, b)| b).collect();
+                }
+                Answer::Ticked(polled)
+            }
+            // Joins the group's transaction: durable with its write. If it
+            // fails, the transaction is in doubt: the whole group is undone,
+            // as for a failed write.
+            Request::RotateKey(key) => {
+                store.rotate_key(key.clone())?;
+                Answer::Rotated
+            }
+            Request::Scopes(keys) => {
+                let ks: Vec<ScopeKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+                let got = store.read_scopes(&ks)?;
+                Answer::Scopes(
+                    keys.iter()
+                        .zip(got)
+                        .map(|((k, c), s)| s.unwrap_or_else(|| ledger.scope(k, *c)))
+                        .collect(),
+                )
+            }
+            Request::Feed { after, limit } => {
+                Answer::Feed(store.revocations_after(*after, *limit)?)
+            }
+        };
+        answers.push(Some(answer));
+    }
+    let changes = ledger.coalesced_changes();
+    // A group that changed nothing (a quiet sweeper tick) still probes the
+    // store, so readiness tracks it in both directions.
+    if changes.is_empty() {
+        store.write(&[]).and_then(|()| store.ping())?;
+    } else {
+        store.write(&changes)?;
+    }
+    Ok((answers, ticked))
+}
+
+/// Shared store: locks and reads what the group touches beyond its
+/// records (hold that expired, for a tick; the scopes of every command and
+/// hold; the revocations of every chain) and loads it into the ledger.
+/// Locks are taken in one order in every group: idempotency keys and
+/// reservations (by [`fetch`]), expired holds, scopes by key, then the
+/// revocation feed.
+fn working_set(
+    ledger: &mut Ledger,
+    store: &mut dyn Store,
+    batch: &[Job],
+    now: u64,
+    grace: u64,
+) -> Result<(), StoreError> {
+    let mut touched = Touched::default();
+    let mut revokes = false;
+    for job in batch {
+        match &job.request {
+            Request::Command(cmd) => ledger.touches(cmd, &mut touched),
+            Request::Tick => {
+                let due = store.due(now.saturating_sub(grace), DUE_PER_TICK)?;
+                for r in &due {
+                    touched
+                        .scopes
+                        .extend(r.holder.scopes.iter().map(|k| (k.clone(), 0)));
+                }
+                ledger.supply([], due.into_iter().map(|r| (r.id, Some(r))));
+            }
+            Request::Revoke { block, .. } => {
+                revokes = true;
+                touched.blocks.push(*block);
+            }
+            _ => {}
+        }
+    }
+    // One global order; for a scope named twice, the larger ceiling (a new
+    // scope's is the token's; an existing one's is already recorded).
+    touched
+        .scopes
+        .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    touched.scopes.dedup_by(|a, b| a.0 == b.0);
+    let scopes = store.lock_scopes(&touched.scopes)?;
+    let feed_end = if revokes {
+        Some(store.lock_revocations()?)
+    } else {
+        None
+    };
+    // A block known revoked stays revoked: only the others are asked about.
+    touched.blocks.retain(|b| !ledger.is_revoked(b));
+    touched.blocks.sort();
+    touched.blocks.dedup();
+    let revoked = store.revoked_among(&touched.blocks)?;
+    ledger.load(scopes, revoked, feed_end);
+    Ok(())
 }
 
 /// Drops history older than the retention window, a bounded amount per

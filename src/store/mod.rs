@@ -6,14 +6,20 @@
 //! idempotency records and reservations, and drops history older than the
 //! retention window when asked. Every rule lives in [`crate::ledger`].
 //!
-//! SQL is kept portable so that a PostgreSQL backend can implement the same
-//! trait and run the same test suite; the compact encodings both share are
-//! in [`codec`].
+//! Two backends implement it: [`sqlite`], embedded, owned by one process;
+//! and [`postgres`], shared by any number of `baton serve` processes, where
+//! the database is the truth and each group re-reads what it touches under
+//! row locks ([`Store::shared`]). The compact encodings both share are in
+//! [`codec`].
 
 pub mod codec;
+pub mod postgres;
 pub mod sqlite;
 
-use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
+use crate::keys::BlockId;
+use crate::ledger::{
+    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
+};
 
 /// The store could not read or write. The service answers 503 and reports
 /// itself not ready; it never guesses.
@@ -34,6 +40,13 @@ pub enum StoreError {
         /// The version this build reads.
         expected: i64,
     },
+    /// The transaction lost a race with another server's (a deadlock or a
+    /// serialization failure) and was rolled back; trying again may succeed.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot do this (a shared-store call on an exclusive store).
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
 }
 
 /// Whether a root key signs new tokens or only verifies old ones.
@@ -146,4 +159,65 @@ pub trait Store: Send + 'static {
     fn rotate_key(&mut self, key: StoredKey) -> Result<(), StoreError>;
     /// Whether the store answers.
     fn ping(&mut self) -> Result<(), StoreError>;
+
+    /// Whether several servers may share this store. Then the ledger trusts
+    /// only what a group reads inside its transaction: [`Store::idempotency`]
+    /// also claims the absent keys (another server's group asking for one
+    /// waits until this group ends), [`Store::reservations`] locks the rows
+    /// it reads, and the calls below are used.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Shared stores: locks, in one global order, and reads the scopes
+    /// named, creating absent ones with the given ceiling and no spend.
+    fn lock_scopes(
+        &mut self,
+        _keys: &[(ScopeKey, u64)],
+    ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
+        Err(StoreError::Unsupported("lock_scopes"))
+    }
+    /// Shared stores: reads scopes without locking; absent ones are `None`.
+    fn read_scopes(&mut self, _keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {
+        Err(StoreError::Unsupported("read_scopes"))
+    }
+    /// Shared stores: which of `blocks` are revoked, with their feed positions.
+    fn revoked_among(&mut self, _blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
+        Err(StoreError::Unsupported("revoked_among"))
+    }
+    /// Shared stores: serializes revocations (until the group ends) and
+    /// returns the feed's last position, so feed positions commit in order.
+    fn lock_revocations(&mut self) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("lock_revocations"))
+    }
+    /// Shared stores: up to `limit` revocations after feed position `after`.
+    fn revocations_after(
+        &mut self,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        Err(StoreError::Unsupported("revocations_after"))
+    }
+    /// Shared stores: up to `limit` active reservations that expired before
+    /// `before_ms`, locked for this group and skipping rows another
+    /// server's group holds, so each hold is released exactly once.
+    fn due(&mut self, _before_ms: u64, _limit: usize) -> Result<Vec<Reservation>, StoreError> {
+        Err(StoreError::Unsupported("due"))
+    }
+    /// Shared stores: allocates `n` holder ids to this server, outside any
+    /// group; returns the first.
+    fn holder_ids(&mut self, _n: u64) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("holder_ids"))
+    }
+    /// Adds `key` as the active key unless there already is one, race-free
+    /// between servers starting together. Returns whether it was added.
+    fn bootstrap_key(&mut self, key: StoredKey) -> Result<bool, StoreError> {
+        if self
+            .keys()?
+            .iter()
+            .any(|k| k.status == StoredKeyStatus::Active)
+        {
+            return Ok(false);
+        }
+        self.rotate_key(key).map(|()| true)
+    }
 }

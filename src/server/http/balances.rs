@@ -1,6 +1,7 @@
 //! `GET /v1/balances`: the counters of every budget scope of the caller's
 //! chain, nearest first (spec/http.md §6.10). Scopes are active state, in
-//! memory: no store read.
+//! memory: no store read, except on a shared store, where the database is
+//! read through the writer.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, bearer};
+use super::{ApiError, bearer, unavailable};
 use crate::ledger::{MAX_AMOUNT, ScopeKey};
 use crate::server::state::AppState;
 
@@ -17,20 +18,29 @@ pub(crate) async fn balances(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
-    let ledger = state.ledger.read().await;
     let ids = token.block_ids();
-    let scopes: Vec<Value> = token
-        .authority()
-        .budgets()
+    let budgets: Vec<_> = token.authority().budgets().iter().rev().collect();
+    let keys: Vec<(ScopeKey, u64)> = budgets
         .iter()
-        .rev()
         .map(|(block, b)| {
-            let key = ScopeKey {
-                block: ids[*block],
-                unit: b.unit.clone(),
-                tools: b.tools.clone(),
-            };
-            let s = ledger.scope(&key, b.ceiling.min(MAX_AMOUNT));
+            (
+                ScopeKey {
+                    block: ids[*block],
+                    unit: b.unit.clone(),
+                    tools: b.tools.clone(),
+                },
+                b.ceiling.min(MAX_AMOUNT),
+            )
+        })
+        .collect();
+    let Some(counters) = state.ledger.scopes(keys.clone()).await else {
+        return Err(unavailable());
+    };
+    let scopes: Vec<Value> = budgets
+        .iter()
+        .zip(keys)
+        .zip(counters)
+        .map(|(((block, b), (key, _)), s)| {
             json!({ "block": block, "block_id": key.block.to_string(), "unit": key.unit.as_str(), "tools": b.tools.as_ref().map(|p| p.as_str()), "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "remaining": s.remaining() })
         })
         .collect();

@@ -94,9 +94,10 @@ pub(crate) async fn revocation_feed(
     require_admin(&state, &token, "baton.admin.revocations.read")?;
     let Query(q) = query
         .map_err(|_| ApiError::new(400, "invalid_request", "after must be an unsigned integer"))?;
-    let ledger = state.ledger.read().await;
-    let entries: Vec<Value> = ledger
-        .revocations_after(q.after, 1000)
+    let Some(feed) = state.ledger.feed(q.after, 1000).await else {
+        return Err(unavailable());
+    };
+    let entries: Vec<Value> = feed
         .into_iter()
         .map(|(seq, b)| json!({ "seq": seq, "block_id": b.to_string() }))
         .collect();

@@ -1,0 +1,1157 @@
+//! The shared store: PostgreSQL, for any number of `baton serve` processes
+//! on one database (spec/http.md §4.8).
+//!
+//! The database, not any process's memory, is the ledger's truth. One
+//! writer group is one transaction on one pooled connection: it claims its
+//! idempotency keys (an insert another server's claim of the same key
+//! waits on), locks the reservations it names and then the scopes it
+//! touches in one global order (`ORDER BY key FOR UPDATE`), reads the
+//! revocations of the chains involved, and only then runs the ledger's
+//! rules over exactly what it read. Its writes are set-based (`unnest`
+//! arrays, pipelined on the connection) and CHECK constraints restate the
+//! invariant as a backstop. Lost races (deadlock, serialization failure)
+//! come back as [`StoreError::Conflict`] and the writer retries the group.
+//!
+//! The SQL keeps to what PostgreSQL-wire distributed engines (CockroachDB,
+//! YugabyteDB) also accept where there is a choice: row locks, `ON
+//! CONFLICT`, `unnest`, partial indexes, `SKIP LOCKED`. The one
+//! PostgreSQL-only call is the session advisory lock around migrations.
+//!
+//! The client is async (`tokio-postgres`); the [`Store`] trait is called
+//! from the writer's thread, so the store runs its own small runtime and
+//! blocks on it, with a deadline on every call: a database that stops
+//! answering makes the call fail (503, not ready), never hang the writer.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use super::codec::{
+    decode_chain, decode_outcome, decode_scopes, encode_chain, encode_outcome, encode_scopes,
+    idem_hash,
+};
+use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
+use crate::caveat::Unit;
+use crate::keys::BlockId;
+use crate::ledger::{
+    ActiveState, Change, Holder, IdemKey, IdemRecord, ResId, ResState, Reservation, ScopeKey,
+    ScopeState,
+};
+use crate::pattern::ActionPattern;
+
+/// The migrations, in order: the schema at version `i + 1` is the first
+/// `i + 1` of them. Never edit one that has shipped; add another.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger.
+    "
+CREATE TABLE scopes (
+    block_id BYTEA NOT NULL CHECK (length(block_id) = 32),
+    unit TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    ceiling BIGINT NOT NULL CHECK (ceiling >= 0),
+    spent BIGINT NOT NULL CHECK (spent >= 0),
+    held BIGINT NOT NULL CHECK (held >= 0),
+    PRIMARY KEY (block_id, unit, tools),
+    CHECK (spent + held <= ceiling)
+);
+CREATE TABLE holders (
+    id BIGINT PRIMARY KEY,
+    chain BYTEA NOT NULL CHECK (length(chain) > 0 AND length(chain) % 32 = 0),
+    unit TEXT NOT NULL,
+    scopes BYTEA NOT NULL
+);
+CREATE TABLE reservations (
+    id BYTEA PRIMARY KEY CHECK (length(id) = 18),
+    holder BIGINT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    charged BIGINT CHECK (charged IS NULL OR charged >= 0),
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    CHECK ((state = 0) = (finalized_at IS NULL)),
+    CHECK ((state = 1) = (charged IS NOT NULL))
+);
+CREATE INDEX reservations_due ON reservations (expires_at) WHERE state = 0;
+CREATE TABLE revocations (
+    seq BIGINT PRIMARY KEY CHECK (seq > 0),
+    tree BYTEA NOT NULL CHECK (length(tree) = 32),
+    block_id BYTEA NOT NULL UNIQUE CHECK (length(block_id) = 32)
+);
+CREATE TABLE idempotency (
+    h BYTEA PRIMARY KEY CHECK (length(h) = 16),
+    at BIGINT NOT NULL,
+    fingerprint BYTEA NOT NULL CHECK (length(fingerprint) = 16),
+    outcome BYTEA NOT NULL
+);
+CREATE INDEX idempotency_at ON idempotency (at);
+CREATE TABLE root_keys (
+    kid TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX root_keys_one_active ON root_keys (status) WHERE status = 'active';
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL CHECK (value >= 0)
+);
+INSERT INTO counters (name, value) VALUES ('holders', 0), ('revocations', 0), ('keys', 0);
+",
+];
+
+/// The schema version this build reads: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The session advisory lock migrations run under ("baton" in ASCII):
+/// servers starting together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e;
+
+/// The default schema the tables live in.
+pub const DEFAULT_SCHEMA: &str = "baton";
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/db[?...]` (libpq URL form).
+    pub url: String,
+    /// The schema (namespace) holding the tables, created if absent:
+    /// lower-case letters, digits and `_`, not starting with a digit.
+    pub schema: String,
+    /// Most connections this process opens.
+    pub pool_size: usize,
+    /// Longest any one store call may take before it fails.
+    pub timeout: Duration,
+}
+
+impl PgOptions {
+    /// The defaults for `url`: schema `baton`, 8 connections, 5 s deadline.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether `s` is a schema name we accept: it is put in SQL text, so only
+/// a plain identifier that needs no quoting.
+pub fn valid_schema(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && !b[0].is_ascii_digit()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// Drops `schema` and everything in it: for tests, which each make a
+/// uniquely named schema. Refuses a name [`valid_schema`] refuses.
+pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    if !valid_schema(schema) {
+        return Err(unavailable("invalid schema name"));
+    }
+    let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+    let work = async move {
+        let (client, conn) = config.connect(NoTls).await.map_err(pg)?;
+        let driver = tokio::spawn(conn);
+        let out = client.batch_execute(&sql).await.map_err(pg);
+        drop(client);
+        let _ = driver.await;
+        out
+    };
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(unavailable)?
+            .block_on(work)
+    };
+    // From inside a runtime (an async test), on a thread of its own.
+    std::thread::spawn(run)
+        .join()
+        .unwrap_or_else(|_| Err(unavailable("drop_schema thread failed")))
+}
+
+/// PostgreSQL through a connection pool; see the module docs.
+pub struct PgStore {
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    /// The writer's connection, kept between groups.
+    conn: Option<Object>,
+    /// A group's transaction is open on `conn`.
+    in_tx: bool,
+    /// Idempotency keys this group claimed (placeholder rows): the ones it
+    /// does not record are deleted before commit.
+    claimed: Vec<[u8; 16]>,
+    timeout: Duration,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.conn = None;
+        // Without waiting: the store may be dropped on an async thread.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn amount(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt("negative amount"))
+}
+
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn block(b: &[u8]) -> Result<BlockId, StoreError> {
+    <[u8; 32]>::try_from(b)
+        .map(BlockId)
+        .map_err(|_| corrupt("block id"))
+}
+
+fn tools_column(t: &Option<ActionPattern>) -> &str {
+    t.as_ref().map_or("", |p| p.as_str())
+}
+
+fn scope_key(b: &[u8], unit: &str, tools: &str) -> Result<ScopeKey, StoreError> {
+    Ok(ScopeKey {
+        block: block(b)?,
+        unit: Unit::parse(unit).map_err(|_| corrupt("unit"))?,
+        tools: match tools {
+            "" => None,
+            t => Some(ActionPattern::parse(t).map_err(|_| corrupt("tools"))?),
+        },
+    })
+}
+
+/// A scope row (block_id, unit, tools, ceiling, spent, held).
+fn scope_row(r: &Row) -> Result<(ScopeKey, ScopeState), StoreError> {
+    let key = scope_key(
+        r.try_get(0).map_err(pg)?,
+        r.try_get(1).map_err(pg)?,
+        r.try_get(2).map_err(pg)?,
+    )?;
+    Ok((
+        key,
+        ScopeState {
+            ceiling: amount(r.try_get(3).map_err(pg)?)?,
+            spent: amount(r.try_get(4).map_err(pg)?)?,
+            held: amount(r.try_get(5).map_err(pg)?)?,
+        },
+    ))
+}
+
+const RESERVATION_COLUMNS: &str = "r.id, r.amount, r.charged, r.state, r.expires_at, r.finalized_at, h.id, h.chain, h.unit, h.scopes";
+
+fn reservation_row(r: &Row) -> Result<Reservation, StoreError> {
+    let chain = decode_chain(r.try_get(7).map_err(pg)?)?;
+    let scopes = decode_scopes(r.try_get(9).map_err(pg)?, &chain)?;
+    let state: i16 = r.try_get(3).map_err(pg)?;
+    Ok(Reservation {
+        id: ResId::from_slice(r.try_get(0).map_err(pg)?)
+            .ok_or_else(|| corrupt("reservation id"))?,
+        holder: Arc::new(Holder {
+            id: amount(r.try_get(6).map_err(pg)?)?,
+            chain,
+            unit: Unit::parse(r.try_get(8).map_err(pg)?).map_err(|_| corrupt("unit"))?,
+            scopes,
+        }),
+        amount: amount(r.try_get(1).map_err(pg)?)?,
+        charged: r
+            .try_get::<_, Option<i64>>(2)
+            .map_err(pg)?
+            .map(amount)
+            .transpose()?,
+        state: ResState::from_code(amount(i64::from(state))?)
+            .ok_or_else(|| corrupt("reservation state"))?,
+        expires_at: amount(r.try_get(4).map_err(pg)?)?,
+        finalized_at: r
+            .try_get::<_, Option<i64>>(5)
+            .map_err(pg)?
+            .map(amount)
+            .transpose()?,
+    })
+}
+
+/// Runs a statement on the group's connection with a cached prepared
+/// statement.
+async fn query(
+    c: &Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let st = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query(&st, params).await.map_err(pg)
+}
+
+async fn execute(
+    c: &Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let st = c.prepare_cached(sql).await.map_err(pg)?;
+    c.execute(&st, params).await.map_err(pg)
+}
+
+impl PgStore {
+    /// Connects, creates the schema if needed and runs the migrations this
+    /// build knows, under an advisory lock so that servers starting
+    /// together migrate one at a time. A database at a newer version than
+    /// this build reads is refused ([`StoreError::Version`]).
+    pub fn connect(opts: &PgOptions) -> Result<Self, StoreError> {
+        if !valid_schema(&opts.schema) {
+            return Err(unavailable(format!(
+                "schema name {:?}: use lower-case letters, digits and _",
+                opts.schema
+            )));
+        }
+        let mut config: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e| unavailable(format!("--store URL: {e}")))?;
+        // Every connection finds the tables in our schema first.
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c search_path={}", opts.schema),
+            None => format!("-c search_path={}", opts.schema),
+        };
+        config.options(&options);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(opts.timeout);
+        }
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("baton");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("baton-postgres")
+            .enable_all()
+            .build()
+            .map_err(unavailable)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection that broke is found closed and replaced.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _enter = rt.enter();
+            Pool::builder(manager)
+                .max_size(opts.pool_size.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(opts.timeout))
+                .create_timeout(Some(opts.timeout))
+                .build()
+                .map_err(unavailable)?
+        };
+        let store = Self {
+            rt: Some(rt),
+            pool,
+            conn: None,
+            in_tx: false,
+            claimed: Vec::new(),
+            timeout: opts.timeout,
+        };
+        store.migrate(&opts.schema)?;
+        Ok(store)
+    }
+
+    /// Blocks on `f` on the store's runtime, with the call deadline. From
+    /// inside another runtime (start-up runs in one) it blocks on a helper
+    /// thread instead, which tokio requires.
+    fn run<T: Send>(
+        &self,
+        timeout: Duration,
+        f: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| unavailable("store closed"))?;
+        let fut = async move {
+            tokio::time::timeout(timeout, f)
+                .await
+                .unwrap_or_else(|_| Err(unavailable("database did not answer in time")))
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .unwrap_or_else(|_| Err(unavailable("store thread failed")))
+            })
+        } else {
+            rt.block_on(fut)
+        }
+    }
+
+    fn migrate(&self, schema: &str) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        // Waiting for another server's migration may take longer than one call.
+        self.run(self.timeout * 12, async move {
+            let c = pool.get().await.map_err(unavailable)?;
+            c.query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(pg)?;
+            let done = migrate_locked(&c, schema).await;
+            let unlocked = c
+                .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(pg);
+            done.and(unlocked.map(drop))
+        })
+    }
+
+    /// Opens the group's transaction on the writer's connection (taken from
+    /// the pool once and kept, so a group costs no checkout).
+    fn group(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_none() {
+            let pool = self.pool.clone();
+            let c = self.run(self.timeout, async move {
+                pool.get().await.map_err(unavailable)
+            })?;
+            self.conn = Some(c);
+            self.in_tx = false;
+        }
+        if !self.in_tx {
+            self.claimed.clear();
+            let out = match self.conn.as_ref() {
+                Some(c) => self.run(self.timeout, async {
+                    c.batch_execute("BEGIN").await.map_err(pg)
+                }),
+                None => Err(unavailable("no connection")),
+            };
+            if let Err(e) = out {
+                self.discard();
+                return Err(e);
+            }
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Closes the writer's connection instead of returning it to the pool:
+    /// its state is in doubt.
+    fn discard(&mut self) {
+        self.in_tx = false;
+        if let Some(c) = self.conn.take() {
+            drop(Object::take(c));
+        }
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.claimed.clear();
+        let out = match self.conn.as_ref() {
+            Some(c) => self.run(self.timeout, async {
+                c.batch_execute("COMMIT").await.map_err(pg)
+            }),
+            None => Err(unavailable("no connection")),
+        };
+        self.in_tx = false;
+        if out.is_err() {
+            // Unknown whether it committed: never reuse this connection.
+            self.discard();
+        }
+        out
+    }
+}
+
+/// Runs an async block on the group's connection `c`, inside the group's
+/// transaction (opened if needed); on failure the group is rolled back.
+macro_rules! group_call {
+    ($self:ident, $c:ident => $body:expr) => {{
+        match $self.group() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let out = match $self.conn.as_ref() {
+                    Some($c) => $self.run($self.timeout, $body),
+                    None => Err(unavailable("no connection")),
+                };
+                if out.is_err() {
+                    $self.abort();
+                }
+                out
+            }
+        }
+    }};
+}
+
+/// Runs an async block on a pooled connection `c`, outside any group.
+macro_rules! once {
+    ($self:ident, $c:ident => $body:expr) => {{
+        let pool = $self.pool.clone();
+        $self.run($self.timeout, async {
+            let conn = pool.get().await.map_err(unavailable)?;
+            let $c = &conn;
+            $body.await
+        })
+    }};
+}
+
+async fn migrate_locked(c: &Object, schema: &str) -> Result<(), StoreError> {
+    // `schema` is a checked plain identifier (valid_schema).
+    c.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.baton_migrations (
+             version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ))
+    .await
+    .map_err(pg)?;
+    let found: i64 = c
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {schema}.baton_migrations"),
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Version {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i64 + 1;
+        c.batch_execute(&format!(
+            "BEGIN; SET LOCAL search_path TO {schema}; {sql}
+             INSERT INTO baton_migrations (version) VALUES ({version}); COMMIT;"
+        ))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, version, "migration failed");
+            pg(e)
+        })?;
+        tracing::info!(version, schema, "applied a ledger schema migration");
+    }
+    Ok(())
+}
+
+/// Per-kind column arrays of a group's writes, for set-based statements.
+#[derive(Default)]
+struct Rows<'a> {
+    scope_block: Vec<&'a [u8]>,
+    scope_unit: Vec<&'a str>,
+    scope_tools: Vec<&'a str>,
+    scope_spent: Vec<i64>,
+    scope_held: Vec<i64>,
+    holder_id: Vec<i64>,
+    holder_chain: Vec<Vec<u8>>,
+    holder_unit: Vec<&'a str>,
+    holder_scopes: Vec<Vec<u8>>,
+    res_id: Vec<&'a [u8]>,
+    res_holder: Vec<i64>,
+    res_amount: Vec<i64>,
+    res_charged: Vec<Option<i64>>,
+    res_state: Vec<i16>,
+    res_expires: Vec<i64>,
+    res_final: Vec<Option<i64>>,
+    idem_h: Vec<Vec<u8>>,
+    idem_at: Vec<i64>,
+    idem_fp: Vec<&'a [u8]>,
+    idem_outcome: Vec<Vec<u8>>,
+    rev_seq: Vec<i64>,
+    rev_tree: Vec<&'a [u8]>,
+    rev_block: Vec<&'a [u8]>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(changes: &[&'a Change]) -> Result<Self, StoreError> {
+        let mut r = Self::default();
+        for change in changes {
+            match *change {
+                Change::Scope(k, s) => {
+                    r.scope_block.push(&k.block.0);
+                    r.scope_unit.push(k.unit.as_str());
+                    r.scope_tools.push(tools_column(&k.tools));
+                    r.scope_spent.push(sql_int(s.spent));
+                    r.scope_held.push(sql_int(s.held));
+                }
+                Change::Holder(h) => {
+                    r.holder_id.push(sql_int(h.id));
+                    r.holder_chain.push(encode_chain(&h.chain));
+                    r.holder_unit.push(h.unit.as_str());
+                    r.holder_scopes.push(encode_scopes(&h.scopes, &h.chain)?);
+                }
+                Change::Reservation(x) => {
+                    r.res_id.push(&x.id.0);
+                    r.res_holder.push(sql_int(x.holder.id));
+                    r.res_amount.push(sql_int(x.amount));
+                    r.res_charged.push(x.charged.map(sql_int));
+                    r.res_state.push(i16::from(x.state.code()));
+                    r.res_expires.push(sql_int(x.expires_at));
+                    r.res_final.push(x.finalized_at.map(sql_int));
+                }
+                Change::Idempotency(k, rec) => {
+                    r.idem_h.push(idem_hash(k).to_vec());
+                    r.idem_at.push(sql_int(rec.at));
+                    r.idem_fp.push(&rec.fingerprint);
+                    r.idem_outcome.push(encode_outcome(&rec.outcome));
+                }
+                Change::Revoke { tree, block, seq } => {
+                    r.rev_seq.push(sql_int(*seq));
+                    r.rev_tree.push(&tree.0);
+                    r.rev_block.push(&block.0);
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Writes a group's rows with one statement per kind, pipelined on the
+/// connection; every result is checked before the commit is sent.
+async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<(), StoreError> {
+    let scopes = async {
+        if r.scope_block.is_empty() {
+            return Ok(());
+        }
+        // Every row was locked by this group, so each exists: a count that
+        // differs means a bug, and the group must not commit.
+        let n = execute(
+            c,
+            "UPDATE scopes s SET spent = v.spent, held = v.held
+             FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+                 AS v(block_id, unit, tools, spent, held)
+             WHERE s.block_id = v.block_id AND s.unit = v.unit AND s.tools = v.tools",
+            &[
+                &r.scope_block,
+                &r.scope_unit,
+                &r.scope_tools,
+                &r.scope_spent,
+                &r.scope_held,
+            ],
+        )
+        .await?;
+        if n != r.scope_block.len() as u64 {
+            return Err(unavailable("a scope row to update is missing"));
+        }
+        Ok(())
+    };
+    let holders = async {
+        if r.holder_id.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            "INSERT INTO holders (id, chain, unit, scopes)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::bytea[])",
+            &[
+                &r.holder_id,
+                &r.holder_chain,
+                &r.holder_unit,
+                &r.holder_scopes,
+            ],
+        )
+        .await
+        .map(drop)
+    };
+    let reservations = async {
+        if r.res_id.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            "INSERT INTO reservations (id, holder, amount, charged, state, expires_at, finalized_at)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int2[], $6::int8[], $7::int8[])
+             ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state,
+                 expires_at = excluded.expires_at, finalized_at = excluded.finalized_at",
+            &[
+                &r.res_id,
+                &r.res_holder,
+                &r.res_amount,
+                &r.res_charged,
+                &r.res_state,
+                &r.res_expires,
+                &r.res_final,
+            ],
+        )
+        .await
+        .map(drop)
+    };
+    let idem = async {
+        if r.idem_h.is_empty() {
+            return Ok(());
+        }
+        // Fills this group's claims; a key whose record was pruned may be
+        // recorded again.
+        execute(
+            c,
+            "INSERT INTO idempotency (h, at, fingerprint, outcome)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
+             ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
+                 outcome = excluded.outcome",
+            &[&r.idem_h, &r.idem_at, &r.idem_fp, &r.idem_outcome],
+        )
+        .await
+        .map(drop)
+    };
+    let unclaim = async {
+        if unrecorded.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            "DELETE FROM idempotency WHERE h = ANY($1)",
+            &[&unrecorded],
+        )
+        .await
+        .map(drop)
+    };
+    let revocations = async {
+        if r.rev_seq.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            "INSERT INTO revocations (seq, tree, block_id)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])",
+            &[&r.rev_seq, &r.rev_tree, &r.rev_block],
+        )
+        .await
+        .map(drop)
+    };
+    // All of them run to the end (none is dropped half-sent), then any
+    // failure fails the group.
+    let (a, b, d, e, f, g) =
+        tokio::join!(scopes, holders, reservations, idem, unclaim, revocations);
+    a.and(b).and(d).and(e).and(f).and(g)
+}
+
+impl Store for PgStore {
+    fn load_active(&mut self) -> Result<ActiveState, StoreError> {
+        // The database is the truth: only the revoked blocks are loaded, to
+        // seed the offline verifier and the ledger's cache of them.
+        let revoked = once!(self, c => async {
+                let rows = query(c, "SELECT block_id, seq FROM revocations ORDER BY seq", &[]).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            block(r.try_get(0).map_err(pg)?)?,
+                            amount(r.try_get(1).map_err(pg)?)?,
+                        ))
+                    })
+                    .collect()
+        })?;
+        Ok(ActiveState {
+            revoked,
+            ..ActiveState::default()
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.group().map(drop)
+    }
+
+    fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hashes: Vec<Vec<u8>> = keys.iter().map(|k| idem_hash(k).to_vec()).collect();
+        let (claimed, found) = group_call!(self, c => async {
+                // Claim every absent key with a placeholder row, in one
+                // order. A key another group claimed and has not ended
+                // waits here until it does: then its record is visible.
+                let rows = query(
+                    c,
+                    "INSERT INTO idempotency (h, at, fingerprint, outcome)
+                     SELECT h, 0, $2, ''::bytea FROM unnest($1::bytea[]) AS v(h) ORDER BY h
+                     ON CONFLICT (h) DO NOTHING RETURNING h",
+                    &[&hashes, &[0u8; 16].as_slice()],
+                )
+                .await?;
+                let claimed: Vec<Vec<u8>> = rows
+                    .iter()
+                    .map(|r| r.try_get::<_, Vec<u8>>(0).map_err(pg))
+                    .collect::<Result<_, _>>()?;
+                let rest: Vec<&Vec<u8>> = hashes.iter().filter(|h| !claimed.contains(h)).collect();
+                let mut found = Vec::new();
+                if !rest.is_empty() {
+                    for r in query(
+                        c,
+                        "SELECT h, at, fingerprint, outcome FROM idempotency WHERE h = ANY($1)",
+                        &[&rest],
+                    )
+                    .await?
+                    {
+                        let h: Vec<u8> = r.try_get(0).map_err(pg)?;
+                        let fp: &[u8] = r.try_get(2).map_err(pg)?;
+                        let rec = IdemRecord {
+                            at: amount(r.try_get(1).map_err(pg)?)?,
+                            fingerprint: fp.try_into().map_err(|_| corrupt("fingerprint"))?,
+                            outcome: decode_outcome(r.try_get(3).map_err(pg)?)?,
+                        };
+                        found.push((h, rec));
+                    }
+                }
+                Ok((claimed, found))
+        })?;
+        for h in &claimed {
+            if let Ok(a) = <[u8; 16]>::try_from(h.as_slice()) {
+                self.claimed.push(a);
+            }
+        }
+        Ok(hashes
+            .iter()
+            .map(|h| found.iter().find(|(f, _)| f == h).map(|(_, r)| r.clone()))
+            .collect())
+    }
+
+    fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+        let found: Vec<Reservation> = group_call!(self, c => async {
+                let rows = query(
+                    c,
+                    &format!(
+                        "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder
+                         WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r"
+                    ),
+                    &[&raw],
+                )
+                .await?;
+                rows.iter().map(reservation_row).collect()
+        })?;
+        Ok(ids
+            .iter()
+            .map(|id| found.iter().find(|r| r.id == *id).cloned())
+            .collect())
+    }
+
+    fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
+        if !self.in_tx && changes.is_empty() {
+            return Ok(());
+        }
+        let rows = Rows::of(changes)?;
+        let recorded: Vec<&Vec<u8>> = rows.idem_h.iter().collect();
+        let unrecorded: Vec<Vec<u8>> = self
+            .claimed
+            .iter()
+            .map(|h| h.to_vec())
+            .filter(|h| !recorded.contains(&h))
+            .collect();
+        group_call!(self, c => async { write_rows(c, &rows, &unrecorded).await })?;
+        self.commit_group()
+    }
+
+    fn abort(&mut self) {
+        self.claimed.clear();
+        if !self.in_tx {
+            return;
+        }
+        self.in_tx = false;
+        let rolled_back = match self.conn.as_ref() {
+            Some(c) => self
+                .run(self.timeout, async {
+                    c.batch_execute("ROLLBACK").await.map_err(pg)
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !rolled_back {
+            self.discard();
+        }
+    }
+
+    fn prune(&mut self, cutoff_ms: u64, limit: usize) -> Result<Pruned, StoreError> {
+        self.write(&[])?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let first = ResId::first_at(cutoff_ms).0.to_vec();
+        let cutoff = sql_int(cutoff_ms);
+        let (reservations, idempotency) = once!(self, c => async {
+                let r = execute(
+                    c,
+                    "DELETE FROM reservations WHERE id IN (
+                         SELECT id FROM reservations
+                         WHERE id < $1 AND state <> 0 AND finalized_at < $2 ORDER BY id LIMIT $3)",
+                    &[&first, &cutoff, &limit],
+                )
+                .await?;
+                let i = execute(
+                    c,
+                    "DELETE FROM idempotency WHERE h IN (
+                         SELECT h FROM idempotency WHERE at < $1 ORDER BY at LIMIT $2)",
+                    &[&cutoff, &limit],
+                )
+                .await?;
+                Ok((r, i))
+        })?;
+        Ok(Pruned {
+            reservations: usize::try_from(reservations).unwrap_or(usize::MAX),
+            idempotency: usize::try_from(idempotency).unwrap_or(usize::MAX),
+        })
+    }
+
+    fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError> {
+        once!(self, c => async {
+                let rows = query(
+                    c,
+                    "SELECT kid, secret, status, created_at FROM root_keys ORDER BY created_at, kid",
+                    &[],
+                )
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let status: &str = r.try_get(2).map_err(pg)?;
+                        Ok(StoredKey {
+                            kid: r.try_get(0).map_err(pg)?,
+                            secret: r.try_get(1).map_err(pg)?,
+                            status: StoredKeyStatus::parse(status)
+                                .ok_or_else(|| corrupt("key status"))?,
+                            created_at: amount(r.try_get(3).map_err(pg)?)?,
+                        })
+                    })
+                    .collect()
+        })
+    }
+
+    fn rotate_key(&mut self, key: StoredKey) -> Result<(), StoreError> {
+        let own = !self.in_tx;
+        group_call!(self, c => async {
+                // Rotations on several servers take turns, so each retires
+                // the key the one before made active.
+                query(c, "SELECT value FROM counters WHERE name = 'keys' FOR UPDATE", &[]).await?;
+                execute(c, "UPDATE root_keys SET status = 'retired' WHERE status = 'active'", &[])
+                    .await?;
+                execute(
+                    c,
+                    "INSERT INTO root_keys (kid, secret, status, created_at) VALUES ($1, $2, 'active', $3)",
+                    &[&key.kid, &key.secret, &sql_int(key.created_at)],
+                )
+                .await
+                .map(drop)
+        })?;
+        if own { self.commit_group() } else { Ok(()) }
+    }
+
+    fn bootstrap_key(&mut self, key: StoredKey) -> Result<bool, StoreError> {
+        self.write(&[])?;
+        let added = group_call!(self, c => async {
+                // Servers starting together take turns: the first adds the
+                // key, the others find it.
+                query(c, "SELECT value FROM counters WHERE name = 'keys' FOR UPDATE", &[]).await?;
+                let active = query(c, "SELECT kid FROM root_keys WHERE status = 'active'", &[]).await?;
+                if !active.is_empty() {
+                    return Ok(false);
+                }
+                execute(
+                    c,
+                    "INSERT INTO root_keys (kid, secret, status, created_at) VALUES ($1, $2, 'active', $3)",
+                    &[&key.kid, &key.secret, &sql_int(key.created_at)],
+                )
+                .await?;
+                Ok(true)
+        })?;
+        self.commit_group()?;
+        Ok(added)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        once!(self, c => async { c.simple_query("SELECT 1").await.map(drop).map_err(pg) })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn lock_scopes(
+        &mut self,
+        keys: &[(ScopeKey, u64)],
+    ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let blocks: Vec<&[u8]> = keys.iter().map(|(k, _)| k.block.0.as_slice()).collect();
+        let units: Vec<&str> = keys.iter().map(|(k, _)| k.unit.as_str()).collect();
+        let tools: Vec<&str> = keys.iter().map(|(k, _)| tools_column(&k.tools)).collect();
+        let ceilings: Vec<i64> = keys.iter().map(|(_, c)| sql_int(*c)).collect();
+        let n = keys.len();
+        group_call!(self, c => async {
+                const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+                     WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
+                     ORDER BY block_id, unit, tools FOR UPDATE";
+                let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&blocks, &units, &tools])
+                    .await?
+                    .iter()
+                    .map(scope_row)
+                    .collect::<Result<_, _>>()?;
+                if got.len() < n {
+                    // New scopes: create them at zero (a concurrent creator
+                    // of the same row makes this wait, then do nothing),
+                    // then lock them like the others.
+                    execute(
+                        c,
+                        "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
+                         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
+                         ORDER BY b, u, t ON CONFLICT DO NOTHING",
+                        &[&blocks, &units, &tools, &ceilings],
+                    )
+                    .await?;
+                    got = query(c, LOCK, &[&blocks, &units, &tools])
+                        .await?
+                        .iter()
+                        .map(scope_row)
+                        .collect::<Result<_, _>>()?;
+                }
+                Ok(got)
+        })
+    }
+
+    fn read_scopes(&mut self, keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let blocks: Vec<&[u8]> = keys.iter().map(|k| k.block.0.as_slice()).collect();
+        let units: Vec<&str> = keys.iter().map(|k| k.unit.as_str()).collect();
+        let tools: Vec<&str> = keys.iter().map(|k| tools_column(&k.tools)).collect();
+        let got: Vec<(ScopeKey, ScopeState)> = group_call!(self, c => async {
+                query(
+                    c,
+                    "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+                     WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))",
+                    &[&blocks, &units, &tools],
+                )
+                .await?
+                .iter()
+                .map(scope_row)
+                .collect()
+        })?;
+        Ok(keys
+            .iter()
+            .map(|k| got.iter().find(|(g, _)| g == k).map(|(_, s)| *s))
+            .collect())
+    }
+
+    fn revoked_among(&mut self, blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
+        group_call!(self, c => async {
+                query(
+                    c,
+                    "SELECT block_id, seq FROM revocations WHERE block_id = ANY($1)",
+                    &[&raw],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        block(r.try_get(0).map_err(pg)?)?,
+                        amount(r.try_get(1).map_err(pg)?)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn lock_revocations(&mut self) -> Result<u64, StoreError> {
+        group_call!(self, c => async {
+                query(c, "SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE", &[])
+                    .await?;
+                let rows = query(c, "SELECT coalesce(max(seq), 0) FROM revocations", &[]).await?;
+                let row = rows.first().ok_or_else(|| corrupt("revocations"))?;
+                amount(row.try_get(0).map_err(pg)?)
+        })
+    }
+
+    fn revocations_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        let after = sql_int(after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        group_call!(self, c => async {
+                query(
+                    c,
+                    "SELECT seq, block_id FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        amount(r.try_get(0).map_err(pg)?)?,
+                        block(r.try_get(1).map_err(pg)?)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn due(&mut self, before_ms: u64, limit: usize) -> Result<Vec<Reservation>, StoreError> {
+        let before = sql_int(before_ms);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        group_call!(self, c => async {
+                query(
+                    c,
+                    &format!(
+                        "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder
+                         WHERE r.state = 0 AND r.expires_at < $1
+                         ORDER BY r.expires_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED"
+                    ),
+                    &[&before, &limit],
+                )
+                .await?
+                .iter()
+                .map(reservation_row)
+                .collect()
+        })
+    }
+
+    fn holder_ids(&mut self, n: u64) -> Result<u64, StoreError> {
+        let n = sql_int(n);
+        let last = once!(self, c => async {
+                let rows = query(
+                    c,
+                    "UPDATE counters SET value = value + $1 WHERE name = 'holders' RETURNING value",
+                    &[&n],
+                )
+                .await?;
+                rows.first()
+                    .ok_or_else(|| corrupt("holder counter"))?
+                    .try_get(0)
+                    .map_err(pg)
+        })?;
+        // Ids start at 1: this server owns last - n + 1 ..= last.
+        Ok(amount(last)?.saturating_sub(amount(n)?).saturating_add(1))
+    }
+}
