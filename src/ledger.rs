@@ -1889,6 +1889,96 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_ledger_decides_on_what_was_loaded_and_then_forgets_it() {
+        let mut l = Ledger::shared(vec![], CacheSizes::all(8));
+        l.grant_holder_ids(100, 102);
+        let c = cmd(reserve(1, 2, 2), Some("a"));
+        let mut t = Touched::default();
+        l.touches(&c, &mut t);
+        assert_eq!(
+            t.scopes.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![key(2), key(1), key(0)]
+        );
+        assert_eq!(t.blocks, chain(2));
+        // Another server spent 7 of the parent's 8 since: only 1 is left.
+        l.supply([(c.idem.clone().unwrap().0, None)], []);
+        l.load(
+            [
+                (
+                    key(2),
+                    ScopeState {
+                        ceiling: 5,
+                        spent: 0,
+                        held: 0,
+                    },
+                ),
+                (
+                    key(1),
+                    ScopeState {
+                        ceiling: 8,
+                        spent: 7,
+                        held: 0,
+                    },
+                ),
+                (
+                    key(0),
+                    ScopeState {
+                        ceiling: 100,
+                        spent: 7,
+                        held: 0,
+                    },
+                ),
+            ],
+            [],
+            None,
+        );
+        let out = l.apply(&c, 0, 0);
+        assert!(
+            matches!(&out, Outcome::Refused(LedgerError::InsufficientBudget { scope, remaining: 1 }) if *scope == key(1)),
+            "{out:?}"
+        );
+        // A revocation read from the store refuses the chain.
+        let c2 = cmd(reserve(2, 3, 1), None);
+        l.load(
+            [(
+                key(3),
+                ScopeState {
+                    ceiling: 5,
+                    spent: 0,
+                    held: 0,
+                },
+            )],
+            [(BlockId([3; 32]), 4)],
+            None,
+        );
+        assert_eq!(
+            l.apply(&c2, 0, 0),
+            Outcome::Refused(LedgerError::Revoked(BlockId([3; 32])))
+        );
+        let c3 = cmd(reserve(3, 2, 1), None);
+        assert!(matches!(
+            l.apply(&c3, 0, 0),
+            Outcome::Done { created: true, .. }
+        ));
+        assert_eq!(
+            l.holder_ids_left(),
+            1,
+            "the holder took an id of the granted range"
+        );
+        l.settle();
+        let p = l.population();
+        assert_eq!(
+            (p.scopes, p.active, p.expiry),
+            (0, 0, 0),
+            "working set forgotten"
+        );
+        assert!(
+            l.is_revoked(&BlockId([3; 32])),
+            "revocations are kept: they never end"
+        );
+    }
+
+    #[test]
     fn a_spend_that_cannot_be_charged_leaves_no_hold() {
         let mut l = Ledger::default();
         let out = l.apply(

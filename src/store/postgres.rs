@@ -188,6 +188,13 @@ pub struct PgStore {
     conn: Option<Object>,
     /// A group's transaction is open on `conn`.
     in_tx: bool,
+    /// Its `BEGIN` is not sent yet: it goes out with the group's first
+    /// statement, pipelined, saving a round trip per group.
+    begin_pending: bool,
+    /// Scopes known to have a row (rows are never deleted): their first
+    /// reserve's insert is skipped. Forgotten when a group is undone, as
+    /// it may have inserted rows that were rolled back.
+    known_scopes: std::collections::HashSet<ScopeKey>,
     /// Idempotency keys this group claimed (placeholder rows): the ones it
     /// does not record are deleted before commit.
     claimed: Vec<[u8; 16]>,
@@ -381,6 +388,8 @@ impl PgStore {
             pool,
             conn: None,
             in_tx: false,
+            begin_pending: false,
+            known_scopes: std::collections::HashSet::new(),
             claimed: Vec::new(),
             timeout: opts.timeout,
         };
@@ -446,17 +455,8 @@ impl PgStore {
         }
         if !self.in_tx {
             self.claimed.clear();
-            let out = match self.conn.as_ref() {
-                Some(c) => self.run(self.timeout, async {
-                    c.batch_execute("BEGIN").await.map_err(pg)
-                }),
-                None => Err(unavailable("no connection")),
-            };
-            if let Err(e) = out {
-                self.discard();
-                return Err(e);
-            }
             self.in_tx = true;
+            self.begin_pending = true;
         }
         Ok(())
     }
@@ -465,6 +465,8 @@ impl PgStore {
     /// its state is in doubt.
     fn discard(&mut self) {
         self.in_tx = false;
+        self.begin_pending = false;
+        self.known_scopes.clear();
         if let Some(c) = self.conn.take() {
             drop(Object::take(c));
         }
@@ -475,6 +477,11 @@ impl PgStore {
             return Ok(());
         }
         self.claimed.clear();
+        if std::mem::take(&mut self.begin_pending) {
+            // Nothing was sent: nothing to commit.
+            self.in_tx = false;
+            return Ok(());
+        }
         let out = match self.conn.as_ref() {
             Some(c) => self.run(self.timeout, async {
                 c.batch_execute("COMMIT").await.map_err(pg)
@@ -497,8 +504,19 @@ macro_rules! group_call {
         match $self.group() {
             Err(e) => Err(e),
             Ok(()) => {
+                let begin = std::mem::take(&mut $self.begin_pending);
                 let out = match $self.conn.as_ref() {
-                    Some($c) => $self.run($self.timeout, $body),
+                    Some($c) => $self.run($self.timeout, async {
+                        let body = $body;
+                        if begin {
+                            // Sent first, in order, on the one connection.
+                            let (b, out) = tokio::join!($c.batch_execute("BEGIN"), body);
+                            b.map_err(pg)?;
+                            out
+                        } else {
+                            body.await
+                        }
+                    }),
                     None => Err(unavailable("no connection")),
                 };
                 if out.is_err() {
@@ -867,16 +885,22 @@ impl Store for PgStore {
             .map(|h| h.to_vec())
             .filter(|h| !recorded.contains(&h))
             .collect();
-        group_call!(self, c => async { write_rows(c, &rows, &unrecorded).await })?;
+        if !changes.is_empty() || !unrecorded.is_empty() {
+            group_call!(self, c => async { write_rows(c, &rows, &unrecorded).await })?;
+        }
         self.commit_group()
     }
 
     fn abort(&mut self) {
         self.claimed.clear();
+        self.known_scopes.clear();
         if !self.in_tx {
             return;
         }
         self.in_tx = false;
+        if std::mem::take(&mut self.begin_pending) {
+            return;
+        }
         let rolled_back = match self.conn.as_ref() {
             Some(c) => self
                 .run(self.timeout, async {
@@ -1002,36 +1026,49 @@ impl Store for PgStore {
         let units: Vec<&str> = keys.iter().map(|(k, _)| k.unit.as_str()).collect();
         let tools: Vec<&str> = keys.iter().map(|(k, _)| tools_column(&k.tools)).collect();
         let ceilings: Vec<i64> = keys.iter().map(|(_, c)| sql_int(*c)).collect();
+        let unknown: Vec<usize> = (0..keys.len())
+            .filter(|i| !self.known_scopes.contains(&keys[*i].0))
+            .collect();
         let n = keys.len();
-        group_call!(self, c => async {
-                const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-                     WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-                     ORDER BY block_id, unit, tools FOR UPDATE";
-                let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&blocks, &units, &tools])
+        let got: Vec<(ScopeKey, ScopeState)> = group_call!(self, c => async {
+            const CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
+                 SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
+                 ORDER BY b, u, t ON CONFLICT DO NOTHING";
+            const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+                 WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
+                 ORDER BY block_id, unit, tools FOR UPDATE";
+            // Scopes perhaps new are created first, at zero, before any
+            // scope is locked (a concurrent creator of the same row makes
+            // this wait, then do nothing; an existing row is not locked):
+            // then one statement locks them all in one order.
+            if !unknown.is_empty() {
+                let b: Vec<&[u8]> = unknown.iter().map(|i| blocks[*i]).collect();
+                let u: Vec<&str> = unknown.iter().map(|i| units[*i]).collect();
+                let t: Vec<&str> = unknown.iter().map(|i| tools[*i]).collect();
+                let cl: Vec<i64> = unknown.iter().map(|i| ceilings[*i]).collect();
+                execute(c, CREATE, &[&b, &u, &t, &cl]).await?;
+            }
+            let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&blocks, &units, &tools])
+                .await?
+                .iter()
+                .map(scope_row)
+                .collect::<Result<_, _>>()?;
+            if got.len() < n {
+                // A scope believed to exist does not: create and lock again.
+                execute(c, CREATE, &[&blocks, &units, &tools, &ceilings]).await?;
+                got = query(c, LOCK, &[&blocks, &units, &tools])
                     .await?
                     .iter()
                     .map(scope_row)
                     .collect::<Result<_, _>>()?;
-                if got.len() < n {
-                    // New scopes: create them at zero (a concurrent creator
-                    // of the same row makes this wait, then do nothing),
-                    // then lock them like the others.
-                    execute(
-                        c,
-                        "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
-                         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
-                         ORDER BY b, u, t ON CONFLICT DO NOTHING",
-                        &[&blocks, &units, &tools, &ceilings],
-                    )
-                    .await?;
-                    got = query(c, LOCK, &[&blocks, &units, &tools])
-                        .await?
-                        .iter()
-                        .map(scope_row)
-                        .collect::<Result<_, _>>()?;
-                }
-                Ok(got)
-        })
+            }
+            Ok(got)
+        })?;
+        if self.known_scopes.len() > 1_000_000 {
+            self.known_scopes.clear();
+        }
+        self.known_scopes.extend(got.iter().map(|(k, _)| k.clone()));
+        Ok(got)
     }
 
     fn read_scopes(&mut self, keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {

@@ -1,0 +1,454 @@
+//! The PostgreSQL store shared by several ledgers (spec/http.md §4.8):
+//! several `Service`s in this process, each with its own store, writer and
+//! pool, on one uniquely named schema (dropped at the end), as several
+//! `baton serve` processes would run on one database.
+//!
+//! Opt-in: set `BATON_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test`
+//! (any database the user may create schemas in). Without it every test
+//! here returns at once, so `cargo test` passes on a machine without
+//! PostgreSQL.
+#![cfg(feature = "server")]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use baton::server::Service;
+use baton::server::writer::{ManualClock, WriterConfig};
+use baton::store::postgres::{PgOptions, PgStore, drop_schema};
+use baton::{Caveat, Token, Unit};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn pg_url() -> Option<String> {
+    std::env::var("BATON_TEST_POSTGRES").ok()
+}
+
+/// A unique schema, dropped when the cluster is.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn new(url: &str, tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            url: url.to_owned(),
+            name: format!("baton_pgtest_{tag}_{}_{nanos}", std::process::id()),
+        }
+    }
+
+    fn options(&self) -> PgOptions {
+        let mut o = PgOptions::new(&self.url);
+        o.schema = self.name.clone();
+        o.pool_size = 2;
+        o
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Err(e) = drop_schema(&self.url, &self.name) {
+            eprintln!("dropping schema {}: {e}", self.name);
+        }
+    }
+}
+
+/// `n` ledgers on one schema, sharing one manual clock.
+struct Cluster {
+    servers: Vec<Service>,
+    clock: Arc<ManualClock>,
+    /// Declared last: dropped after the servers.
+    _schema: Schema,
+}
+
+impl Cluster {
+    /// `n` ledgers started at the same time: their migrations and their
+    /// root-key bootstrap race.
+    fn start(url: &str, tag: &str, n: usize) -> Self {
+        let schema = Schema::new(url, tag);
+        let clock = Arc::new(ManualClock::new(T0));
+        let servers = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    let opts = schema.options();
+                    let clock = clock.clone();
+                    s.spawn(move || {
+                        let store = PgStore::connect(&opts).expect("store connects and migrates");
+                        Service::start(
+                            Box::new(store),
+                            clock,
+                            WriterConfig {
+                                grace_ms: 1_000,
+                                max_batch: 64,
+                                ..WriterConfig::default()
+                            },
+                        )
+                        .expect("service starts")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("start thread"))
+                .collect()
+        });
+        Self {
+            servers,
+            clock,
+            _schema: schema,
+        }
+    }
+
+    async fn call(
+        &self,
+        server: usize,
+        method: &str,
+        path: &str,
+        token: Option<&Token>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {}", t.to_text()));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.servers[server].router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value, bytes)
+    }
+
+    /// Root (100 calls) and a parent (10 calls) under it.
+    fn tree(&self) -> (Token, Token) {
+        let root = self.servers[0]
+            .mint(vec![
+                Caveat::budget(Unit::Calls, 100),
+                Caveat::tools(["tool.*"]).unwrap(),
+                Caveat::Depth(5),
+            ])
+            .unwrap();
+        let parent = root
+            .attenuate(vec![Caveat::budget(Unit::Calls, 10)])
+            .unwrap();
+        (root, parent)
+    }
+
+    async fn scope(&self, server: usize, token: &Token) -> (u64, u64) {
+        let (s, v, _) = self
+            .call(server, "GET", "/v1/balances", Some(token), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        (
+            v["scopes"][0]["spent"].as_u64().unwrap(),
+            v["scopes"][0]["held"].as_u64().unwrap(),
+        )
+    }
+}
+
+fn body(amount: u64, key: &str, ttl_ms: u64) -> Value {
+    json!({ "action": "tool.run", "unit": "calls", "amount": amount, "idempotency_key": key, "ttl_ms": ttl_ms })
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_starting_together_migrate_once_and_share_one_root_key() {
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "start", 4);
+    let mut kids = Vec::new();
+    for i in 0..4 {
+        let (s, v, _) = c.call(i, "GET", "/v1/keys", None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        let keys = v["keys"].as_array().unwrap().clone();
+        assert_eq!(keys.len(), 1, "one key, made by one of them: {v}");
+        kids.push(keys[0]["kid"].as_str().unwrap().to_owned());
+    }
+    assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+    // A fifth server on the migrated schema starts too, and a token minted
+    // by one verifies on every other.
+    let (_, parent) = c.tree();
+    for i in 0..4 {
+        let (s, v, _) = c.call(i, "GET", "/v1/balances", Some(&parent), None).await;
+        assert_eq!(s, StatusCode::OK, "server {i}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_never_overspend_a_shared_scope() {
+    let Some(url) = pg_url() else { return };
+    let c = Arc::new(Cluster::start(&url, "overspend", 2));
+    let (root, parent) = c.tree();
+    let children: Vec<Token> = (0..4)
+        .map(|_| {
+            parent
+                .attenuate(vec![Caveat::budget(Unit::Calls, 6)])
+                .unwrap()
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, child) in children.iter().enumerate() {
+        for j in 0..12 {
+            let c = c.clone();
+            let child = child.clone();
+            tasks.push(tokio::spawn(async move {
+                c.call(
+                    (i + j) % 2,
+                    "POST",
+                    "/v1/spend",
+                    Some(&child),
+                    Some(body(1, &format!("s-{i}-{j}"), 5_000)),
+                )
+                .await
+            }));
+        }
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, v, _) = t.await.unwrap();
+        match s {
+            StatusCode::CREATED => ok += 1,
+            StatusCode::PAYMENT_REQUIRED => assert_eq!(code(&v), "insufficient_budget"),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(ok, 10, "exactly the parent's ceiling was spent");
+    for server in 0..2 {
+        assert_eq!(c.scope(server, &parent).await, (10, 0));
+        assert_eq!(c.scope(server, &root).await, (10, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_sent_to_two_servers_at_once_applies_once_and_replays_byte_for_byte() {
+    let Some(url) = pg_url() else { return };
+    let c = Arc::new(Cluster::start(&url, "idem", 2));
+    let (_, parent) = c.tree();
+    let keys = 8;
+    for k in 0..keys {
+        let key = format!("twice-{k}");
+        let (a, b) = tokio::join!(
+            c.call(
+                0,
+                "POST",
+                "/v1/spend",
+                Some(&parent),
+                Some(body(1, &key, 5_000))
+            ),
+            c.call(
+                1,
+                "POST",
+                "/v1/spend",
+                Some(&parent),
+                Some(body(1, &key, 5_000))
+            ),
+        );
+        assert_eq!(a.0, StatusCode::CREATED, "{}", a.1);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.2, b.2, "the second answer is the first one's replay");
+        // The same key with another request is refused on either server.
+        let (s, v, _) = c
+            .call(
+                k % 2,
+                "POST",
+                "/v1/spend",
+                Some(&parent),
+                Some(body(2, &key, 5_000)),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::CONFLICT, "idempotency_mismatch"),
+            "{v}"
+        );
+    }
+    assert_eq!(c.scope(0, &parent).await, (keys as u64, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_server_stops_spends_on_the_other_at_once() {
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "revoke", 2);
+    let (_, parent) = c.tree();
+    let child = parent
+        .attenuate(vec![Caveat::budget(Unit::Calls, 5)])
+        .unwrap();
+    // A hold made on server 1 before the revocation.
+    let (s, v, _) = c
+        .call(
+            1,
+            "POST",
+            "/v1/reservations",
+            Some(&child),
+            Some(body(2, "before", 60_000)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["reservation"]["id"].as_str().unwrap().to_owned();
+    let block = child.block_ids()[child.len() - 1];
+    let (s, v, _) = c
+        .call(
+            0,
+            "POST",
+            "/v1/revocations",
+            Some(&child),
+            Some(json!({ "block_id": block.to_string() })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Server 1's offline verifier has not polled yet: the ledger's check
+    // inside the spend's transaction refuses.
+    let (s, v, _) = c
+        .call(
+            1,
+            "POST",
+            "/v1/spend",
+            Some(&child),
+            Some(body(1, "after", 5_000)),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "revoked"), "{v}");
+    let (s, v, _) = c
+        .call(
+            1,
+            "POST",
+            &format!("/v1/reservations/{id}/commit"),
+            Some(&parent),
+            Some(json!({ "actual": 1, "idempotency_key": "c" })),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "revoked"), "{v}");
+    // The hold can still be returned.
+    let (s, v, _) = c
+        .call(
+            1,
+            "POST",
+            &format!("/v1/reservations/{id}/release"),
+            Some(&parent),
+            Some(json!({ "idempotency_key": "r" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(c.scope(1, &parent).await, (0, 0));
+    // After a sweep, server 1's verifier knows too, and the feed on either
+    // server lists the revocation once.
+    c.servers[1].sweep_now().await;
+    let (s, v, _) = c.call(1, "GET", "/v1/balances", Some(&child), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "revoked"), "{v}");
+    let admin = c.servers[0].mint_admin_token().unwrap();
+    for server in 0..2 {
+        let (s, v, _) = c
+            .call(server, "GET", "/v1/revocations?after=0", Some(&admin), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["revocations"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["revocations"][0]["seq"], 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_on_two_servers_releases_each_hold_exactly_once() {
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "expiry", 2);
+    let (_, parent) = c.tree();
+    for k in 0..6 {
+        let (s, v, _) = c
+            .call(
+                k % 2,
+                "POST",
+                "/v1/reservations",
+                Some(&parent),
+                Some(body(1, &format!("short-{k}"), 1_000)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // One hold that must survive the sweep.
+    let (s, v, _) = c
+        .call(
+            0,
+            "POST",
+            "/v1/reservations",
+            Some(&parent),
+            Some(body(3, "long", 60_000)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(c.scope(0, &parent).await, (0, 9));
+    c.clock.advance(2_001);
+    // Both servers sweep at the same time, twice.
+    for _ in 0..2 {
+        tokio::join!(c.servers[0].sweep_now(), c.servers[1].sweep_now());
+    }
+    assert_eq!(
+        c.scope(1, &parent).await,
+        (0, 3),
+        "each short hold released once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotated_through_one_server_is_served_by_the_other_after_a_sweep() {
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "rotate", 2);
+    let admin = c.servers[0].mint_admin_token().unwrap();
+    let (s, v, _) = c
+        .call(0, "POST", "/v1/keys/rotate", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let kid = v["kid"].as_str().unwrap().to_owned();
+    c.servers[1].sweep_now().await;
+    let (_, v, _) = c.call(1, "GET", "/v1/keys", None, None).await;
+    let active: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active")
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, vec![kid.as_str()], "{v}");
+    // Server 1 now signs with the new key, and server 0 verifies it.
+    let token = c.servers[1]
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 5),
+            Caveat::tools(["tool.*"]).unwrap(),
+        ])
+        .unwrap();
+    let (s, v, _) = c.call(0, "GET", "/v1/balances", Some(&token), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[test]
+fn an_unreachable_database_is_an_error_not_a_hang() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let mut o = PgOptions::new("postgres://postgres@127.0.0.1:1/test");
+    o.timeout = std::time::Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = PgStore::connect(&o).err().expect("no database there");
+    assert!(
+        matches!(err, baton::store::StoreError::Unavailable(_)),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // A schema name that would need quoting is refused before connecting.
+    let mut o = PgOptions::new("postgres://postgres@127.0.0.1:1/test");
+    o.schema = "Robert'); DROP TABLE x; --".into();
+    assert!(PgStore::connect(&o).is_err());
+}
