@@ -308,8 +308,7 @@ fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<()
     missing.idem.dedup();
     missing.reservations.sort();
     missing.reservations.dedup();
-    let idem = store.idempotency(&missing.idem)?;
-    let res = store.reservations(&missing.reservations)?;
+    let (idem, res) = store.lookup(&missing.idem, &missing.reservations)?;
     let mut next = ledger.supply(
         missing.idem.into_iter().zip(idem),
         missing.reservations.into_iter().zip(res),
@@ -508,17 +507,12 @@ fn working_set(
         .scopes
         .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     touched.scopes.dedup_by(|a, b| a.0 == b.0);
-    let scopes = store.lock_scopes(&touched.scopes)?;
-    let feed_end = if revokes {
-        Some(store.lock_revocations()?)
-    } else {
-        None
-    };
     // A block known revoked stays revoked: only the others are asked about.
     touched.blocks.retain(|b| !ledger.is_revoked(b));
     touched.blocks.sort();
     touched.blocks.dedup();
-    let revoked = store.revoked_among(&touched.blocks)?;
+    let (scopes, revoked, feed_end) =
+        store.lock_working_set(&touched.scopes, &touched.blocks, revokes)?;
     ledger.load(scopes, revoked, feed_end);
     Ok(())
 }

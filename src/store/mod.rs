@@ -49,6 +49,17 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
+/// What [`Store::lookup`] found: one answer per key, then one per id.
+pub type Looked = (Vec<Option<IdemRecord>>, Vec<Option<Reservation>>);
+
+/// What [`Store::lock_working_set`] read: the locked scopes, the revoked
+/// blocks among those asked about, and the feed's last position if locked.
+pub type WorkingSet = (
+    Vec<(ScopeKey, ScopeState)>,
+    Vec<(BlockId, u64)>,
+    Option<u64>,
+);
+
 /// Whether a root key signs new tokens or only verifies old ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -160,6 +171,12 @@ pub trait Store: Send + 'static {
     /// Whether the store answers.
     fn ping(&mut self) -> Result<(), StoreError>;
 
+    /// [`Store::idempotency`] and [`Store::reservations`] together, in that
+    /// order: a backend may send both at once.
+    fn lookup(&mut self, keys: &[IdemKey], ids: &[ResId]) -> Result<Looked, StoreError> {
+        Ok((self.idempotency(keys)?, self.reservations(ids)?))
+    }
+
     /// Whether several servers may share this store. Then the ledger trusts
     /// only what a group reads inside its transaction: [`Store::idempotency`]
     /// also claims the absent keys (another server's group asking for one
@@ -175,6 +192,23 @@ pub trait Store: Send + 'static {
         _keys: &[(ScopeKey, u64)],
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
         Err(StoreError::Unsupported("lock_scopes"))
+    }
+    /// Shared stores: [`Store::lock_scopes`], then, if `revokes`,
+    /// [`Store::lock_revocations`], then [`Store::revoked_among`], in this
+    /// order: a backend may send them at once.
+    fn lock_working_set(
+        &mut self,
+        scopes: &[(ScopeKey, u64)],
+        blocks: &[BlockId],
+        revokes: bool,
+    ) -> Result<WorkingSet, StoreError> {
+        let s = self.lock_scopes(scopes)?;
+        let f = if revokes {
+            Some(self.lock_revocations()?)
+        } else {
+            None
+        };
+        Ok((s, self.revoked_among(blocks)?, f))
     }
     /// Shared stores: reads scopes without locking; absent ones are `None`.
     fn read_scopes(&mut self, _keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {

@@ -22,6 +22,7 @@
 //! blocks on it, with a deadline on every call: a database that stops
 //! answering makes the call fail (503, not ready), never hang the writer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,7 @@ use super::codec::{
     decode_chain, decode_outcome, decode_scopes, encode_chain, encode_outcome, encode_scopes,
     idem_hash,
 };
-use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
+use super::{Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus, WorkingSet};
 use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::ledger::{
@@ -652,21 +653,60 @@ impl<'a> Rows<'a> {
     }
 }
 
+// The statements of a group's writes.
+// Every scope row written was locked by the group, so each exists; if one
+// did not, the division by zero fails the statement, hence the
+// transaction, in the database itself (the COMMIT is already on its way).
+const W_SCOPES: &str = "WITH u AS (
+                 UPDATE scopes s SET spent = v.spent, held = v.held
+                 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+                     AS v(block_id, unit, tools, spent, held)
+                 WHERE s.block_id = v.block_id AND s.unit = v.unit AND s.tools = v.tools
+                 RETURNING 1)
+             SELECT 1 / (CASE WHEN (SELECT count(*) FROM u) = cardinality($1::bytea[]) THEN 1 ELSE 0 END)";
+const W_HOLDERS: &str = "INSERT INTO holders (id, chain, unit, scopes)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::bytea[])";
+const W_RESERVATIONS: &str = "INSERT INTO reservations (id, holder, amount, charged, state, expires_at, finalized_at)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int2[], $6::int8[], $7::int8[])
+             ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state,
+                 expires_at = excluded.expires_at, finalized_at = excluded.finalized_at";
+const W_IDEMPOTENCY: &str = "INSERT INTO idempotency (h, at, fingerprint, outcome)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
+             ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
+                 outcome = excluded.outcome";
+const W_UNCLAIM: &str = "DELETE FROM idempotency WHERE h = ANY($1)";
+const W_REVOCATIONS: &str = "INSERT INTO revocations (seq, tree, block_id)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
+const WRITES: [&str; 6] = [
+    W_SCOPES,
+    W_HOLDERS,
+    W_RESERVATIONS,
+    W_IDEMPOTENCY,
+    W_UNCLAIM,
+    W_REVOCATIONS,
+];
+
+/// Prepares (once per connection) every write statement, so that each
+/// statement of [`write_rows`] is sent as soon as it is first polled: then
+/// a `COMMIT` polled after them is sent after them, which the pipelined
+/// commit relies on.
+async fn prepare_writes(c: &Object) -> Result<(), StoreError> {
+    for sql in WRITES {
+        c.prepare_cached(sql).await.map_err(pg)?;
+    }
+    Ok(())
+}
+
 /// Writes a group's rows with one statement per kind, pipelined on the
-/// connection; every result is checked before the commit is sent.
+/// connection; every result is checked.
 async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<(), StoreError> {
     let scopes = async {
         if r.scope_block.is_empty() {
             return Ok(());
         }
-        // Every row was locked by this group, so each exists: a count that
-        // differs means a bug, and the group must not commit.
-        let n = execute(
+        execute(
             c,
-            "UPDATE scopes s SET spent = v.spent, held = v.held
-             FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-                 AS v(block_id, unit, tools, spent, held)
-             WHERE s.block_id = v.block_id AND s.unit = v.unit AND s.tools = v.tools",
+            W_SCOPES,
             &[
                 &r.scope_block,
                 &r.scope_unit,
@@ -675,11 +715,8 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
                 &r.scope_held,
             ],
         )
-        .await?;
-        if n != r.scope_block.len() as u64 {
-            return Err(unavailable("a scope row to update is missing"));
-        }
-        Ok(())
+        .await
+        .map(drop)
     };
     let holders = async {
         if r.holder_id.is_empty() {
@@ -687,8 +724,7 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         }
         execute(
             c,
-            "INSERT INTO holders (id, chain, unit, scopes)
-             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::bytea[])",
+            W_HOLDERS,
             &[
                 &r.holder_id,
                 &r.holder_chain,
@@ -705,10 +741,7 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         }
         execute(
             c,
-            "INSERT INTO reservations (id, holder, amount, charged, state, expires_at, finalized_at)
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int2[], $6::int8[], $7::int8[])
-             ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state,
-                 expires_at = excluded.expires_at, finalized_at = excluded.finalized_at",
+            W_RESERVATIONS,
             &[
                 &r.res_id,
                 &r.res_holder,
@@ -730,10 +763,7 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         // recorded again.
         execute(
             c,
-            "INSERT INTO idempotency (h, at, fingerprint, outcome)
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
-             ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
-                 outcome = excluded.outcome",
+            W_IDEMPOTENCY,
             &[&r.idem_h, &r.idem_at, &r.idem_fp, &r.idem_outcome],
         )
         .await
@@ -743,32 +773,184 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         if unrecorded.is_empty() {
             return Ok(());
         }
-        execute(
-            c,
-            "DELETE FROM idempotency WHERE h = ANY($1)",
-            &[&unrecorded],
-        )
-        .await
-        .map(drop)
+        execute(c, W_UNCLAIM, &[&unrecorded]).await.map(drop)
     };
     let revocations = async {
         if r.rev_seq.is_empty() {
             return Ok(());
         }
-        execute(
-            c,
-            "INSERT INTO revocations (seq, tree, block_id)
-             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])",
-            &[&r.rev_seq, &r.rev_tree, &r.rev_block],
-        )
-        .await
-        .map(drop)
+        execute(c, W_REVOCATIONS, &[&r.rev_seq, &r.rev_tree, &r.rev_block])
+            .await
+            .map(drop)
     };
     // All of them run to the end (none is dropped half-sent), then any
     // failure fails the group.
     let (a, b, d, e, f, g) =
         tokio::join!(scopes, holders, reservations, idem, unclaim, revocations);
     a.and(b).and(d).and(e).and(f).and(g)
+}
+
+/// The columns of the scopes a group locks, and which of them may be new.
+struct ScopeCols<'a> {
+    blocks: Vec<&'a [u8]>,
+    units: Vec<&'a str>,
+    tools: Vec<&'a str>,
+    ceilings: Vec<i64>,
+    unknown: Vec<usize>,
+}
+
+impl<'a> ScopeCols<'a> {
+    fn of(keys: &'a [(ScopeKey, u64)], known: &std::collections::HashSet<ScopeKey>) -> Self {
+        Self {
+            blocks: keys.iter().map(|(k, _)| k.block.0.as_slice()).collect(),
+            units: keys.iter().map(|(k, _)| k.unit.as_str()).collect(),
+            tools: keys.iter().map(|(k, _)| tools_column(&k.tools)).collect(),
+            ceilings: keys.iter().map(|(_, c)| sql_int(*c)).collect(),
+            unknown: (0..keys.len())
+                .filter(|i| !known.contains(&keys[*i].0))
+                .collect(),
+        }
+    }
+}
+
+/// Locks the scopes in one statement, in one global order. Scopes that may
+/// be new are created first, at zero, before any scope is locked (a
+/// concurrent creator of the same row makes this wait, then do nothing; an
+/// existing row is not locked).
+async fn lock_scope_rows(
+    c: &Object,
+    k: &ScopeCols<'_>,
+) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
+    const CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
+         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
+         ORDER BY b, u, t ON CONFLICT DO NOTHING";
+    const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
+         ORDER BY block_id, unit, tools FOR UPDATE";
+    if k.blocks.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !k.unknown.is_empty() {
+        let b: Vec<&[u8]> = k.unknown.iter().map(|i| k.blocks[*i]).collect();
+        let u: Vec<&str> = k.unknown.iter().map(|i| k.units[*i]).collect();
+        let t: Vec<&str> = k.unknown.iter().map(|i| k.tools[*i]).collect();
+        let cl: Vec<i64> = k.unknown.iter().map(|i| k.ceilings[*i]).collect();
+        execute(c, CREATE, &[&b, &u, &t, &cl]).await?;
+    }
+    let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&k.blocks, &k.units, &k.tools])
+        .await?
+        .iter()
+        .map(scope_row)
+        .collect::<Result<_, _>>()?;
+    if got.len() < k.blocks.len() {
+        // A scope believed to exist does not: create and lock again.
+        execute(c, CREATE, &[&k.blocks, &k.units, &k.tools, &k.ceilings]).await?;
+        got = query(c, LOCK, &[&k.blocks, &k.units, &k.tools])
+            .await?
+            .iter()
+            .map(scope_row)
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(got)
+}
+
+/// Takes the revocation feed's lock row and reads its last position.
+async fn lock_feed(c: &Object) -> Result<u64, StoreError> {
+    query(
+        c,
+        "SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE",
+        &[],
+    )
+    .await?;
+    let rows = query(c, "SELECT coalesce(max(seq), 0) FROM revocations", &[]).await?;
+    let row = rows.first().ok_or_else(|| corrupt("revocations"))?;
+    amount(row.try_get(0).map_err(pg)?)
+}
+
+/// Which of the blocks are revoked, with their feed positions.
+async fn revoked_rows(c: &Object, raw: &[&[u8]]) -> Result<Vec<(BlockId, u64)>, StoreError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    query(
+        c,
+        "SELECT block_id, seq FROM revocations WHERE block_id = ANY($1)",
+        &[&raw],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            block(r.try_get(0).map_err(pg)?)?,
+            amount(r.try_get(1).map_err(pg)?)?,
+        ))
+    })
+    .collect()
+}
+
+/// Claims every absent key with a placeholder row, in one order, and
+/// reads the records of the others. A key another group claimed and has
+/// not ended makes the insert wait until it does: then its record is
+/// visible. Returns the claimed hashes and the found records.
+async fn claim(
+    c: &Object,
+    hashes: &[Vec<u8>],
+) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, IdemRecord)>), StoreError> {
+    if hashes.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let rows = query(
+        c,
+        "INSERT INTO idempotency (h, at, fingerprint, outcome)
+         SELECT h, 0, $2, ''::bytea FROM unnest($1::bytea[]) AS v(h) ORDER BY h
+         ON CONFLICT (h) DO NOTHING RETURNING h",
+        &[&hashes, &[0u8; 16].as_slice()],
+    )
+    .await?;
+    let claimed: std::collections::HashSet<Vec<u8>> = rows
+        .iter()
+        .map(|r| r.try_get::<_, Vec<u8>>(0).map_err(pg))
+        .collect::<Result<_, _>>()?;
+    let rest: Vec<&Vec<u8>> = hashes.iter().filter(|h| !claimed.contains(*h)).collect();
+    let mut found = Vec::new();
+    if !rest.is_empty() {
+        for r in query(
+            c,
+            "SELECT h, at, fingerprint, outcome FROM idempotency WHERE h = ANY($1)",
+            &[&rest],
+        )
+        .await?
+        {
+            let h: Vec<u8> = r.try_get(0).map_err(pg)?;
+            let fp: &[u8] = r.try_get(2).map_err(pg)?;
+            let rec = IdemRecord {
+                at: amount(r.try_get(1).map_err(pg)?)?,
+                fingerprint: fp.try_into().map_err(|_| corrupt("fingerprint"))?,
+                outcome: decode_outcome(r.try_get(3).map_err(pg)?)?,
+            };
+            found.push((h, rec));
+        }
+    }
+    Ok((claimed.into_iter().collect(), found))
+}
+
+/// Reads and locks reservations with their holders, in id order.
+async fn lock_reservations(c: &Object, raw: &[&[u8]]) -> Result<Vec<Reservation>, StoreError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    query(
+        c,
+        &format!(
+            "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder
+             WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r"
+        ),
+        &[&raw],
+    )
+    .await?
+    .iter()
+    .map(reservation_row)
+    .collect()
 }
 
 impl Store for PgStore {
@@ -797,80 +979,37 @@ impl Store for PgStore {
     }
 
     fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        self.lookup(keys, &[]).map(|(i, _)| i)
+    }
+
+    fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+        self.lookup(&[], ids).map(|(_, r)| r)
+    }
+
+    fn lookup(&mut self, keys: &[IdemKey], ids: &[ResId]) -> Result<Looked, StoreError> {
+        if keys.is_empty() && ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
         }
         let hashes: Vec<Vec<u8>> = keys.iter().map(|k| idem_hash(k).to_vec()).collect();
-        let (claimed, found) = group_call!(self, c => async {
-                // Claim every absent key with a placeholder row, in one
-                // order. A key another group claimed and has not ended
-                // waits here until it does: then its record is visible.
-                let rows = query(
-                    c,
-                    "INSERT INTO idempotency (h, at, fingerprint, outcome)
-                     SELECT h, 0, $2, ''::bytea FROM unnest($1::bytea[]) AS v(h) ORDER BY h
-                     ON CONFLICT (h) DO NOTHING RETURNING h",
-                    &[&hashes, &[0u8; 16].as_slice()],
-                )
-                .await?;
-                let claimed: Vec<Vec<u8>> = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Vec<u8>>(0).map_err(pg))
-                    .collect::<Result<_, _>>()?;
-                let rest: Vec<&Vec<u8>> = hashes.iter().filter(|h| !claimed.contains(h)).collect();
-                let mut found = Vec::new();
-                if !rest.is_empty() {
-                    for r in query(
-                        c,
-                        "SELECT h, at, fingerprint, outcome FROM idempotency WHERE h = ANY($1)",
-                        &[&rest],
-                    )
-                    .await?
-                    {
-                        let h: Vec<u8> = r.try_get(0).map_err(pg)?;
-                        let fp: &[u8] = r.try_get(2).map_err(pg)?;
-                        let rec = IdemRecord {
-                            at: amount(r.try_get(1).map_err(pg)?)?,
-                            fingerprint: fp.try_into().map_err(|_| corrupt("fingerprint"))?,
-                            outcome: decode_outcome(r.try_get(3).map_err(pg)?)?,
-                        };
-                        found.push((h, rec));
-                    }
-                }
-                Ok((claimed, found))
+        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+        // Both statements go out at once; the database runs them in order
+        // (claims, then reservation locks: the global lock order).
+        let ((claimed, found), locked) = group_call!(self, c => async {
+            let (a, b) = tokio::join!(claim(c, &hashes), lock_reservations(c, &raw));
+            Ok((a?, b?))
         })?;
         for h in &claimed {
             if let Ok(a) = <[u8; 16]>::try_from(h.as_slice()) {
                 self.claimed.push(a);
             }
         }
-        Ok(hashes
-            .iter()
-            .map(|h| found.iter().find(|(f, _)| f == h).map(|(_, r)| r.clone()))
-            .collect())
-    }
-
-    fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
-        let found: Vec<Reservation> = group_call!(self, c => async {
-                let rows = query(
-                    c,
-                    &format!(
-                        "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder
-                         WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r"
-                    ),
-                    &[&raw],
-                )
-                .await?;
-                rows.iter().map(reservation_row).collect()
-        })?;
-        Ok(ids
-            .iter()
-            .map(|id| found.iter().find(|r| r.id == *id).cloned())
-            .collect())
+        let mut found: HashMap<Vec<u8>, IdemRecord> = found.into_iter().collect();
+        let mut locked: HashMap<ResId, Reservation> =
+            locked.into_iter().map(|r| (r.id, r)).collect();
+        Ok((
+            hashes.iter().map(|h| found.remove(h)).collect(),
+            ids.iter().map(|id| locked.remove(id)).collect(),
+        ))
     }
 
     fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
@@ -885,10 +1024,27 @@ impl Store for PgStore {
             .map(|h| h.to_vec())
             .filter(|h| !recorded.contains(&h))
             .collect();
-        if !changes.is_empty() || !unrecorded.is_empty() {
-            group_call!(self, c => async { write_rows(c, &rows, &unrecorded).await })?;
+        if changes.is_empty() && unrecorded.is_empty() {
+            return self.commit_group();
         }
-        self.commit_group()
+        // The writes and the COMMIT go out together: one round trip. If a
+        // write fails the transaction is aborted and the COMMIT only ends
+        // it (PostgreSQL answers ROLLBACK); the write's error fails the
+        // group. A COMMIT that fails is in doubt: the connection is closed.
+        let out = group_call!(self, c => async {
+            prepare_writes(c).await?;
+            let (w, commit) = tokio::join!(
+                write_rows(c, &rows, &unrecorded),
+                c.batch_execute("COMMIT")
+            );
+            w?;
+            commit.map_err(pg)
+        });
+        self.claimed.clear();
+        if out.is_ok() {
+            self.in_tx = false;
+        }
+        out
     }
 
     fn abort(&mut self) {
@@ -1019,56 +1175,36 @@ impl Store for PgStore {
         &mut self,
         keys: &[(ScopeKey, u64)],
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let blocks: Vec<&[u8]> = keys.iter().map(|(k, _)| k.block.0.as_slice()).collect();
-        let units: Vec<&str> = keys.iter().map(|(k, _)| k.unit.as_str()).collect();
-        let tools: Vec<&str> = keys.iter().map(|(k, _)| tools_column(&k.tools)).collect();
-        let ceilings: Vec<i64> = keys.iter().map(|(_, c)| sql_int(*c)).collect();
-        let unknown: Vec<usize> = (0..keys.len())
-            .filter(|i| !self.known_scopes.contains(&keys[*i].0))
-            .collect();
-        let n = keys.len();
-        let got: Vec<(ScopeKey, ScopeState)> = group_call!(self, c => async {
-            const CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
-                 SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
-                 ORDER BY b, u, t ON CONFLICT DO NOTHING";
-            const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-                 WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-                 ORDER BY block_id, unit, tools FOR UPDATE";
-            // Scopes perhaps new are created first, at zero, before any
-            // scope is locked (a concurrent creator of the same row makes
-            // this wait, then do nothing; an existing row is not locked):
-            // then one statement locks them all in one order.
-            if !unknown.is_empty() {
-                let b: Vec<&[u8]> = unknown.iter().map(|i| blocks[*i]).collect();
-                let u: Vec<&str> = unknown.iter().map(|i| units[*i]).collect();
-                let t: Vec<&str> = unknown.iter().map(|i| tools[*i]).collect();
-                let cl: Vec<i64> = unknown.iter().map(|i| ceilings[*i]).collect();
-                execute(c, CREATE, &[&b, &u, &t, &cl]).await?;
+        self.lock_working_set(keys, &[], false).map(|(s, _, _)| s)
+    }
+
+    fn lock_working_set(
+        &mut self,
+        keys: &[(ScopeKey, u64)],
+        blocks: &[BlockId],
+        revokes: bool,
+    ) -> Result<WorkingSet, StoreError> {
+        let scope_cols = ScopeCols::of(keys, &self.known_scopes);
+        let raw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
+        // Sent together: one round trip. The revocation reads must run
+        // after the feed lock when the group revokes (to see every
+        // revocation committed before it), so they wait for it then.
+        let out: WorkingSet = group_call!(self, c => async {
+            if revokes {
+                let (a, b) = tokio::join!(lock_scope_rows(c, &scope_cols), lock_feed(c));
+                let d = revoked_rows(c, &raw).await;
+                Ok((a?, d?, Some(b?)))
+            } else {
+                let (a, d) = tokio::join!(lock_scope_rows(c, &scope_cols), revoked_rows(c, &raw));
+                Ok((a?, d?, None))
             }
-            let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&blocks, &units, &tools])
-                .await?
-                .iter()
-                .map(scope_row)
-                .collect::<Result<_, _>>()?;
-            if got.len() < n {
-                // A scope believed to exist does not: create and lock again.
-                execute(c, CREATE, &[&blocks, &units, &tools, &ceilings]).await?;
-                got = query(c, LOCK, &[&blocks, &units, &tools])
-                    .await?
-                    .iter()
-                    .map(scope_row)
-                    .collect::<Result<_, _>>()?;
-            }
-            Ok(got)
         })?;
         if self.known_scopes.len() > 1_000_000 {
             self.known_scopes.clear();
         }
-        self.known_scopes.extend(got.iter().map(|(k, _)| k.clone()));
-        Ok(got)
+        self.known_scopes
+            .extend(out.0.iter().map(|(k, _)| k.clone()));
+        Ok(out)
     }
 
     fn read_scopes(&mut self, keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {
@@ -1097,36 +1233,12 @@ impl Store for PgStore {
     }
 
     fn revoked_among(&mut self, blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
-        if blocks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let raw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
-        group_call!(self, c => async {
-                query(
-                    c,
-                    "SELECT block_id, seq FROM revocations WHERE block_id = ANY($1)",
-                    &[&raw],
-                )
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        block(r.try_get(0).map_err(pg)?)?,
-                        amount(r.try_get(1).map_err(pg)?)?,
-                    ))
-                })
-                .collect()
-        })
+        self.lock_working_set(&[], blocks, false).map(|(_, r, _)| r)
     }
 
     fn lock_revocations(&mut self) -> Result<u64, StoreError> {
-        group_call!(self, c => async {
-                query(c, "SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE", &[])
-                    .await?;
-                let rows = query(c, "SELECT coalesce(max(seq), 0) FROM revocations", &[]).await?;
-                let row = rows.first().ok_or_else(|| corrupt("revocations"))?;
-                amount(row.try_get(0).map_err(pg)?)
-        })
+        self.lock_working_set(&[], &[], true)
+            .and_then(|(_, _, f)| f.ok_or_else(|| corrupt("revocations")))
     }
 
     fn revocations_after(
