@@ -60,7 +60,7 @@ fn new_store() -> (Box<dyn baton::store::Store>, Option<SchemaGuard>) {
         let guard = SchemaGuard(schema.clone());
         let mut opts = baton::store::postgres::PgOptions::new(&pg_url());
         opts.schema = schema;
-        opts.pool_size = 2;
+        opts.pool_size = 3;
         let store = baton::store::postgres::PgStore::connect(&opts).expect("postgres store");
         return (Box::new(store), Some(guard));
     }
@@ -98,6 +98,8 @@ fn harness() -> Harness {
             .ok()
             .and_then(|n| n.parse().ok())
             .map_or_else(Default::default, baton::ledger::CacheSizes::all),
+        // On a shared store, two writers, as `baton serve` runs by default.
+        writers: 2,
         ..WriterConfig::default()
     };
     let service = Service::start(store, clock.clone(), config).expect("service starts");

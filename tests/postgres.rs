@@ -46,7 +46,7 @@ impl Schema {
     fn options(&self) -> PgOptions {
         let mut o = PgOptions::new(&self.url);
         o.schema = self.name.clone();
-        o.pool_size = 2;
+        o.pool_size = 3;
         o
     }
 }
@@ -86,6 +86,8 @@ impl Cluster {
                             WriterConfig {
                                 grace_ms: 1_000,
                                 max_batch: 64,
+                                // Two writers each: four on the schema.
+                                writers: 2,
                                 ..WriterConfig::default()
                             },
                         )

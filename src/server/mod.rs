@@ -107,7 +107,7 @@ fn holder(pid: Option<u32>) -> String {
 pub struct Service {
     /// The handlers' state.
     pub state: AppState,
-    writer: std::thread::JoinHandle<()>,
+    writers: Vec<std::thread::JoinHandle<()>>,
     /// The exclusive lock on `DATA/LOCK` when started by [`open`]; held
     /// until the writer has stopped, released by the OS on any exit.
     lock: Option<File>,
@@ -138,7 +138,7 @@ impl Service {
                 }
             }
         };
-        let (ledger, writer, revoked) = writer::start(store, clock, config)?;
+        let (ledger, writers, revoked) = writer::start(store, clock, config)?;
         let ledger_batches = ledger.batches.clone();
         // 10k tokens of at most 8 KiB bound the cache to about 80 MiB.
         let mut verifier = Verifier::new(keyset).with_cache(10_000);
@@ -152,7 +152,7 @@ impl Service {
         };
         Ok(Self {
             state,
-            writer,
+            writers,
             lock: None,
         })
     }
@@ -216,8 +216,13 @@ impl Service {
         // Every handle to the writer is gone once the router and the sweeper
         // are: it answers what is queued, then its loop ends.
         drop(self.state);
-        let writer = self.writer;
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let writers = self.writers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in writers {
+                let _ = w.join();
+            }
+        })
+        .await;
         // Only now, with the store closed, may another process own the
         // directory.
         drop(self.lock);

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// writer's transactions; the others start-up, sweeps and pruning).
     #[arg(long, env = "BATON_POOL_SIZE", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub pool_size: u32,
+    /// PostgreSQL: writer threads, each with its own connection and group
+    /// transactions; the database's row locks order their groups, as for
+    /// several servers. Ignored by SQLite, which has one.
+    #[arg(long, env = "BATON_WRITERS", value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub writers: u32,
     /// Most requests in one group commit (one transaction).
     #[arg(long, env = "BATON_BATCH_SIZE", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub batch_size: u32,
@@ -124,6 +129,7 @@ impl ServeArgs {
                 batch: 50_000,
             }),
             max_batch: self.batch_size as usize,
+            writers: self.writers as usize,
             ..Default::default()
         }
     }
@@ -136,7 +142,9 @@ impl ServeArgs {
         }
         let mut o = crate::store::postgres::PgOptions::new(url);
         o.schema = self.pg_schema.clone();
-        o.pool_size = self.pool_size as usize;
+        // Each writer keeps a connection; start-up, sweeps and pruning
+        // need one more.
+        o.pool_size = (self.pool_size as usize).max(self.writers as usize + 1);
         Some(o)
     }
 }

@@ -22,7 +22,11 @@
 //! run again, up to [`MAX_ATTEMPTS`] times. Readers of scopes and of the
 //! revocation feed go through the writer too, since memory is not the
 //! truth; each sweeper tick also polls the root keys and the revocations
-//! other servers made, for the offline verifier.
+//! other servers made, for the offline verifier. Since the database
+//! serializes groups by its row locks, one process may run several writers
+//! on a shared store ([`WriterConfig::writers`]), each with its own
+//! connection and working set, exactly as several servers would: while one
+//! group waits for its commit, the next one is already reading.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,6 +147,9 @@ pub struct WriterConfig {
     pub cache: CacheSizes,
     /// `None`: history is kept forever (the default).
     pub retain: Option<Retention>,
+    /// Writers on a shared store (each a thread with its own connection);
+    /// an exclusive store always has one.
+    pub writers: usize,
 }
 
 impl Default for WriterConfig {
@@ -152,6 +159,7 @@ impl Default for WriterConfig {
             max_batch: 1024,
             cache: CacheSizes::default(),
             retain: None,
+            writers: 1,
         }
     }
 }
@@ -159,7 +167,9 @@ impl Default for WriterConfig {
 /// The handle handlers use to reach the writer.
 #[derive(Clone)]
 pub(crate) struct LedgerHandle {
-    tx: mpsc::Sender<Job>,
+    /// One queue per writer; requests go round-robin.
+    tx: Arc<[mpsc::Sender<Job>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -171,7 +181,8 @@ pub(crate) struct LedgerHandle {
 impl LedgerHandle {
     async fn submit(&self, request: Request) -> Option<Answer> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { request, reply }).await.ok()?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.tx.len().max(1);
+        self.tx.get(i)?.send(Job { request, reply }).await.ok()?;
         rx.await.ok().flatten()
     }
 
@@ -233,7 +244,7 @@ impl LedgerHandle {
         )
     }
 
-    /// Locks the ledger for a read. The writer holds the lock while it makes
+    /// Locks the (first writer's) ledger for a read. The writer holds the lock while it makes
     /// a group durable, so a reader never sees a change before it is on
     /// disk; an async lock keeps that wait off the runtime's threads.
     pub(crate) async fn read(&self) -> tokio::sync::MutexGuard<'_, Ledger> {
@@ -241,45 +252,78 @@ impl LedgerHandle {
     }
 }
 
+/// What [`start`] returns: the handle, the writer threads, the revoked blocks.
+pub(crate) type Started = (LedgerHandle, Vec<std::thread::JoinHandle<()>>, Vec<BlockId>);
+
 /// Starts the writer thread over `store`, whose active state seeds the
-/// ledger. Returns the handle, the thread and the revoked blocks.
+/// ledger (on a shared store, `config.writers` threads, each on its own
+/// handle of the store). Returns the handle, the threads and the revoked
+/// blocks.
 pub(crate) fn start(
     mut store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
-) -> Result<(LedgerHandle, std::thread::JoinHandle<()>, Vec<BlockId>), StoreError> {
+) -> Result<Started, StoreError> {
     let state = store.load_active()?;
     let revoked: Vec<BlockId> = state.revoked.iter().map(|(b, _)| *b).collect();
     let shared_store = store.shared();
     let feed_end = state.revoked.iter().map(|(_, s)| *s).max().unwrap_or(0);
-    let ledger = if shared_store {
-        Ledger::shared(state.revoked, config.cache)
+    let mut stores = vec![store];
+    let mut ledgers = Vec::new();
+    if shared_store {
+        for _ in 1..config.writers.max(1) {
+            let more = stores[0].split()?;
+            stores.push(more);
+        }
+        for _ in &stores {
+            ledgers.push(Ledger::shared(state.revoked.clone(), config.cache));
+        }
     } else {
-        Ledger::restore(state, config.cache)
-    };
-    let ledger = Arc::new(Mutex::new(ledger));
-    let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
+        ledgers.push(Ledger::restore(state, config.cache));
+    }
+    let ledgers: Vec<Arc<Mutex<Ledger>>> = ledgers
+        .into_iter()
+        .map(|l| Arc::new(Mutex::new(l)))
+        .collect();
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in &stores {
+        let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
+        txs.push(tx);
+        rxs.push(rx);
+    }
     let handle = LedgerHandle {
-        tx,
-        ledger: ledger.clone(),
+        tx: txs.into(),
+        next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        ledger: ledgers[0].clone(),
         ready: Arc::new(AtomicBool::new(true)),
         clock: clock.clone(),
         batches: prometheus_client::metrics::counter::Counter::default(),
         shared: shared_store,
     };
-    // The thread gets the shared parts but no sender: once every handle is
-    // dropped the channel closes and the thread ends.
-    let shared = Shared {
-        ledger,
-        ready: handle.ready.clone(),
-        clock,
-        batches: handle.batches.clone(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("baton-ledger-writer".into())
-        .spawn(move || run(rx, store, shared, config, feed_end))
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    Ok((handle, thread, revoked))
+    let mut threads = Vec::new();
+    for (i, ((store, rx), ledger)) in stores.into_iter().zip(rxs).zip(ledgers).enumerate() {
+        // The thread gets the shared parts but no sender: once every handle
+        // is dropped the channel closes and the thread ends.
+        let shared = Shared {
+            ledger,
+            ready: handle.ready.clone(),
+            clock: clock.clone(),
+            batches: handle.batches.clone(),
+        };
+        let name = if i == 0 {
+            "baton-ledger-writer".to_owned()
+        } else {
+            format!("baton-ledger-writer-{i}")
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run(rx, store, shared, config, feed_end))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+    }
+    Ok((handle, threads, revoked))
 }
 
 struct Shared {

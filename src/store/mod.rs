@@ -177,6 +177,12 @@ pub trait Store: Send + 'static {
         Ok((self.idempotency(keys)?, self.reservations(ids)?))
     }
 
+    /// Shared stores: another handle on the same database, for another
+    /// writer of this process (its own connection, the same pool).
+    fn split(&mut self) -> Result<Box<dyn Store>, StoreError> {
+        Err(StoreError::Unsupported("split"))
+    }
+
     /// Whether several servers may share this store. Then the ledger trusts
     /// only what a group reads inside its transaction: [`Store::idempotency`]
     /// also claims the absent keys (another server's group asking for one

@@ -180,10 +180,22 @@ pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
         .unwrap_or_else(|_| Err(unavailable("drop_schema thread failed")))
 }
 
+/// The store's runtime, shared by every handle ([`Store::split`]); shut
+/// down without waiting when the last is dropped (it may be dropped on an
+/// async thread, where waiting is not allowed).
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// PostgreSQL through a connection pool; see the module docs.
 pub struct PgStore {
-    /// `None` only while dropping.
-    rt: Option<tokio::runtime::Runtime>,
+    rt: Arc<Rt>,
     pool: Pool,
     /// The writer's connection, kept between groups.
     conn: Option<Object>,
@@ -200,16 +212,6 @@ pub struct PgStore {
     /// does not record are deleted before commit.
     claimed: Vec<[u8; 16]>,
     timeout: Duration,
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        self.conn = None;
-        // Without waiting: the store may be dropped on an async thread.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -385,7 +387,7 @@ impl PgStore {
                 .map_err(unavailable)?
         };
         let store = Self {
-            rt: Some(rt),
+            rt: Arc::new(Rt(Some(rt))),
             pool,
             conn: None,
             in_tx: false,
@@ -408,6 +410,7 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let rt = self
             .rt
+            .0
             .as_ref()
             .ok_or_else(|| unavailable("store closed"))?;
         let fut = async move {
@@ -1169,6 +1172,19 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn split(&mut self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(Self {
+            rt: self.rt.clone(),
+            pool: self.pool.clone(),
+            conn: None,
+            in_tx: false,
+            begin_pending: false,
+            known_scopes: std::collections::HashSet::new(),
+            claimed: Vec::new(),
+            timeout: self.timeout,
+        }))
     }
 
     fn lock_scopes(
