@@ -906,11 +906,32 @@ async fn verify(
         .map(|lane| {
             let http = sh.http.clone();
             tokio::spawn(async move {
+                let mut retried = 0u64;
                 for (url, auth, a) in lane {
-                    let (status, text) =
-                        request(&http, reqwest::Method::POST, &url, Some(&auth), Some(&a.body))
-                            .await
-                            .unwrap_or_else(|e| panic!("{test}: replay at {url}: {e}"));
+                    // 503 and 408 mean "retry with the same key" (§2.4),
+                    // as the clients did during the load.
+                    let started = Instant::now();
+                    let (status, text) = loop {
+                        let answer =
+                            request(&http, reqwest::Method::POST, &url, Some(&auth), Some(&a.body))
+                                .await;
+                        let last = match answer {
+                            Ok((status, text)) if !matches!(status, 408 | 503) => {
+                                break (status, text);
+                            }
+                            Ok((status, text)) => format!("{status} {text}"),
+                            // A live server answers within its 10 s
+                            // request timeout (408): silence is a failure.
+                            Err(e) => panic!("{test}: replay at {url} of {}: {e}", a.body),
+                        };
+                        retried += 1;
+                        assert!(
+                            started.elapsed() < ANSWER_WITHIN,
+                            "{test}: replay at {url} of {}: no final answer; last: {last}",
+                            a.body
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    };
                     assert_eq!(
                         (status, &text),
                         (a.status, &a.text),
@@ -920,11 +941,13 @@ async fn verify(
                         a.servers
                     );
                 }
+                retried
             })
         })
         .collect();
+    let mut retried = 0;
     for t in tasks {
-        t.await.expect("a replay failed (see its panic)");
+        retried += t.await.expect("a replay failed (see its panic)");
     }
     let after = db_view(db).await;
     for (i, s) in tree.spenders.iter().enumerate() {
@@ -946,7 +969,7 @@ async fn verify(
         .filter(|g| matches!(g.fate, Fate::Committed(_)))
         .count();
     eprintln!(
-        "{test}: verified {} reservations ({committed} committed), spent root {}/{ROOT_CEILING}, children {:?}, grandchildren {:?}; {replayed} replays identical",
+        "{test}: verified {} reservations ({committed} committed), spent root {}/{ROOT_CEILING}, children {:?}, grandchildren {:?}; {replayed} replays identical ({retried} attempts answered 503/408 and retried)",
         grants.len(),
         spent_db[0],
         &spent_db[1..5],

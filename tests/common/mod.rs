@@ -198,6 +198,16 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // For a post-mortem of a failure: BATON_TEST_KEEP_DB=1 keeps the
+        // database of a failed test (drop it by hand afterwards).
+        if std::thread::panicking() && std::env::var_os("BATON_TEST_KEEP_DB").is_some() {
+            eprintln!(
+                "test database {} kept (BATON_TEST_KEEP_DB): {}",
+                self.name(),
+                self.url
+            );
+            return;
+        }
         // Drop runs inside the test's runtime, where blocking on another
         // future is not allowed: a thread with a runtime of its own does it.
         let admin = self.admin.clone();
