@@ -455,13 +455,18 @@ pub fn open(
     // a crash between creating the key and writing the file. Whoever can
     // delete the file can read the key store beside it, so this grants
     // nothing new.
-    let written = write_admin_token(data_dir, &service)?;
+    let written = write_admin_token(data_dir, &service, "admin.token.tmp")?;
     Ok((service, written))
 }
 
 /// Writes `DATA/admin.token` (mode 0600, through a temporary file and a
 /// rename) unless it exists; returns its path when written.
-fn write_admin_token(data_dir: &Path, service: &Service) -> Result<Option<PathBuf>, StartError> {
+/// `tmp` is the temporary file's name in `data_dir`.
+fn write_admin_token(
+    data_dir: &Path,
+    service: &Service,
+    tmp: &str,
+) -> Result<Option<PathBuf>, StartError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| StartError::Io { path, source }
@@ -475,7 +480,7 @@ fn write_admin_token(data_dir: &Path, service: &Service) -> Result<Option<PathBu
         .map_err(|e| StartError::BadKey(e.to_string()))?;
     // Write a temporary file and rename it, so the token file is never
     // seen half-written.
-    let tmp = data_dir.join("admin.token.tmp");
+    let tmp = data_dir.join(tmp);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -512,7 +517,10 @@ pub fn open_postgres(
         })?;
     let store = PgStore::connect(pg)?;
     let service = Service::start(Box::new(store), Arc::new(SystemClock), config)?;
-    let written = write_admin_token(data_dir, &service)?;
+    // Servers sharing a data directory (no lock in this mode) each write
+    // their own temporary file; the renames are atomic.
+    let tmp = format!("admin.token.{}.tmp", std::process::id());
+    let written = write_admin_token(data_dir, &service, &tmp)?;
     Ok((service, written))
 }
 
