@@ -4,6 +4,11 @@
 //! cargo run --release --example loadgen -- [--clients 64] [--seconds 10] [--direct]
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:PORT \
 //!     --admin-token-file DIR/admin.token [--clients 64] [--seconds 10]
+//! cargo run --release --example loadgen -- --url http://HOST:PORT1 --url http://HOST:PORT2 \
+//!     --admin-token-file DIR/admin.token [--clients 64] [--seconds 10]
+//! cargo build --release && cargo run --release --example loadgen -- --spawn N \
+//!     [--store postgres://USER@HOST/DB] [--baton-bin target/release/baton] \
+//!     [--server-arg=--batch-size=1024 ...] [--clients 64] [--seconds 10]
 //! cargo build --release && cargo run --release --example loadgen -- --soak \
 //!     [--pairs 5000000 | --seconds 600] [--report-every 10] [--idle-secs 10] \
 //!     [--baton-bin target/release/baton] [--data DIR [--reuse]] [--keep] \
@@ -27,6 +32,36 @@
 //! (connections open, caches fill). The report gives pairs per second,
 //! p50/p99/max latency of a pair and of each call, errors by code, the number
 //! of durable write groups (from `/metrics`) and the machine's CPU use.
+//!
+//! With several `--url`s (servers sharing one PostgreSQL store) the tree is
+//! minted through the first and the clients are spread over all of them
+//! round-robin: every pair still charges the same root and parent scopes,
+//! so on PostgreSQL those two rows are hot for every server at once.
+//!
+//! `--spawn N` runs the servers itself, as separate `baton serve`
+//! processes (`--baton-bin`, plus any `--server-arg`), each with a data
+//! directory of its own under the system temp directory, started one after
+//! the other and polled until `/readyz` answers; it reads the first one's
+//! admin token and runs the same load over all of them. With `--store
+//! postgres://…` they share that database, in a schema made for the run
+//! (`loadgen_PID_NANOS`, passed as `--pg-schema`) and dropped at the end;
+//! without it `--spawn 1` serves the embedded SQLite store. So the three
+//! cases of issue 7's benchmark run side by side, each server in its own
+//! process, with one command each (64 clients, 10 s measured):
+//!
+//! ```text
+//! cargo build --release --examples && B=target/release/examples/loadgen
+//! $B --spawn 1 --clients 64 --seconds 10                         # embedded SQLite, 1 server
+//! $B --spawn 1 --clients 64 --seconds 10 \
+//!     --store postgres://postgres@127.0.0.1:5432/test             # PostgreSQL, 1 server
+//! $B --spawn 2 --clients 64 --seconds 10 \
+//!     --store postgres://postgres@127.0.0.1:5432/test             # PostgreSQL, 2 servers, hot root
+//! ```
+//!
+//! The PostgreSQL user must be allowed to create a schema in that
+//! database. Run them one after the other in one sitting, on an otherwise
+//! idle machine, and compare ratios as well as absolute figures: the
+//! database shares the machine's cores with the servers and the clients.
 //!
 //! `--direct` also measures, without any socket:
 //! * the in-memory [`baton::ledger::Ledger`]: reserve + commit + settle, one thread;
@@ -116,12 +151,23 @@ mod imp {
     #[derive(clap::Parser, Debug)]
     #[command(about = "Load generator for the baton spend ledger")]
     pub struct Args {
-        /// Base URL of a running `baton serve`; without it, a server is started in-process.
-        #[arg(long)]
-        url: Option<String>,
-        /// The admin token file of the server at --url (DIR/admin.token).
+        /// Base URL of a running `baton serve`; without it, a server is
+        /// started in-process. Repeat it for several servers on one shared
+        /// store: clients are spread over them round-robin.
+        #[arg(long, conflicts_with = "spawn")]
+        url: Vec<String>,
+        /// The admin token file of the servers at --url (DIR/admin.token).
         #[arg(long, requires = "url")]
         admin_token_file: Option<PathBuf>,
+        /// Run this many `baton serve` processes (--baton-bin) and spread
+        /// the clients over them round-robin. More than one needs --store.
+        #[arg(long, value_name = "N", conflicts_with = "soak")]
+        spawn: Option<usize>,
+        /// With --spawn: the servers' shared PostgreSQL store
+        /// (`postgres://…`); each run uses a fresh schema, dropped at the
+        /// end. Without it, --spawn 1 runs on the embedded SQLite store.
+        #[arg(long, requires = "spawn", value_name = "postgres://...")]
+        store: Option<String>,
         /// Concurrent clients, each with one request in flight.
         #[arg(long, default_value_t = 64)]
         clients: usize,
@@ -142,8 +188,8 @@ mod imp {
         /// idle CPU, SIGTERM and restart time (see the module docs).
         #[arg(long, conflicts_with_all = ["url", "admin_token_file"])]
         soak: bool,
-        /// Soak: the `baton` binary to run.
-        #[arg(long, requires = "soak", default_value = "target/release/baton")]
+        /// Soak and --spawn: the `baton` binary to run.
+        #[arg(long, default_value = "target/release/baton")]
         baton_bin: PathBuf,
         /// Soak: data directory [default: a fresh one under the system temp directory].
         #[arg(long, requires = "soak")]
@@ -166,9 +212,9 @@ mod imp {
         /// Soak: print a final JSON object on the last line.
         #[arg(long, requires = "soak")]
         json: bool,
-        /// Soak: one extra argument for `baton serve` (repeatable), e.g.
-        /// `--server-arg=--cache-size=100000`.
-        #[arg(long = "server-arg", requires = "soak", allow_hyphen_values = true)]
+        /// Soak and --spawn: one extra argument for `baton serve`
+        /// (repeatable), e.g. `--server-arg=--cache=100000`.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
     }
 
@@ -186,48 +232,64 @@ mod imp {
         if args.soak {
             return soak::run(&args).await;
         }
+        if let Some(n) = args.spawn {
+            return spawned::run(&args, n).await;
+        }
         let mut local = None;
-        let (url, admin) = match (&args.url, &args.admin_token_file) {
-            (Some(url), Some(file)) => (
-                url.trim_end_matches('/').to_owned(),
-                read_token(file).map_err(|e| format!("{}: {e}", file.display()))?,
-            ),
-            (Some(_), None) => return Err("--url needs --admin-token-file".into()),
-            (None, _) => {
+        let (urls, admin) = match (args.url.as_slice(), &args.admin_token_file) {
+            ([], _) => {
                 let server = LocalServer::start()?;
-                let pair = (server.url.clone(), server.admin.clone());
+                let pair = (vec![server.url.clone()], server.admin.clone());
                 local = Some(server);
                 pair
             }
+            (urls, Some(file)) => (
+                urls.iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect(),
+                read_token(file).map_err(|e| format!("{}: {e}", file.display()))?,
+            ),
+            (_, None) => return Err("--url needs --admin-token-file".into()),
         };
-        let http = http_client(args.clients)?;
+        let where_ = if local.is_some() {
+            format!("server in-process at {}", urls[0])
+        } else {
+            format!("servers {}", urls.join(" "))
+        };
+        load(&args, &urls, &admin, &where_).await?;
+        if let Some(server) = local {
+            server.stop();
+        }
+        Ok(())
+    }
 
-        let tokens = tree(&http, &url, &admin, args.children).await?;
+    /// Mints the tree through the first server, then drives the HTTP load
+    /// over all of them and prints the report; with `--direct`, the
+    /// socket-free measurements follow.
+    async fn load(args: &Args, urls: &[String], admin: &str, where_: &str) -> Result<(), BoxError> {
+        let http = http_client(args.clients)?;
+        let tokens = tree(&http, &urls[0], admin, args.children).await?;
         println!(
-            "baton loadgen: {} clients, {} s measured after {} ms warm-up, server {}",
-            args.clients,
-            args.seconds,
-            args.warmup_ms,
-            if local.is_some() {
-                format!("in-process at {url}")
-            } else {
-                url.clone()
-            }
+            "baton loadgen: {} clients, {} s measured after {} ms warm-up, {where_}",
+            args.clients, args.seconds, args.warmup_ms,
         );
+        if urls.len() > 1 {
+            println!(
+                "clients spread round-robin over {} servers on one store",
+                urls.len()
+            );
+        }
         println!(
             "tree: root → parent → {} children → 1 grandchild each; clients spread over all {} leaf tokens",
             args.children,
             tokens.len()
         );
-        let report = http_load(&http, &url, &tokens, &args).await?;
+        let report = http_load(&http, urls, &tokens, args).await?;
         report.print();
 
         if args.direct {
             println!();
             direct(args.clients, Duration::from_secs(args.seconds.clamp(1, 3))).await?;
-        }
-        if let Some(server) = local {
-            server.stop();
         }
         Ok(())
     }
@@ -526,8 +588,17 @@ mod imp {
         }
     }
 
-    /// The counter of durable write groups, from `/metrics`.
-    async fn batches(http: &reqwest::Client, url: &str) -> Option<u64> {
+    /// The durable write groups of all servers, from their `/metrics`.
+    async fn batches(http: &reqwest::Client, urls: &[String]) -> Option<u64> {
+        let mut sum = 0;
+        for url in urls {
+            sum += batches_of(http, url).await?;
+        }
+        Some(sum)
+    }
+
+    /// The counter of durable write groups of one server, from `/metrics`.
+    async fn batches_of(http: &reqwest::Client, url: &str) -> Option<u64> {
         let text = http
             .get(format!("{url}/metrics"))
             .send()
@@ -566,7 +637,7 @@ mod imp {
 
     async fn http_load(
         http: &reqwest::Client,
-        url: &str,
+        urls: &[String],
         tokens: &[String],
         args: &Args,
     ) -> Result<Report, BoxError> {
@@ -582,12 +653,12 @@ mod imp {
             until,
             live: None,
         };
-        let tasks = spawn_clients(http, url, tokens, args.clients, &schedule);
+        let tasks = spawn_clients(http, urls, tokens, args.clients, &schedule);
         tokio::time::sleep_until(measure_from.into()).await;
-        let groups_before = batches(http, url).await;
+        let groups_before = batches(http, urls).await;
         let cpu_before = cpu_ticks();
         tokio::time::sleep_until(until.into()).await;
-        let groups_after = batches(http, url).await;
+        let groups_after = batches(http, urls).await;
         let cpu_after = cpu_ticks();
         let mut all = ClientStats::default();
         for t in tasks {
@@ -616,10 +687,11 @@ mod imp {
         })
     }
 
-    /// Starts `clients` client tasks, spread over the leaf tokens.
+    /// Starts `clients` client tasks, spread over the leaf tokens and,
+    /// round-robin, over the servers.
     fn spawn_clients(
         http: &reqwest::Client,
-        url: &str,
+        urls: &[String],
         tokens: &[String],
         clients: usize,
         schedule: &Schedule,
@@ -628,7 +700,7 @@ mod imp {
             .map(|i| {
                 tokio::spawn(client(
                     http.clone(),
-                    url.to_owned(),
+                    urls[i % urls.len()].clone(),
                     tokens[i % tokens.len()].clone(),
                     i,
                     schedule.clone(),
@@ -948,6 +1020,91 @@ mod imp {
         Ok(())
     }
 
+    // ---- --spawn: several `baton serve` processes, one store ----
+
+    /// `--spawn N`: the servers as child processes, as an operator runs
+    /// them, each with a data directory of its own (for its admin token;
+    /// with --store the ledger is in PostgreSQL, in a schema of this run's).
+    mod spawned {
+        use std::time::Instant;
+
+        use super::soak::Server;
+        use super::{Args, BoxError, load, read_token, temp_dir};
+
+        pub async fn run(args: &Args, n: usize) -> Result<(), BoxError> {
+            if n == 0 {
+                return Err("--spawn needs at least 1 server".into());
+            }
+            if n > 1 && args.store.is_none() {
+                return Err(
+                    "--spawn with more than one server needs --store postgres://… (servers on \
+                     the embedded store do not share a ledger)"
+                        .into(),
+                );
+            }
+            let work = temp_dir("baton-loadgen-spawn");
+            std::fs::create_dir_all(&work)?;
+            // A fresh schema per run: runs never see each other's history.
+            let schema = args.store.as_ref().map(|_| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                format!("loadgen_{}_{nanos}", std::process::id())
+            });
+            let result = servers(args, n, &work, schema.as_deref()).await;
+            if let (Some(url), Some(schema)) = (&args.store, &schema)
+                && let Err(e) = baton::store::postgres::drop_schema(url, schema)
+            {
+                eprintln!("warning: could not drop schema {schema}: {e}");
+            }
+            let _ = std::fs::remove_dir_all(&work);
+            result
+        }
+
+        async fn servers(
+            args: &Args,
+            n: usize,
+            work: &std::path::Path,
+            schema: Option<&str>,
+        ) -> Result<(), BoxError> {
+            let mut extra = args.server_args.clone();
+            if let (Some(url), Some(schema)) = (&args.store, schema) {
+                extra.push(format!("--store={url}"));
+                extra.push(format!("--pg-schema={schema}"));
+            }
+            let http = super::http_client(4)?;
+            // One after the other: the first creates the schema and the
+            // root key, the others find them.
+            let mut servers: Vec<Server> = Vec::with_capacity(n);
+            for i in 0..n {
+                let started = Instant::now();
+                let mut server =
+                    Server::spawn(&args.baton_bin, &work.join(format!("data-{i}")), &extra).await?;
+                server.wait_ready(&http, started).await?;
+                servers.push(server);
+            }
+            let admin = read_token(&work.join("data-0").join("admin.token"))?;
+            let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+            let where_ = format!(
+                "{n} `baton serve` process(es) on {}{}",
+                match schema {
+                    Some(s) => format!("PostgreSQL (schema {s})"),
+                    None => "the embedded SQLite store".to_owned(),
+                },
+                if args.server_args.is_empty() {
+                    String::new()
+                } else {
+                    format!(", extra args {:?}", args.server_args)
+                }
+            );
+            let result = load(args, &urls, &admin, &where_).await;
+            for s in &mut servers {
+                s.terminate().await?;
+            }
+            result
+        }
+    }
+
     // ---- --soak: `baton serve` as a child process, watched from outside ----
 
     /// The soak mode: memory, disk, idle CPU, shutdown and restart of a real
@@ -1053,10 +1210,10 @@ mod imp {
 
         /// One `baton serve` child process. Dropping it kills the process if
         /// it still runs, so no error path leaves a server behind.
-        struct Server {
+        pub(super) struct Server {
             child: Child,
-            pid: u32,
-            url: String,
+            pub(super) pid: u32,
+            pub(super) url: String,
             /// The last lines of its stderr (its logs).
             log: Arc<Mutex<VecDeque<String>>>,
         }
@@ -1064,7 +1221,11 @@ mod imp {
         impl Server {
             /// Spawns `BIN serve --data DIR --listen 127.0.0.1:0 EXTRA…` and
             /// waits for its `listening on http://ADDR` line.
-            async fn spawn(bin: &Path, dir: &Path, extra: &[String]) -> Result<Self, BoxError> {
+            pub(super) async fn spawn(
+                bin: &Path,
+                dir: &Path,
+                extra: &[String],
+            ) -> Result<Self, BoxError> {
                 let mut child = Command::new(bin)
                     .arg("serve")
                     .arg("--data")
@@ -1148,7 +1309,7 @@ mod imp {
             }
 
             /// Polls `GET /readyz` every 5 ms until it answers 200; the time since `since`.
-            async fn wait_ready(
+            pub(super) async fn wait_ready(
                 &mut self,
                 http: &reqwest::Client,
                 since: Instant,
@@ -1176,7 +1337,7 @@ mod imp {
             /// project forbids `unsafe` (so no libc), and one process spawn
             /// per run is not worth a dependency. The time includes running
             /// `kill` (about a millisecond).
-            async fn terminate(&mut self) -> Result<Duration, BoxError> {
+            pub(super) async fn terminate(&mut self) -> Result<Duration, BoxError> {
                 let start = Instant::now();
                 let sent = Command::new("kill")
                     .args(["-TERM", &self.pid.to_string()])
@@ -1475,7 +1636,13 @@ mod imp {
                 until,
                 live: Some(live.clone()),
             };
-            let tasks = spawn_clients(&http, &server.url, &tokens, args.clients, &schedule);
+            let tasks = spawn_clients(
+                &http,
+                std::slice::from_ref(&server.url),
+                &tokens,
+                args.clients,
+                &schedule,
+            );
             let mut reporter = Reporter {
                 live: &live,
                 pid: server.pid,
