@@ -45,6 +45,9 @@
 //! * [`authority`]: folding caveats, monotonicity, authorization.
 //! * [`verifier`]: signature checks against a keyset, revocation, cache.
 //! * [`keys`]: root keys, key ids, keysets, block ids.
+//! * [`holder`]: holder key pairs, which a `holder` caveat binds a token to.
+//! * [`proof`]: the per-request proof of possession of a bound token.
+//! * [`replay`]: the bounded store of accepted proofs.
 //! * [`pattern`]: action and resource names and patterns.
 //! * [`error`]: every rejection, with its stable reason code.
 //! * [`limits`]: the size caps applied before any crypto.
@@ -59,6 +62,7 @@ pub mod authority;
 pub mod caveat;
 mod cbor;
 pub mod error;
+pub mod holder;
 #[cfg(feature = "forge")]
 #[doc(hidden)]
 pub mod forge;
@@ -66,6 +70,8 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod pattern;
+pub mod proof;
+pub mod replay;
 #[cfg(feature = "server")]
 pub mod server;
 mod sig;
@@ -76,7 +82,9 @@ pub mod verifier;
 
 pub use authority::{Authority, Authorization, BudgetScope, Request};
 pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
-pub use error::{AttenuateError, ChainError, Denied, ParseError, VerifyError};
+pub use error::{AttenuateError, ChainError, Denied, ParseError, ProofError, VerifyError};
+pub use holder::{HolderKey, HolderPublicKey};
+pub use proof::{Audience, HolderProof};
 pub use keys::{BlockId, Keyset, Kid, PublicKey, RootKey};
 pub use token::{Token, UnverifiedToken};
 pub use verifier::{AuthorizeError, Verifier};
