@@ -13,8 +13,8 @@ use crate::error::{ChainError, Denied};
 use crate::holder::HolderPublicKey;
 use crate::keys::BlockId;
 use crate::limits::MAX_REQUEST_ARGS;
-use crate::proof::{HolderProof, MalformedProof};
 use crate::pattern::{ActionName, ActionPattern, ResourceName, ResourcePattern};
+use crate::proof::{HolderProof, MalformedProof};
 
 /// A budget that a spend must debit: one budget caveat of one block.
 #[derive(Debug, Clone, PartialEq, Eq)]

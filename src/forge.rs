@@ -74,6 +74,44 @@ pub fn append_raw(
     Ok(cbor::encode(&Value::Array(top)))
 }
 
+/// Appends a block whose payload is `payload`, signed with the key of
+/// `signer_seed` whoever that is (a thief's own key, say), and replaces the
+/// proof field with `proof` (empty for a holder-bound token). Works on
+/// bound, unbound and sealed tokens alike.
+pub fn append_signed_by(
+    token: &[u8],
+    payload: Vec<u8>,
+    signer_seed: &[u8; 32],
+    proof: &[u8],
+) -> Result<Vec<u8>, ForgeError> {
+    let mut top = match cbor::decode(token) {
+        Ok(Value::Array(a)) if a.len() == 3 => a,
+        _ => return Err(ForgeError::NotAToken),
+    };
+    let Value::Array(blocks) = &mut top[1] else {
+        return Err(ForgeError::NotAToken);
+    };
+    let prev_sig = bytes_n::<64>(blocks.last().ok_or(ForgeError::NotAToken)?)?;
+    let sig = SigningKey::from_bytes(signer_seed).sign(&block_message(
+        Some(&ed25519_dalek::Signature::from_bytes(&prev_sig)),
+        &payload,
+    ));
+    blocks.push(Value::Bytes(payload));
+    blocks.push(Value::Bytes(sig.to_bytes().to_vec()));
+    top[2] = Value::Bytes(proof.to_vec());
+    Ok(cbor::encode(&Value::Array(top)))
+}
+
+/// Replaces a token's proof field with `proof`, as given.
+pub fn replace_proof(token: &[u8], proof: &[u8]) -> Result<Vec<u8>, ForgeError> {
+    let mut top = match cbor::decode(token) {
+        Ok(Value::Array(a)) if a.len() == 3 => a,
+        _ => return Err(ForgeError::NotAToken),
+    };
+    top[2] = Value::Bytes(proof.to_vec());
+    Ok(cbor::encode(&Value::Array(top)))
+}
+
 fn bytes_n<const N: usize>(v: &Value) -> Result<[u8; N], ForgeError> {
     match v {
         Value::Bytes(b) => b.as_slice().try_into().map_err(|_| ForgeError::NotAToken),

@@ -62,10 +62,10 @@ pub mod authority;
 pub mod caveat;
 mod cbor;
 pub mod error;
-pub mod holder;
 #[cfg(feature = "forge")]
 #[doc(hidden)]
 pub mod forge;
+pub mod holder;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
@@ -84,7 +84,7 @@ pub use authority::{Authority, Authorization, BudgetScope, Request};
 pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
 pub use error::{AttenuateError, ChainError, Denied, ParseError, ProofError, VerifyError};
 pub use holder::{HolderKey, HolderPublicKey};
-pub use proof::{Audience, HolderProof};
 pub use keys::{BlockId, Keyset, Kid, PublicKey, RootKey};
+pub use proof::{Audience, HolderProof};
 pub use token::{Token, UnverifiedToken};
 pub use verifier::{AuthorizeError, Verifier};

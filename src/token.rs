@@ -19,12 +19,12 @@ use crate::authority::{Authority, Authorization, Request};
 use crate::caveat::Caveat;
 use crate::cbor::{self, Reader, Writer};
 use crate::error::{AttenuateError, ChainError, ParseError, ProofError, VerifyError};
-use crate::verifier::AuthorizeError;
 use crate::holder::{HolderKey, HolderPublicKey};
-use crate::proof::{Audience, HolderProof, ProveError};
 use crate::keys::{self, BlockId, Kid, RootKey};
 use crate::limits::{MAX_BLOCKS, MAX_CAVEATS_PER_BLOCK, MAX_TOKEN_BYTES, MAX_TOKEN_TEXT};
+use crate::proof::{Audience, HolderProof, ProveError};
 use crate::sig;
+use crate::verifier::AuthorizeError;
 
 /// The prefix of a token's text form: names the format and its version.
 pub const TEXT_PREFIX: &str = "baton_v1_";
@@ -778,7 +778,10 @@ impl Token {
             }
             .into());
         }
-        Ok(self.chain.authority.authorize(request, 0, &self.chain.ids)?)
+        Ok(self
+            .chain
+            .authority
+            .authorize(request, 0, &self.chain.ids)?)
     }
 
     /// Forgets that the signatures were verified.

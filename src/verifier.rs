@@ -15,9 +15,9 @@ use quick_cache::sync::Cache;
 use crate::authority::{Authorization, Request};
 use crate::error::{Denied, ProofError, VerifyError};
 use crate::holder::HolderPublicKey;
+use crate::keys::{BlockId, Keyset};
 use crate::proof::{Audience, proof_message, request_hash};
 use crate::replay::ReplayStore;
-use crate::keys::{BlockId, Keyset};
 use crate::sig;
 use crate::token::{
     Chain, Proof, Token, UnverifiedToken, block_message, decode_text, seal_message,
@@ -251,7 +251,10 @@ impl Verifier {
         if bytes.len() > crate::limits::MAX_TOKEN_BYTES {
             return Err(VerifyError::from(crate::error::ParseError::TooLarge).into());
         }
-        let token_key = self.cache.as_ref().map(|_| *blake3::hash(&bytes).as_bytes());
+        let token_key = self
+            .cache
+            .as_ref()
+            .map(|_| *blake3::hash(&bytes).as_bytes());
         if let Some(token) = self.cached(token_key.as_ref()) {
             let token = token?;
             let auth = self.authorize(&token, request)?;
@@ -286,7 +289,10 @@ impl Verifier {
         let (chain, root) = cache.tokens.get(k)?;
         // The chain was verified under the key its kid named then; the
         // entry counts only while the keyset holds that same key.
-        if !self.root_key(&chain).is_ok_and(|key| key.as_bytes() == &root) {
+        if !self
+            .root_key(&chain)
+            .is_ok_and(|key| key.as_bytes() == &root)
+        {
             return None;
         }
         Some(self.check_revoked(&chain).map(|()| Token { chain }))
@@ -295,7 +301,11 @@ impl Verifier {
     /// Everything about a bound token's proof that needs no signature
     /// check, in the reporting order of spec/token.md §8.4. `None` for an
     /// unbound token (whose proof, if any, is ignored).
-    fn proof_check(&self, chain: &Chain, request: &Request) -> Result<Option<ProofCheck>, ProofError> {
+    fn proof_check(
+        &self,
+        chain: &Chain,
+        request: &Request,
+    ) -> Result<Option<ProofCheck>, ProofError> {
         let Some(holder) = chain.authority.holder() else {
             return if self.require_holder {
                 Err(ProofError::HolderRequired)
@@ -324,7 +334,13 @@ impl Verifier {
             .expect("a chain always has at least one block");
         Ok(Some(ProofCheck {
             key,
-            message: proof_message(audience, last, proof.ts(), proof.nonce(), &request_hash(request)),
+            message: proof_message(
+                audience,
+                last,
+                proof.ts(),
+                proof.nonce(),
+                &request_hash(request),
+            ),
             signature: *proof.signature(),
             holder: *holder,
             nonce: *proof.nonce(),

@@ -91,6 +91,9 @@ enum CaveatJson {
     Label {
         label: String,
     },
+    Holder {
+        holder: String,
+    },
     /// A caveat kind newer than this CLI (the library would have refused
     /// one it cannot read, so this is only reachable after a library upgrade).
     Unknown,
@@ -197,6 +200,9 @@ fn caveat_json(c: &Caveat) -> CaveatJson {
             bound: bound_json(&c.bound),
         },
         Caveat::Label(l) => CaveatJson::Label { label: l.clone() },
+        Caveat::Holder(k) => CaveatJson::Holder {
+            holder: k.to_text(),
+        },
         _ => CaveatJson::Unknown,
     }
 }
@@ -309,6 +315,7 @@ fn caveat_line(c: &Caveat) -> String {
         Caveat::Resources(s) => format!("resources {}", join(s)),
         Caveat::ArgBound(c) => format!("arg {}:{} {}", c.action, c.arg, c.bound),
         Caveat::Label(l) => format!("label {l:?}"),
+        Caveat::Holder(k) => format!("holder {k} (bound: each use needs this key's proof)"),
         _ => "unknown caveat kind (upgrade baton)".to_owned(),
     }
 }
