@@ -693,3 +693,120 @@ fn local_errors_exit_2_and_name_the_step() {
     let out = baton(&["mint", "--key", "k", "--ttl", "1h", "--expires", "5"], "");
     assert_code(&out, 2);
 }
+
+#[test]
+fn holder_binding_prove_and_verify() {
+    let s = Sandbox::new("holder");
+    let (pk, orchestrator, _) = scenario(&s);
+    let hsk = s.path("agent.hsk");
+    let out = baton(&["keygen", "--holder", "--out", path_str(&hsk)], "");
+    assert_ok(&out);
+    let holder = stdout(&out).trim().to_owned();
+    assert!(holder.starts_with("baton_hpk1_"), "{holder}");
+    let out = baton(
+        &["attenuate", "--tools", "refund.issue", "--holder", &holder],
+        &orchestrator,
+    );
+    assert_ok(&out);
+    let bound = stdout(&out);
+    let body = s.path("body.json");
+    std::fs::write(&body, br#"{"amount":40}"#).unwrap();
+    let request = [
+        "--action",
+        "refund.issue",
+        "--resource",
+        "customer:4821",
+        "--arg",
+        "amount=40",
+        "--body",
+        path_str(&body),
+    ];
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--key", &pk, "--audience", "gw-a"];
+        args.extend_from_slice(&request);
+        args.extend_from_slice(extra);
+        baton(&args, &bound)
+    };
+    // Without the key the token text grants nothing.
+    let out = verify(&[]);
+    assert_code(&out, 1);
+    assert!(
+        stdout(&out).starts_with("deny proof_missing"),
+        "{}",
+        stdout(&out)
+    );
+    let out = baton(&["attenuate", "--depth", "0"], &bound);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("holder_mismatch"), "{}", stderr(&out));
+    // With it: prove, then verify once.
+    let mut args = vec![
+        "prove",
+        "--holder-key",
+        path_str(&hsk),
+        "--audience",
+        "gw-a",
+    ];
+    args.extend_from_slice(&request);
+    let out = baton(&args, &bound);
+    assert_ok(&out);
+    let proof = stdout(&out).trim().to_owned();
+    let out = verify(&["--proof", &proof]);
+    assert_ok(&out);
+    assert!(stdout(&out).starts_with("allow"));
+    // Another audience, another body, a mangled proof.
+    let mut args = vec![
+        "verify",
+        "--key",
+        &pk,
+        "--audience",
+        "gw-b",
+        "--proof",
+        &proof,
+    ];
+    args.extend_from_slice(&request);
+    let out = baton(&args, &bound);
+    assert!(
+        stdout(&out).starts_with("deny proof_invalid"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(&body, br#"{"amount":4000}"#).unwrap();
+    let out = verify(&["--proof", &proof]);
+    assert!(
+        stdout(&out).starts_with("deny proof_invalid"),
+        "{}",
+        stdout(&out)
+    );
+    let out = verify(&["--proof", "baton_proof_v1_x"]);
+    assert!(
+        stdout(&out).starts_with("deny proof_malformed"),
+        "{}",
+        stdout(&out)
+    );
+    // A bearer token where a bound one is required.
+    let mut args = vec![
+        "verify",
+        "--key",
+        &pk,
+        "--require-holder",
+        "--action",
+        "crm.read",
+    ];
+    args.push("--resource");
+    args.push("customer:4821");
+    let out = baton(&args, &orchestrator);
+    assert!(
+        stdout(&out).starts_with("deny holder_required"),
+        "{}",
+        stdout(&out)
+    );
+    // The holder narrows its own token with its key; the child stays bound.
+    let out = baton(
+        &["attenuate", "--holder-key", path_str(&hsk), "--depth", "0"],
+        &bound,
+    );
+    assert_ok(&out);
+    let out = baton(&["inspect", "--json"], &stdout(&out));
+    assert_ok(&out);
+    assert!(stdout(&out).contains(&holder));
+}

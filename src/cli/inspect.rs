@@ -340,6 +340,9 @@ fn authority_lines(a: &Authority, out: &mut String) {
     let _ = writeln!(out, "  remaining depth: {depth}");
     let _ = writeln!(out, "  expires:         {not_after}");
     let _ = writeln!(out, "  not before:      {not_before}");
+    if let Some(h) = a.holder() {
+        let _ = writeln!(out, "  holder:          {h} (bound: use needs its proof)");
+    }
     let budgets = a.effective_budgets();
     if budgets.is_empty() {
         let _ = writeln!(out, "  budgets:         none");

@@ -12,7 +12,7 @@
 //! * [`time`]: reading `RFC 3339 | unix seconds`, the clock, formatting.
 //! * [`io`]: stdin tokens, key files, keyset files and stdout.
 //! * [`keygen`], [`mint`], [`attenuate`], [`seal`], [`inspect`],
-//!   [`verify`]: one file per subcommand.
+//!   [`verify`], [`prove`]: one file per subcommand.
 //! * [`error`]: [`CliError`], one variant per step that can fail.
 //!
 //! # Exit status
@@ -35,6 +35,7 @@ mod inspect;
 mod io;
 mod keygen;
 mod mint;
+mod prove;
 mod seal;
 mod time;
 mod verify;
@@ -61,18 +62,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a root secret key (file mode 0600); print its kid and public key.
+    /// Generate a root secret key (file mode 0600); print its kid and public
+    /// key. With --holder, a holder key pair for a delegate.
     Keygen(keygen::KeygenArgs),
     /// Mint a root token with a root secret key; print it on stdout.
     Mint(mint::MintArgs),
-    /// Read a token on stdin, append a narrowing block, print the child. Needs no key.
+    /// Read a token on stdin, append a narrowing block, print the child.
+    /// Needs no key, except the holder's for a holder-bound token.
     Attenuate(attenuate::AttenuateArgs),
     /// Read a token on stdin and seal it so no block can follow.
-    Seal,
+    Seal(seal::SealArgs),
     /// Show a token's blocks and effective authority. Does NOT verify signatures.
     Inspect(inspect::InspectArgs),
     /// Verify a token (stdin) with public keys and decide one request.
     Verify(verify::VerifyArgs),
+    /// Sign a proof of possession for one request with a bound token's
+    /// (stdin) holder key; print the Baton-Proof header value.
+    Prove(prove::ProveArgs),
     /// Run the spend ledger service on its embedded store.
     #[cfg(feature = "server")]
     Serve(baton::server::run::ServeArgs),
@@ -118,9 +124,10 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Keygen(args) => keygen::run(args),
         Command::Mint(args) => mint::run(args),
         Command::Attenuate(args) => attenuate::run(args),
-        Command::Seal => seal::run(),
+        Command::Seal(args) => seal::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Prove(args) => prove::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => {
             baton::server::run::serve(args).map_err(CliError::Serving)?;
