@@ -87,6 +87,13 @@ impl Request {
         self
     }
 
+    /// Sets the digest of the raw body directly, for a service that digested
+    /// the body as it read it ([`crate::proof::body_digest`]).
+    pub fn body_digest_of(mut self, digest: [u8; 32]) -> Self {
+        self.body = digest;
+        self
+    }
+
     /// Attaches the holder's proof of possession. A bound token is refused
     /// without one; an unbound token ignores it.
     pub fn with_proof(mut self, proof: HolderProof) -> Self {

@@ -16,7 +16,7 @@ use crate::authority::{Authorization, Request};
 use crate::error::{Denied, ProofError, VerifyError};
 use crate::holder::HolderPublicKey;
 use crate::keys::{BlockId, Keyset};
-use crate::proof::{Audience, proof_message, request_hash};
+use crate::proof::{Audience, ProofId, proof_message, request_hash};
 use crate::replay::ReplayStore;
 use crate::sig;
 use crate::token::{
@@ -109,6 +109,11 @@ impl Verifier {
     pub fn with_audience(mut self, audience: Audience) -> Self {
         self.audience = Some(audience);
         self
+    }
+
+    /// Sets this verifier's identity in place; see [`Self::with_audience`].
+    pub fn set_audience(&mut self, audience: Audience) {
+        self.audience = Some(audience);
     }
 
     /// Refuses tokens that are not bound to a holder (`holder_required`).
@@ -235,6 +240,46 @@ impl Verifier {
             return Err(ProofError::Invalid.into());
         }
         self.finish_authorize(&token.chain, request, check.as_ref())
+    }
+
+    /// Checks a bound token's proof for `request` and records it in the
+    /// replay store, without deciding the request: for a service whose
+    /// endpoints authorize (or not) after authenticating, like the ledger.
+    /// Returns the proof's id, or `None` for an unbound token. The order of
+    /// errors is that of [`Self::authorize`] up to the proof checks; the
+    /// proof is recorded even if the request is later denied.
+    pub fn check_proof(
+        &self,
+        token: &Token,
+        request: &Request,
+    ) -> Result<Option<ProofId>, AuthorizeError> {
+        self.check_revoked(&token.chain)?;
+        let Some(c) = self.proof_check(&token.chain, request)? else {
+            return Ok(None);
+        };
+        if !sig::verify_all(&[c.key], &[&c.message], &[c.signature]) {
+            return Err(ProofError::Invalid.into());
+        }
+        self.replay
+            .insert(&c.holder, &c.nonce, c.expires, request.time())?;
+        Ok(Some(ProofId::of(&c.holder, &c.nonce)))
+    }
+
+    /// Decides `request` for a token whose proof, if it is bound, the caller
+    /// has already checked with [`Self::check_proof`] for this same
+    /// request. Crate-private: only the ledger's HTTP layer, which checks
+    /// the proof when it authenticates, uses it.
+    #[cfg(feature = "server")]
+    pub(crate) fn authorize_after_proof(
+        &self,
+        token: &Token,
+        request: &Request,
+    ) -> Result<Authorization, AuthorizeError> {
+        self.check_revoked(&token.chain)?;
+        Ok(token
+            .chain
+            .authority
+            .authorize(request, self.skew, &token.chain.ids)?)
     }
 
     /// Verifies a token in text form and decides `request` in one call:

@@ -2,9 +2,9 @@
 //! chain, nearest first (spec/http.md §6.10). Scopes are active state, in
 //! memory: no store read.
 
+use super::Authn;
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -14,7 +14,7 @@ use crate::server::state::AppState;
 
 pub(crate) async fn balances(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
     let ledger = state.ledger.read().await;
