@@ -103,7 +103,7 @@ impl Request {
 
     /// Attaches a proof in its header form (`Baton-Proof`). A malformed
     /// value is not an error here: the verifier reports `proof_malformed`
-    /// after every token error, in the order of spec/token.md §8.4.
+    /// after every token error, in the order of spec/token.md §12.4.
     pub fn with_proof_header(mut self, value: &str) -> Self {
         self.proof = Some(HolderProof::from_header(value));
         self

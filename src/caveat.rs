@@ -334,7 +334,7 @@ pub enum Caveat {
     /// Binds the token to a holder key (type 7): the declaring block's
     /// `next_key` is this key, every later block is signed with it and
     /// declares a holder again, and every request carries a proof of
-    /// possession signed with it (spec/token.md §8).
+    /// possession signed with it (spec/token.md §12).
     Holder(HolderPublicKey),
 }
 

@@ -310,7 +310,7 @@ impl AttenuateError {
 }
 
 /// A bound token's proof of possession was refused, or a bearer token was
-/// presented where a bound one is required (spec/token.md §8.4). Reported
+/// presented where a bound one is required (spec/token.md §12.4). Reported
 /// in the order listed, after every token error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

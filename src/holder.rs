@@ -1,5 +1,5 @@
 //! Holder keys: the delegate's own Ed25519 key pair that a `holder` caveat
-//! binds a token to (spec/token.md §8).
+//! binds a token to (spec/token.md §12).
 //!
 //! A delegate makes its key pair itself ([`HolderKey::generate`], `baton
 //! keygen --holder`) and hands out only the public half. The delegator

@@ -1,5 +1,5 @@
 //! Proof of possession: the per-request signature a bound token's holder
-//! sends beside the token (spec/token.md §8.3, spec/http.md §2.3).
+//! sends beside the token (spec/token.md §12.3, spec/http.md §2.3).
 //!
 //! A [`HolderProof`] is an Ed25519 signature by the holder key over one
 //! fixed-width message: a domain tag, the verifier's [`Audience`], the
@@ -35,7 +35,7 @@ pub const MAX_AUDIENCE: usize = 255;
 /// The operation a [`Request`] names unless told otherwise.
 pub const DEFAULT_OPERATION: &str = "call";
 
-/// Domain tag of the signed proof message (spec/token.md §8.3).
+/// Domain tag of the signed proof message (spec/token.md §12.3).
 const TAG_PROOF: &[u8] = b"baton/v1/proof\0";
 const VERSION_BYTE: u8 = 1;
 /// Length of the signed message: tag, version, audience, block id, ts, nonce, request hash.
@@ -119,7 +119,7 @@ pub fn body_digest(body: &[u8]) -> [u8; 32] {
         .as_bytes()
 }
 
-/// The request hash a proof signs (spec/token.md §8.3): BLAKE3 derive-key
+/// The request hash a proof signs (spec/token.md §12.3): BLAKE3 derive-key
 /// `baton/v1 proof request` over the length-prefixed operation, action,
 /// optional resource, the arguments in ascending byte order of their
 /// names, and the body digest. Every field is length-prefixed, so the

@@ -1,5 +1,5 @@
 //! The replay store: which proofs of possession this process has accepted
-//! and that could still be accepted (spec/token.md §8.5).
+//! and that could still be accepted (spec/token.md §12.5).
 //!
 //! Entries are keyed on (holder, nonce) through [`ProofId`], never on
 //! signature bytes, and live until the proof's time has left the window.

@@ -53,7 +53,7 @@ pub(crate) struct Block {
 
 /// How the holder proves possession: the last ephemeral secret, a seal,
 /// or nothing in the token at all for a holder-bound chain, whose holder
-/// proves possession per request (spec/token.md §8).
+/// proves possession per request (spec/token.md §12).
 /// A chain built in this process also keeps the secret's signing key, so
 /// attenuating it again does not re-derive the public key.
 #[derive(Clone)]
@@ -246,7 +246,7 @@ impl Chain {
         };
         r.finish()?;
         // An empty proof means "bound"; a bound chain never carries the
-        // holder's secret (spec/token.md §8.1).
+        // holder's secret (spec/token.md §12.1).
         match (&proof, authority.holder.is_some()) {
             (Proof::Bound, false) => {
                 return Err(ChainError::HolderUnbound { block: n - 1 }.into());

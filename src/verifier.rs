@@ -286,7 +286,7 @@ impl Verifier {
     /// the gateway path. For a bound token the proof's signature is checked
     /// in the same batch as the chain's; if that batch fails, the chain is
     /// checked alone so the error names the part that failed. Errors come
-    /// in the order of spec/token.md §8.4: every token error first.
+    /// in the order of spec/token.md §12.4: every token error first.
     pub fn authorize_text(
         &self,
         text: &str,
@@ -344,7 +344,7 @@ impl Verifier {
     }
 
     /// Everything about a bound token's proof that needs no signature
-    /// check, in the reporting order of spec/token.md §8.4. `None` for an
+    /// check, in the reporting order of spec/token.md §12.4. `None` for an
     /// unbound token (whose proof, if any, is ignored).
     fn proof_check(
         &self,

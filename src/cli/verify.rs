@@ -200,7 +200,7 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, CliError> {
 
 /// Verification first, so that an invalid token is reported as such even
 /// when the request is malformed too; then the holder's proof, then the
-/// request (spec/token.md §8.4). A bound token's proof is checked in the
+/// request (spec/token.md §12.4). A bound token's proof is checked in the
 /// same signature batch as its chain.
 fn decide(
     verifier: &Verifier,

@@ -106,19 +106,28 @@ pub const LEDGER_PROOF_ACTION: &str = "baton.ledger.request";
 #[derive(Clone, Debug)]
 pub(crate) struct ProofContext {
     operation: String,
-    body: [u8; 32],
+    /// `None` when the body is over the limit.
+    body: Option<[u8; 32]>,
 }
 
 /// Middleware: reads the body (up to the body limit), digests it, and
 /// passes the request on with its [`ProofContext`] and the same bytes.
+/// A body over the limit is passed on as one byte over the limit, so the
+/// handler refuses it at its usual place in the order of checks (§2.3).
 pub(crate) async fn proof_context(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await else {
-        return ApiError::new(413, "body_too_large", "request body exceeds the limit")
-            .into_response();
+    let (bytes, digest) = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(b) => {
+            let d = crate::proof::body_digest(&b);
+            (b, Some(d))
+        }
+        Err(_) => (
+            axum::body::Bytes::from(vec![b' '; super::MAX_BODY_BYTES + 1]),
+            None,
+        ),
     };
     let target = parts
         .uri
@@ -126,7 +135,7 @@ pub(crate) async fn proof_context(
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
     parts.extensions.insert(ProofContext {
         operation: format!("{} {target}", parts.method),
-        body: crate::proof::body_digest(&bytes),
+        body: digest,
     });
     next.run(axum::extract::Request::from_parts(
         parts,
@@ -212,6 +221,10 @@ fn check_proof(
         .ctx
         .as_ref()
         .ok_or_else(|| proof_error(crate::ProofError::Unavailable))?;
+    // A proof cannot cover a body the service will not read.
+    let body = ctx.body.ok_or_else(|| {
+        ApiError::new(413, "body_too_large", "request body exceeds the limit")
+    })?;
     let request = Request::new(LEDGER_PROOF_ACTION, now_secs(state))
         .and_then(|r| r.operation(&ctx.operation))
         .map_err(|_| {
@@ -221,7 +234,7 @@ fn check_proof(
                 "the request target is too long or not printable ASCII",
             )
         })?
-        .body_digest_of(ctx.body);
+        .body_digest_of(body);
     let mut values = authn.headers.get_all(crate::proof::PROOF_HEADER).iter();
     let request = match (values.next(), values.next()) {
         (None, _) => request,
