@@ -466,10 +466,14 @@ The format is specified in `../token.md`; the reason codes are its §9.
 3. `expected` is `{{\"result\": \"valid\"}}` or `{{\"result\": \"invalid\",
    \"code\": ...}}`: the reason code of the first failing check, in the order
    of spec §6.1.
-4. For a valid token, `authority` is its effective authority (spec §6.2):
-   key id, block ids (hex), tools, resources, remaining depth (`null` =
+4. For a valid token, `authority` is its effective authority (spec §6.2)
+   in the JSON schema of spec §10.1 (which `baton inspect --json` prints
+   too): key id, block ids (hex), tools, resources, remaining depth (`null` =
    unlimited), validity window, every declared budget, the effective ceiling
-   per (unit, tools filter), argument bounds and labels.
+   per (unit, tools filter) in the order of spec §6.2, argument bounds
+   (`{{\"kind\": \"range\", \"min\", \"max\"}}` or
+   `{{\"kind\": \"one_of\", \"values\"}}`) and
+   labels.
 5. Then authorize each of `requests` (spec §6.4): action, optional resource,
    arguments (JSON integers are i64, strings are strings) and time in Unix
    seconds. `expected` is `{{\"decision\": \"allow\", \"budgets\": [...]}}` with
