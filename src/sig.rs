@@ -272,7 +272,7 @@ mod tests {
     /// is refused, alone and batched, and a valid signature passes both. (No
     /// case here has a mixed-order point, where the two rules part.)
     #[test]
-    fn batch_path_agrees_with_verify_strict() {
+    fn byte_check_failures_are_refused_alone_and_batched() {
         let sk = SigningKey::from_bytes(&[3; 32]);
         let other = SigningKey::from_bytes(&[4; 32]);
         let msg: &[u8] = b"baton";

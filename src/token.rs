@@ -197,11 +197,14 @@ impl Chain {
         }
         let mut r = Reader::new(bytes);
         let len = r.array("token is not an array")?;
-        // The version comes first so that a future format fails as such, not as malformed.
-        if len == 0 || r.peek_major() != Some(0) {
+        // The version comes first so that a future format fails as such, not
+        // as malformed. It is read like any other item (spec/token.md §3.3):
+        // a break byte is `cbor_malformed`, an indefinite length
+        // `non_canonical`, and only then a non-integer `malformed`.
+        if len == 0 {
             return Err(ParseError::Malformed("token does not start with a version").into());
         }
-        if r.uint("version")? != FORMAT_VERSION {
+        if r.uint("token does not start with a version")? != FORMAT_VERSION {
             return Err(ParseError::UnsupportedVersion.into());
         }
         if len != 3 {

@@ -28,6 +28,7 @@ pub const REQUIRED_CODES: &[&str] = &[
     "too_large",
     // Binary form and structure.
     "non_canonical",
+    "cbor_malformed",
     "trailing_bytes",
     "unsupported_version",
     "malformed",

@@ -113,20 +113,36 @@ struct TimeJson {
     rfc3339: Option<String>,
 }
 
+/// The effective authority, in the schema of spec/token.md §10.1: the same
+/// object as a test vector's `authority`, so the two cannot drift apart.
 #[derive(Serialize)]
 struct AuthorityJson {
+    kid: String,
+    sealed: bool,
+    block_ids: Vec<String>,
     /// `None`: no tools caveat, so no action is allowed.
     tools: Option<Vec<String>>,
     /// `None`: no resources caveat, so any resource.
     resources: Option<Vec<String>>,
     /// `None`: unlimited.
     remaining_depth: Option<u32>,
-    not_after: Option<TimeJson>,
-    not_before: Option<TimeJson>,
-    /// The tightest ceiling for each (unit, tools filter) in the chain.
-    budgets: Vec<EffectiveBudgetJson>,
+    /// Unix seconds; each block's expiry caveat shows RFC 3339 too.
+    not_before: Option<u64>,
+    not_after: Option<u64>,
+    /// Every declared budget, in fold order.
+    budgets: Vec<BudgetJson>,
+    /// The tightest ceiling for each (unit, tools filter) (spec §6.2).
+    effective_budgets: Vec<EffectiveBudgetJson>,
     arg_bounds: Vec<ArgBoundJson>,
     labels: Vec<LabelJson>,
+}
+
+#[derive(Serialize)]
+struct BudgetJson {
+    block: usize,
+    unit: String,
+    ceiling: u64,
+    tools: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -231,12 +247,25 @@ impl TokenJson {
             root_kid: token.root_kid().to_string(),
             blocks,
             authority: AuthorityJson {
+                kid: token.root_kid().to_string(),
+                sealed: token.is_sealed(),
+                block_ids: strings(token.block_ids()),
                 tools: a.tools().map(strings),
                 resources: a.resources().map(strings),
                 remaining_depth: a.remaining_depth(),
-                not_after: a.not_after().map(time_json),
-                not_before: a.not_before().map(time_json),
+                not_before: a.not_before(),
+                not_after: a.not_after(),
                 budgets: a
+                    .budgets()
+                    .iter()
+                    .map(|(block, b)| BudgetJson {
+                        block: *block,
+                        unit: b.unit.to_string(),
+                        ceiling: b.ceiling,
+                        tools: b.tools.as_ref().map(ToString::to_string),
+                    })
+                    .collect(),
+                effective_budgets: a
                     .effective_budgets()
                     .into_iter()
                     .map(|(unit, tools, ceiling)| EffectiveBudgetJson {

@@ -21,7 +21,8 @@ const MAX_KEYSET_FILE: u64 = 1024 * 1024;
 
 /// Reads the token text on stdin, minus a single trailing newline (shell
 /// pipelines and `echo` add one). Nothing else is trimmed: the library
-/// reports any other whitespace as `base64_whitespace`.
+/// reports any other whitespace as `base64_whitespace`, including the `\r`
+/// a CRLF line end leaves (README, "CLI input").
 pub fn read_token_text() -> Result<String, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {

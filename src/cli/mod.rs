@@ -52,7 +52,10 @@ const EXIT_LOCAL: u8 = 2;
 #[command(
     name = "baton",
     version,
-    after_help = "Exit status: 0 on success (verify: allowed); 1 when the token or request \
+    after_help = "Token input: commands that read a token take its text on stdin; exactly one \
+                  trailing \\n is removed and nothing else is trimmed, so CRLF line ends (a \
+                  trailing \\r) are refused as base64_whitespace.\n\
+                  Exit status: 0 on success (verify: allowed); 1 when the token or request \
                   was refused, with its reason code; 2 on usage or local errors."
 )]
 pub struct Cli {

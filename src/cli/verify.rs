@@ -68,7 +68,9 @@ pub struct RequestFlags {
     #[arg(long, value_name = "NAME")]
     resource: Option<String>,
     /// A request argument. VALUE is an integer if it is an integer literal
-    /// (optional leading -), otherwise a string. Repeatable.
+    /// (optional leading -), otherwise a string. Integers are i64: a literal
+    /// outside -9223372036854775808..=9223372036854775807 is a usage error
+    /// (exit 2), never a string. Repeatable.
     #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_request_arg)]
     args: Vec<RequestArg>,
     /// The operation executed, as a bound token's proof names it

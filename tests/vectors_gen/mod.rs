@@ -30,8 +30,8 @@ use baton::forge;
 use baton::pattern::ActionPattern;
 use baton::token::TEXT_PREFIX;
 use baton::{
-    ArgBound, ArgConstraint, ArgValue, Caveat, Keyset, PublicKey, Request, RootKey, Token, Unit,
-    UnverifiedToken, Verifier, VerifyError,
+    ArgBound, ArgConstraint, ArgValue, Budget, Caveat, Keyset, PublicKey, Request, RootKey, Token,
+    Unit, UnverifiedToken, Verifier, VerifyError,
 };
 use ciborium::Value;
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,9 @@ pub struct AuthorityJson {
     pub not_after: Option<u64>,
     /// Every budget caveat of every block, in fold order.
     pub budgets: Vec<BudgetJson>,
-    /// The smallest ceiling covering each distinct (unit, filter).
+    /// For each distinct declared (unit, filter), the smallest ceiling of
+    /// a same-unit budget whose filter covers it; ordered by unit, then
+    /// filter (spec/token.md §6.2).
     pub effective_budgets: Vec<EffectiveBudgetJson>,
     /// Every argument bound, in fold order.
     pub arg_bounds: Vec<ArgBoundJson>,
@@ -202,9 +204,11 @@ pub struct ArgBoundJson {
     pub bound: BoundJson,
 }
 
-/// An argument bound's value.
+/// An argument bound's value (spec/token.md §10.1): `{"kind": "range",
+/// "min", "max"}` or `{"kind": "one_of", "values"}`, the shape
+/// `baton inspect --json` prints too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BoundJson {
     /// Inclusive integer range; `null` sides are unbounded.
     Range {
@@ -213,8 +217,11 @@ pub enum BoundJson {
         /// Upper bound.
         max: Option<i64>,
     },
-    /// Allowed strings.
-    OneOf(Vec<String>),
+    /// Allowed strings, in ascending bytewise order.
+    OneOf {
+        /// The strings.
+        values: Vec<String>,
+    },
 }
 
 /// One label.
@@ -352,7 +359,9 @@ pub fn authority_json(token: &Token) -> AuthorityJson {
                         min: *min,
                         max: *max,
                     },
-                    ArgBound::OneOf(s) => BoundJson::OneOf(s.iter().cloned().collect()),
+                    ArgBound::OneOf(s) => BoundJson::OneOf {
+                        values: s.iter().cloned().collect(),
+                    },
                 },
             })
             .collect(),
@@ -457,10 +466,14 @@ The format is specified in `../token.md`; the reason codes are its §9.
 3. `expected` is `{{\"result\": \"valid\"}}` or `{{\"result\": \"invalid\",
    \"code\": ...}}`: the reason code of the first failing check, in the order
    of spec §6.1.
-4. For a valid token, `authority` is its effective authority (spec §6.2):
-   key id, block ids (hex), tools, resources, remaining depth (`null` =
+4. For a valid token, `authority` is its effective authority (spec §6.2)
+   in the JSON schema of spec §10.1 (which `baton inspect --json` prints
+   too): key id, block ids (hex), tools, resources, remaining depth (`null` =
    unlimited), validity window, every declared budget, the effective ceiling
-   per (unit, tools filter), argument bounds and labels.
+   per (unit, tools filter) in the order of spec §6.2, argument bounds
+   (`{{\"kind\": \"range\", \"min\", \"max\"}}` or
+   `{{\"kind\": \"one_of\", \"values\"}}`) and
+   labels.
 5. Then authorize each of `requests` (spec §6.4): action, optional resource,
    arguments (JSON integers are i64, strings are strings) and time in Unix
    seconds. `expected` is `{{\"decision\": \"allow\", \"budgets\": [...]}}` with
@@ -914,6 +927,7 @@ pub fn vectors() -> Vec<Vector> {
     out.extend(structure_vectors());
     out.extend(chain_vectors());
     out.extend(signature_vectors());
+    out.extend(hardening_vectors());
     // A vector rejected for a keyed reason must get past parsing, or it tests
     // the wrong check; one rejected while parsing must fail the same way
     // without a key.
@@ -1814,6 +1828,338 @@ fn signature_vectors() -> Vec<Vector> {
             Input::Bytes(off_curve_last),
             "bad_proof",
             with(support_seeds(1), &[forged_seed()]),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Format v1 hardening (issue 9): mixed-order points under the cofactored
+// rule, error precedence, several budgets, one_of bounds.
+
+/// Seeds of the mixed-order and multi-budget vectors.
+const MIXED: [u8; 32] = [0x80; 32];
+const MULTI: [[u8; 32]; 2] = [[0x70; 32], [0x71; 32]];
+
+/// A point of order 8, decompressed.
+fn order_8_point() -> curve25519_dalek::EdwardsPoint {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(ORDER_8_POINT, &mut b).expect("32 bytes of hex");
+    curve25519_dalek::edwards::CompressedEdwardsY(b)
+        .decompress()
+        .expect("a curve point")
+}
+
+/// `pk(seed) + T8`: a mixed-order key whose prime-order part `seed` holds.
+fn mixed_key(seed: &[u8; 32]) -> [u8; 32] {
+    let a = ed25519_dalek::SigningKey::from_bytes(seed)
+        .verifying_key()
+        .to_edwards();
+    (a + order_8_point()).compress().to_bytes()
+}
+
+/// RFC 8032 signing with `seed`'s expanded secret, except that the hash
+/// `k = SHA-512(R || A || M)` uses `key` as `A` (it may be mixed-order), the
+/// nonce point is `[r]B + r_torsion` for the RFC 8032 nonce `r`, and
+/// `s_delta` is added to `S`.
+fn sign_mixed(
+    seed: &[u8; 32],
+    key: &[u8; 32],
+    msg: &[u8],
+    r_torsion: curve25519_dalek::EdwardsPoint,
+    s_delta: u64,
+) -> [u8; 64] {
+    use curve25519_dalek::Scalar;
+    use ed25519_dalek::{Digest, Sha512};
+    let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from(seed);
+    let r = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(esk.hash_prefix)
+            .chain_update(msg),
+    );
+    let big_r = (r * curve25519_dalek::constants::ED25519_BASEPOINT_POINT + r_torsion).compress();
+    let k = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(key)
+            .chain_update(msg),
+    );
+    let s = r + k * esk.scalar + Scalar::from(s_delta);
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(big_r.as_bytes());
+    out[32..].copy_from_slice(s.as_bytes());
+    out
+}
+
+/// Whether cofactorless `verify_strict` accepts the last block of `token`.
+fn strict_accepts_last(token: &[u8], key: &[u8; 32]) -> bool {
+    let parts = Parts::of(token);
+    let n = parts.items.len() / 2;
+    let mut msg = b"baton/v1/block\0\x01".to_vec();
+    msg.extend_from_slice(&parts.items[2 * n - 3]);
+    msg.extend_from_slice(&parts.items[2 * n - 2]);
+    let sig = ed25519_dalek::Signature::from_slice(&parts.items[2 * n - 1]).expect("64 bytes");
+    ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|k| k.verify_strict(&msg, &sig).is_ok())
+}
+
+fn hardening_vectors() -> Vec<Vector> {
+    let simple = simple();
+    let [orchestrator, refund, _] = support();
+    let keys = [&issuer()];
+    let identity = curve25519_dalek::EdwardsPoint::default();
+    let orchestrator_key = forge::public_of(&SUPPORT[0]);
+    let label = |l: &str| [Caveat::Label(l.to_owned())];
+
+    // A mixed-order next_key, and block 2 honestly signed for it.
+    let mixed = mixed_key(&MIXED);
+    let with_mixed_key = forge::append_raw(
+        orchestrator.to_bytes(),
+        forge::raw_payload(None, &mixed, &label("mixed-order key")),
+        &MIXED,
+    )
+    .expect("unsealed");
+    let signed_by_mixed = forge::append_signed_with(
+        &with_mixed_key,
+        forge::raw_payload(
+            None,
+            &forge::public_of(&FORGED_2),
+            &label("signed by the mixed-order key"),
+        ),
+        |m| sign_mixed(&MIXED, &mixed, m, identity, 0),
+        &FORGED_2,
+    )
+    .expect("a token");
+    assert!(
+        !strict_accepts_last(&signed_by_mixed, &mixed),
+        "the cofactorless equation must fail on this vector, or it tests nothing"
+    );
+    let signed_by_mixed = UnverifiedToken::from_bytes(&signed_by_mixed).expect("parses");
+    let signed_by_mixed = Verifier::new(Keyset::new().with(issuer().public()))
+        .verify(&signed_by_mixed)
+        .expect("valid under the cofactored rule");
+    let mixed_seeds = || {
+        with(
+            support_seeds(1),
+            &[
+                ("block 1 next_key: pk(seed) + the order-8 point", &MIXED),
+                ("block 2 ephemeral key (the proof secret)", &FORGED_2),
+            ],
+        )
+    };
+
+    // A mixed-order R in block 1's signature, by the orchestrator's key.
+    let mixed_r = |s_delta| {
+        forge::append_signed_with(
+            orchestrator.to_bytes(),
+            forge::raw_payload(None, &forge::public_of(&FORGED), &label("mixed-order R")),
+            |m| sign_mixed(&SUPPORT[0], &orchestrator_key, m, order_8_point(), s_delta),
+            &FORGED,
+        )
+        .expect("a token")
+    };
+    let mixed_r_ok = mixed_r(0);
+    assert!(!strict_accepts_last(&mixed_r_ok, &orchestrator_key));
+    let mixed_r_ok = Verifier::new(Keyset::new().with(issuer().public()))
+        .verify(&UnverifiedToken::from_bytes(&mixed_r_ok).expect("parses"))
+        .expect("valid under the cofactored rule");
+
+    // Seal precedence: a 2-block sealed token with a bad seal, a bad block 0
+    // signature, or both. Block 0's signature is inside block 1's message
+    // but not the seal's, so the seal stays valid when only it changes.
+    let sealed = refund.seal().expect("unsealed");
+    let other_seal = Parts::of(simple.seal().expect("unsealed").to_bytes()).proof;
+    let mut bad_block = Parts::of(sealed.to_bytes());
+    bad_block.signature_mut(0)[0] ^= 1;
+    let mut bad_both = Parts::of(sealed.to_bytes());
+    bad_both.signature_mut(0)[0] ^= 1;
+    bad_both.proof = other_seal.clone();
+    let mut bad_secret_and_block = Parts::of(refund.to_bytes());
+    bad_secret_and_block.signature_mut(0)[0] ^= 1;
+    bad_secret_and_block.proof = SIMPLE_0.to_vec();
+
+    // §3.3 applies to the first item of the envelope too.
+    let bytes = simple.to_bytes();
+    assert_eq!(&bytes[..2], &[0x83, 0x01]);
+    let first = |item: &[u8]| {
+        let mut b = vec![0x83];
+        b.extend_from_slice(item);
+        b.extend_from_slice(&bytes[2..]);
+        b
+    };
+
+    // Several budgets: units, filters and blocks that each decide a ceiling.
+    let budget = |unit: Unit, ceiling: u64, tools: Option<&str>| {
+        Caveat::Budget(Budget {
+            unit,
+            ceiling,
+            tools: tools.map(pattern),
+        })
+    };
+    let currency = |values: &[&str]| {
+        Caveat::ArgBound(ArgConstraint {
+            action: pattern("refund.*"),
+            arg: "currency".to_owned(),
+            bound: ArgBound::OneOf(values.iter().map(|v| (*v).to_owned()).collect()),
+        })
+    };
+    let gpu = Unit::parse("gpu_seconds").expect("a custom unit");
+    let multi = Token::mint_with_seed(
+        &issuer(),
+        vec![
+            tools(&["crm.*", "refund.*"]),
+            budget(Unit::UsdMicrocents, 50 * USD, None),
+            budget(Unit::UsdMicrocents, 10 * USD, Some("crm.*")),
+            budget(Unit::Calls, 100, None),
+            budget(gpu.clone(), 30, Some("refund.*")),
+            currency(&["eur", "usd"]),
+        ],
+        &MULTI[0],
+    )
+    .expect("valid caveats")
+    .attenuate_with_seed(
+        vec![
+            budget(Unit::UsdMicrocents, 2 * USD, Some("crm.read")),
+            budget(Unit::Calls, 20, None),
+            budget(gpu, 25, Some("refund.issue")),
+            currency(&["usd"]),
+        ],
+        &MULTI[1],
+    );
+    let multi = match multi {
+        Ok(t) => t,
+        Err(e) => panic!("multi-budget block 1 narrows: {e}"),
+    };
+
+    vec![
+        valid(
+            "mixed_order_next_key",
+            "A forged block 1 after the orchestrator whose next_key is pk(seed) + T, T the \
+             point of order 8 of the spec §7.1 table (mixed order: it passes the byte checks), \
+             and a block 2 signed per RFC 8032 with that seed's secret, hashing the mixed-order \
+             key as A. The cofactorless equation fails on it (by [k]T); the cofactored rule of \
+             spec §7.1 accepts it, in a batch or alone, so the token is valid.",
+            &keys,
+            &signed_by_mixed,
+            mixed_seeds(),
+            vec![req("the orchestrator's tools still apply", "crm.read", NOW)],
+        ),
+        valid(
+            "mixed_order_r",
+            "A forged block 1 after the orchestrator signed by the orchestrator's proof secret \
+             with R = [r]B + T (r the RFC 8032 nonce, T the order-8 point of the spec §7.1 \
+             table), S = r + k·a for k over that R. verify_strict rejects it; under the \
+             cofactored rule the small-order part of R does not matter, so the token is valid.",
+            &keys,
+            &mixed_r_ok,
+            with(support_seeds(1), &[forged_seed()]),
+            vec![req(
+                "the orchestrator's tools still apply",
+                "email.send",
+                NOW,
+            )],
+        ),
+        invalid(
+            "mixed_order_r_wrong_s",
+            "The previous vector's block 1 with S + 1: the defect [1]B + T has a prime-order \
+             part, so it is invalid under every rule.",
+            &keys,
+            Input::Bytes(mixed_r(1)),
+            "bad_signature",
+            with(support_seeds(1), &[forged_seed()]),
+        ),
+        invalid(
+            "sealed_bad_block_signature",
+            "The sealed refund agent token with one bit of block 0's signature flipped. The \
+             seal covers block 1's signature only and still verifies: bad_signature.",
+            &keys,
+            Input::Bytes(bad_block.encode()),
+            "bad_signature",
+            support_seeds(2),
+        ),
+        invalid(
+            "sealed_bad_seal_and_block_signature",
+            "The previous vector with its seal also replaced by another token's seal. Both \
+             fail; a failed proof is reported first (spec §6.1 step 8): bad_proof.",
+            &keys,
+            Input::Bytes(bad_both.encode()),
+            "bad_proof",
+            with(
+                support_seeds(2),
+                &[(
+                    "the other token's block 0 ephemeral key (made the seal)",
+                    &SIMPLE_0,
+                )],
+            ),
+        ),
+        invalid(
+            "bad_secret_and_block_signature",
+            "The unsealed refund agent token with one bit of block 0's signature flipped and \
+             its proof secret replaced by another token's: both fail, bad_proof first.",
+            &keys,
+            Input::Bytes(bad_secret_and_block.encode()),
+            "bad_proof",
+            with(
+                support_seeds(2),
+                &[("the other token's proof secret", &SIMPLE_0)],
+            ),
+        ),
+        invalid(
+            "version_break_byte",
+            "The one-block token with its version replaced by a break byte (0xff): the first \
+             item is read under spec §3.3 like any other, so C1 applies before the type check.",
+            &keys,
+            Input::Bytes(first(&[0xff])),
+            "cbor_malformed",
+            simple_seeds(),
+        ),
+        invalid(
+            "version_indefinite_array",
+            "The one-block token with its version replaced by an empty indefinite-length array \
+             (0x9f 0xff): spec §3.3 C2 (indefinite length) comes before C5 (wrong type).",
+            &keys,
+            Input::Bytes(first(&[0x9f, 0xff])),
+            "non_canonical",
+            simple_seeds(),
+        ),
+        invalid(
+            "version_text",
+            "The one-block token with its version replaced by the text \"1\" (0x61 0x31): a \
+             well-formed item of the wrong type, C5.",
+            &keys,
+            Input::Bytes(first(&[0x61, 0x31])),
+            "malformed",
+            simple_seeds(),
+        ),
+        valid(
+            "multi_budget",
+            "Two blocks with several budgets. Block 0: tools crm.*, refund.*; usd_microcents \
+             $50 for all actions and $10 for crm.*; 100 calls; 30 gpu_seconds (a custom unit) \
+             for refund.*; currency one_of [eur, usd] for refund.*. Block 1: $2 for crm.read, \
+             20 calls, 25 gpu_seconds for refund.issue (within block 0's 30 for refund.*, \
+             which covers it), currency one_of [usd]. effective_budgets lists \
+             each declared (unit, filter) once, ordered by unit code (custom units after, by \
+             name) then filter (none first, then bytewise), with the smallest ceiling among \
+             same-unit budgets whose filter covers it (spec §6.2): units never mix.",
+            &keys,
+            &multi,
+            vec![
+                seed("root key (issuer)", &ISSUER),
+                seed("block 0 ephemeral key", &MULTI[0]),
+                seed("block 1 ephemeral key", &MULTI[1]),
+            ],
+            vec![
+                req(
+                    "crm.read: usd $2, $10 and $50 scopes, both calls scopes",
+                    "crm.read",
+                    NOW,
+                ),
+                req("crm.write: no $2 scope", "crm.write", NOW),
+                req("refund.issue in usd", "refund.issue", NOW)
+                    .arg("currency", ArgJson::Str("usd".to_owned())),
+                req("eur narrowed away", "refund.issue", NOW)
+                    .arg("currency", ArgJson::Str("eur".to_owned()))
+                    .deny("arg_out_of_bounds"),
+                req("currency missing", "refund.void", NOW).deny("arg_missing"),
+            ],
         ),
     ]
 }

@@ -222,9 +222,9 @@ fn check_proof(
         .as_ref()
         .ok_or_else(|| proof_error(crate::ProofError::Unavailable))?;
     // A proof cannot cover a body the service will not read.
-    let body = ctx.body.ok_or_else(|| {
-        ApiError::new(413, "body_too_large", "request body exceeds the limit")
-    })?;
+    let body = ctx
+        .body
+        .ok_or_else(|| ApiError::new(413, "body_too_large", "request body exceeds the limit"))?;
     let request = Request::new(LEDGER_PROOF_ACTION, now_secs(state))
         .and_then(|r| r.operation(&ctx.operation))
         .map_err(|_| {
