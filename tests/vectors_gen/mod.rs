@@ -91,6 +91,10 @@ pub struct Vector {
     pub root_public_keys: Vec<String>,
     /// The verifier's clock skew allowance, in seconds.
     pub clock_skew_seconds: u64,
+    /// The verifier's audience for holders' proofs of possession (spec
+    /// §12.4); absent when the vector needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
     /// The token in text form, exactly as a verifier receives it (for text
     /// vectors, mangled on purpose).
     pub token: String,
@@ -162,6 +166,9 @@ pub struct AuthorityJson {
     pub arg_bounds: Vec<ArgBoundJson>,
     /// Every label, in fold order.
     pub labels: Vec<LabelJson>,
+    /// The holder key the token is bound to (`baton_hpk1_...`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// One declared budget.
@@ -250,6 +257,17 @@ pub struct RequestCase {
     pub args: BTreeMap<String, ArgJson>,
     /// The request time, Unix seconds.
     pub time: u64,
+    /// The operation a bound token's proof covers (spec §12.3); `call`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// The raw request body in hex, which a bound token's proof covers;
+    /// empty when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hex: Option<String>,
+    /// The `Baton-Proof` value sent with the request, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// The decision.
     pub expected: Decision,
 }
@@ -307,6 +325,16 @@ pub fn verifier(keys: &[String], skew: u64) -> Result<Verifier, String> {
         set = set.with(key);
     }
     Ok(Verifier::new(set).with_skew(skew))
+}
+
+/// `verifier` with the audience a vector names, if any.
+pub fn with_audience(v: Verifier, audience: Option<&str>) -> Result<Verifier, String> {
+    match audience {
+        None => Ok(v),
+        Some(a) => Ok(
+            v.with_audience(baton::Audience::new(a).map_err(|e| format!("audience {a:?}: {e}"))?)
+        ),
+    }
 }
 
 /// The effective authority of `token`, as written in a vector.
@@ -373,13 +401,29 @@ pub fn authority_json(token: &Token) -> AuthorityJson {
                 label: l.clone(),
             })
             .collect(),
+        holder: token.holder().map(|h| h.to_text()),
     }
 }
 
 /// Builds the library request for `case`. A request the library refuses to
 /// build (bad action or resource name, repeated argument) is a denial too.
 pub fn request(case: &RequestCase) -> Result<Request, baton::Denied> {
+    let mut req = request_unproved(case)?;
+    if let Some(p) = &case.proof {
+        req = req.with_proof_header(p);
+    }
+    Ok(req)
+}
+
+/// The request of `case` without its proof: what a proof is signed over.
+pub fn request_unproved(case: &RequestCase) -> Result<Request, baton::Denied> {
     let mut req = Request::new(&case.action, case.time)?;
+    if let Some(op) = &case.operation {
+        req = req.operation(op)?;
+    }
+    if let Some(b) = &case.body_hex {
+        req = req.body(&hex::decode(b).map_err(|_| baton::Denied::InvalidArgs)?);
+    }
     if let Some(r) = &case.resource {
         req = req.resource(r)?;
     }
@@ -433,15 +477,29 @@ pub fn render(vectors: &[Vector]) -> Vec<(String, String)> {
         .enumerate()
         .map(|(i, v)| {
             let json = serde_json::to_string_pretty(v).expect("a vector always serializes");
-            (file_name(i, v), json + "\n")
+            (file_name(i, v, vectors), json + "\n")
         })
         .collect();
     files.push(("README.md".to_owned(), readme(vectors)));
     files
 }
 
-fn file_name(index: usize, v: &Vector) -> String {
-    format!("{:03}_{}.json", index + 1, v.name)
+/// The first file number of the holder-binding vectors (spec §12); the
+/// numbers before it are the format's core vectors.
+pub const HOLDER_FIRST: usize = 100;
+
+/// Whether a vector belongs to the holder-binding family, numbered from
+/// [`HOLDER_FIRST`].
+fn holder_family(v: &Vector) -> bool {
+    v.name.starts_with("holder_") || v.name.starts_with("proof_")
+}
+
+fn file_name(index: usize, v: &Vector, vectors: &[Vector]) -> String {
+    let number = match vectors.iter().position(holder_family) {
+        Some(first) if index >= first => HOLDER_FIRST + index - first,
+        _ => index + 1,
+    };
+    format!("{number:03}_{}.json", v.name)
 }
 
 fn readme(vectors: &[Vector]) -> String {
@@ -481,6 +539,12 @@ The format is specified in `../token.md`; the reason codes are its §9.
    `{{\"decision\": \"deny\", \"code\": ...}}`. A request whose action or
    resource is not a valid name is denied when it is built
    (`invalid_action`, `resource_not_allowed`).
+6. Holder-bound tokens (spec §12, vectors 100 and up): the verifier's
+   `audience` is given, `authority.holder` names the holder key, and a
+   request may carry `operation` (default `call`), `body_hex` (the raw body;
+   default empty) and `proof` (the `Baton-Proof` value). Decide the requests
+   in order with one verifier and one replay store, with the default proof
+   window of 60 s back and 10 s ahead of the request time.
 
 `seeds` lists every 32-byte seed used (root keys and block ephemeral keys),
 so another implementation can rebuild the valid tokens byte for byte:
@@ -511,7 +575,7 @@ most requests are made at {NOW}.
         };
         s.push_str(&format!(
             "| [{file}]({file}) | {desc} | {expected} |\n",
-            file = file_name(i, v),
+            file = file_name(i, v, vectors),
             desc = v.description.replace('|', "\\|").replace('\n', " "),
         ));
     }
@@ -799,6 +863,9 @@ fn req(note: &str, action: &str, time: u64) -> Req {
             resource: None,
             args: BTreeMap::new(),
             time,
+            operation: None,
+            body_hex: None,
+            proof: None,
             expected: Decision::Deny {
                 code: String::new(),
             },
@@ -863,6 +930,7 @@ fn valid(
         expected: Expected::Valid,
         root_public_keys,
         clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
         token: text,
         token_hex: None,
         authority: Some(authority_json(&verified)),
@@ -900,6 +968,7 @@ fn invalid(
         },
         root_public_keys,
         clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
         token,
         token_hex,
         authority: None,
@@ -928,6 +997,7 @@ pub fn vectors() -> Vec<Vector> {
     out.extend(chain_vectors());
     out.extend(signature_vectors());
     out.extend(hardening_vectors());
+    out.extend(holder_vectors());
     // A vector rejected for a keyed reason must get past parsing, or it tests
     // the wrong check; one rejected while parsing must fail the same way
     // without a key.
@@ -2162,4 +2232,508 @@ fn hardening_vectors() -> Vec<Vector> {
             ],
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Holder binding and proof of possession (spec §12), numbered from 100.
+
+/// The refund agent's own holder key pair (`baton keygen --holder`).
+const AGENT: [u8; 32] = [0x70; 32];
+/// A child holder the refund agent delegates to.
+const CHILD_HOLDER: [u8; 32] = [0x71; 32];
+/// A thief's key.
+const THIEF: [u8; 32] = [0x7f; 32];
+/// The gateway's audience in every holder vector.
+const AUDIENCE: &str = "gateway.example";
+/// The operation every holder vector's request names.
+const OPERATION: &str = "POST /refunds";
+/// The request body every holder vector's request sends.
+const BODY: &[u8] = br#"{"amount":4000000000}"#;
+
+fn agent() -> baton::HolderKey {
+    baton::HolderKey::from_seed(&AGENT)
+}
+
+/// Orchestrator, then the refund agent's block bound to the agent's key.
+fn bound_refund() -> Token {
+    let [orchestrator, _, _] = support();
+    let mut caveats = refund_agent_caveats();
+    caveats.push(Caveat::Holder(agent().public()));
+    orchestrator
+        .attenuate_with_seed(caveats, &SUPPORT[1])
+        .expect("the bound refund agent narrows the orchestrator")
+}
+
+fn holder_seeds(more: &[(&str, &[u8; 32])]) -> Vec<Seed> {
+    with(
+        support_seeds(1),
+        &[
+            &[("holder key (refund agent, keygen --holder)", &AGENT)],
+            more,
+        ]
+        .concat(),
+    )
+}
+
+/// The refund the holder vectors ask for.
+fn refund_req(note: &str) -> Req {
+    let mut r = req(note, "refund.issue", NOW)
+        .on("customer:4821")
+        .arg("amount", ArgJson::Int(40 * USD as i64));
+    r.case.operation = Some(OPERATION.to_owned());
+    r.case.body_hex = Some(hex::encode(BODY));
+    r
+}
+
+/// Signs a proof for `signed` (which may differ from what is presented) and
+/// attaches it to `presented`.
+fn proved(
+    presented: Req,
+    signed: &RequestCase,
+    key: &baton::HolderKey,
+    audience: &str,
+    block: &baton::BlockId,
+    ts: u64,
+    nonce: u8,
+) -> Req {
+    let request = request_unproved(signed).expect("the generator's requests are valid");
+    let proof = baton::HolderProof::sign_with_nonce(
+        key,
+        &baton::Audience::new(audience).expect("valid audience"),
+        block,
+        &request,
+        ts,
+        [nonce; 16],
+    );
+    let mut r = presented;
+    r.case.proof = Some(proof.to_header());
+    r
+}
+
+/// A valid vector whose verifier has the audience [`AUDIENCE`].
+fn valid_bound(
+    name: &str,
+    description: &str,
+    token: &Token,
+    seeds: Vec<Seed>,
+    requests: Vec<Req>,
+) -> Vector {
+    let mut v = valid_with(name, description, token, seeds, requests, Some(AUDIENCE));
+    v.audience = Some(AUDIENCE.to_owned());
+    v
+}
+
+fn valid_with(
+    name: &str,
+    description: &str,
+    token: &Token,
+    seeds: Vec<Seed>,
+    requests: Vec<Req>,
+    audience: Option<&str>,
+) -> Vector {
+    let root_public_keys = vec![issuer().public().to_text()];
+    let v = verifier(&root_public_keys, CLOCK_SKEW).expect("the generator's keys are valid");
+    let v = with_audience(v, audience).expect("valid audience");
+    let text = token.to_text();
+    let verified = v
+        .verify_text(&text)
+        .unwrap_or_else(|e| panic!("vector {name}: should verify, library says {}", e.code()));
+    let requests = requests
+        .into_iter()
+        .map(|r| {
+            let mut case = r.case;
+            let got = decide(&v, &verified, &case);
+            match (&got, r.deny) {
+                (Decision::Allow { .. }, None) => {}
+                (Decision::Deny { code }, Some(want)) if code == want => {}
+                _ => panic!(
+                    "vector {name}, request {:?}: stated {:?}, library decides {got:?}",
+                    case.note, r.deny
+                ),
+            }
+            case.expected = got;
+            case
+        })
+        .collect();
+    Vector {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        expected: Expected::Valid,
+        root_public_keys,
+        clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
+        token: text,
+        token_hex: None,
+        authority: Some(authority_json(&verified)),
+        requests,
+        seeds,
+    }
+}
+
+fn holder_vectors() -> Vec<Vector> {
+    let agent = agent();
+    let bound = bound_refund();
+    let last = *bound.block_ids().last().expect("a token has blocks");
+    let base = refund_req("the refund, with the holder's proof").case;
+    let ok = |note: &str, nonce: u8| {
+        proved(refund_req(note), &base, &agent, AUDIENCE, &last, NOW, nonce)
+    };
+    let mut out = vec![];
+
+    out.push(valid_bound(
+        "holder_valid_bound_chain",
+        "The support scenario's refund agent (block 1) is bound to the agent's own holder key \
+         (caveat 7): block 1's next_key is that key and the proof field is empty. Each request \
+         carries a Baton-Proof by the holder key over audience gateway.example, the last block \
+         id, the time, a nonce and the request hash of operation `POST /refunds`, the action, \
+         resource, arguments and body. Without a proof the token grants nothing.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            ok("the refund with the holder's proof", 1),
+            refund_req("the same refund without a proof").deny("proof_missing"),
+            {
+                let mut r = refund_req("a proof that is not one");
+                r.case.proof = Some("baton_proof_v1_AAAA".to_owned());
+                r.deny("proof_malformed")
+            },
+        ],
+    ));
+
+    let narrowed = bound
+        .attenuate_as_holder(
+            &agent,
+            vec![
+                Caveat::Holder(agent.public()),
+                Caveat::Label("narrowed".to_owned()),
+            ],
+        )
+        .expect("the holder narrows its own token");
+    let child = baton::HolderKey::from_seed(&CHILD_HOLDER);
+    let delegated = bound
+        .attenuate_as_holder(&agent, vec![Caveat::Holder(child.public())])
+        .expect("the holder delegates to a child key");
+    let narrowed_last = *narrowed.block_ids().last().expect("blocks");
+    let delegated_last = *delegated.block_ids().last().expect("blocks");
+    // Holder signatures are deterministic Ed25519, so these tokens are fixed.
+    out.push(valid_bound(
+        "holder_narrowed_by_holder",
+        "The bound refund agent appends block 2 itself, signed with its holder key, declaring \
+         the same holder again (and a label). The proof is over block 2's id.",
+        &narrowed,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("proof over the last block"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &narrowed_last,
+                NOW,
+                2,
+            ),
+            proved(
+                refund_req("proof over the parent's last block"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                3,
+            )
+            .deny("proof_invalid"),
+        ],
+    ));
+    out.push(valid_bound(
+        "holder_delegated_to_child",
+        "The bound refund agent delegates: block 2, signed with its holder key, binds a child's \
+         holder key. Only the child can prove now.",
+        &delegated,
+        holder_seeds(&[("holder key (child)", &CHILD_HOLDER)]),
+        vec![
+            proved(
+                refund_req("the child's proof"),
+                &base,
+                &child,
+                AUDIENCE,
+                &delegated_last,
+                NOW,
+                4,
+            ),
+            proved(
+                refund_req("the parent holder's proof"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &delegated_last,
+                NOW,
+                5,
+            )
+            .deny("proof_invalid"),
+        ],
+    ));
+
+    // Invalid chains.
+    let thief = baton::HolderKey::from_seed(&THIEF);
+    let keys = [&issuer()];
+    let rebound = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            thief.public().as_bytes(),
+            &[Caveat::Holder(thief.public())],
+        ),
+        &THIEF,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_rebound_by_thief",
+        "A thief holding only the bound token's text appends block 2 binding the thief's own \
+         key, signed with that key. Block 2 must be signed by the holder key that block 1 \
+         names.",
+        &keys,
+        Input::Bytes(rebound),
+        "bad_signature",
+        holder_seeds(&[("thief's key", &THIEF)]),
+    ));
+    let not_holder = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            agent.public().as_bytes(),
+            &[Caveat::Holder(agent.public())],
+        ),
+        &THIEF,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_block_not_signed_by_holder",
+        "Block 2 keeps the same holder but is signed by another key than the holder's.",
+        &keys,
+        Input::Bytes(not_holder),
+        "bad_signature",
+        holder_seeds(&[("signer of block 2 (not the holder)", &THIEF)]),
+    ));
+    let dropped = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(None, &forge::public_of(&FORGED), &[Caveat::Depth(0)]),
+        &AGENT,
+        &FORGED,
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_binding_dropped",
+        "The holder signs block 2 with no holder caveat and an ephemeral next_key, with that \
+         key's secret as the proof: dropping the binding would make a bearer token.",
+        &keys,
+        Input::Bytes(dropped),
+        "holder_unbound",
+        holder_seeds(&[forged_seed()]),
+    ));
+    let mismatch = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            &forge::public_of(&FORGED),
+            &[Caveat::Holder(child.public())],
+        ),
+        &AGENT,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_key_not_next_key",
+        "Block 2 declares the child's holder key but names another next_key.",
+        &keys,
+        Input::Bytes(mismatch),
+        "holder_mismatch",
+        holder_seeds(&[("holder key (child)", &CHILD_HOLDER), forged_seed()]),
+    ));
+    out.push(invalid(
+        "holder_bound_with_secret",
+        "The bound token with the holder's own secret in its proof field: a bound token \
+         carries no proof secret.",
+        &keys,
+        Input::Bytes(forge::replace_proof(bound.to_bytes(), &AGENT).expect("a token")),
+        "malformed",
+        holder_seeds(&[]),
+    ));
+    let [_, refund, _] = support();
+    out.push(invalid(
+        "holder_empty_proof_unbound",
+        "The (unbound) refund agent token with an empty proof field.",
+        &keys,
+        Input::Bytes(forge::replace_proof(refund.to_bytes(), &[]).expect("a token")),
+        "holder_unbound",
+        support_seeds(2),
+    ));
+
+    // Proofs that do not fit the request, each a vector of its own.
+    let other = |f: &dyn Fn(&mut RequestCase)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    let cases: Vec<(&str, &str, Req)> = vec![
+        (
+            "proof_other_audience",
+            "A proof made for audience gateway-b.example.",
+            proved(
+                refund_req("proof for another gateway"),
+                &base,
+                &agent,
+                "gateway-b.example",
+                &last,
+                NOW,
+                10,
+            ),
+        ),
+        (
+            "proof_other_block",
+            "A proof over block 0's id instead of the last block's.",
+            proved(
+                refund_req("proof over block 0"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &bound.block_ids()[0],
+                NOW,
+                11,
+            ),
+        ),
+        (
+            "proof_other_action",
+            "A proof made for action crm.read.",
+            proved(
+                refund_req("proof for crm.read"),
+                &other(&|c| c.action = "crm.read".into()),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                12,
+            ),
+        ),
+        (
+            "proof_other_resource",
+            "A proof made for resource customer:1.",
+            proved(
+                refund_req("proof for customer:1"),
+                &other(&|c| c.resource = Some("customer:1".into())),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                13,
+            ),
+        ),
+        (
+            "proof_other_args",
+            "A proof made for amount 9000000000.",
+            proved(
+                refund_req("proof for another amount"),
+                &other(&|c| {
+                    c.args.insert("amount".into(), ArgJson::Int(9_000_000_000));
+                }),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                14,
+            ),
+        ),
+        (
+            "proof_other_body",
+            "A proof made for the body {\"amount\":9000000000}.",
+            proved(
+                refund_req("proof for another body"),
+                &other(&|c| {
+                    c.body_hex = Some(hex::encode(br#"{"amount":9000000000}"#));
+                }),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                15,
+            ),
+        ),
+    ];
+    for (name, desc, r) in cases {
+        out.push(valid_bound(
+            name,
+            &format!("The bound refund agent token (vector 100). {desc} The verifier rebuilds the request hash from the request it executes, so the signature fails."),
+            &bound,
+            holder_seeds(&[]),
+            vec![r.deny("proof_invalid")],
+        ));
+    }
+    out.push(valid_bound(
+        "proof_expired",
+        "A proof signed 61 seconds before the request: outside [now - 60, now + 10]; 60 \
+         seconds before is still accepted.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("61 s old"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW - 61,
+                20,
+            )
+            .deny("proof_expired"),
+            proved(
+                refund_req("60 s old"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW - 60,
+                21,
+            ),
+        ],
+    ));
+    out.push(valid_bound(
+        "proof_from_the_future",
+        "A proof signed 11 seconds after the request time; 10 seconds after is still accepted.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("11 s ahead"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW + 11,
+                22,
+            )
+            .deny("proof_expired"),
+            proved(
+                refund_req("10 s ahead"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW + 10,
+                23,
+            ),
+        ],
+    ));
+    out.push(valid_bound(
+        "proof_replayed",
+        "The same proof twice, in order, to one verifier: the replay store (keyed on holder and \
+         nonce) accepts it once.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            ok("first use", 24),
+            ok("the same proof again", 24).deny("proof_replayed"),
+        ],
+    ));
+    out
 }
