@@ -21,6 +21,16 @@
 //!   for one), plus deriving the proof secret's public key; for `prefix`,
 //!   one cofactored check plus the derive. The floor is written here from
 //!   the spec with curve25519-dalek, independently of the library.
+//! * `holder/*/4`: the gateway path for a 4-block token, unbound against
+//!   holder-bound (block 3 binds a holder key), side by side. `unbound_cold`
+//!   is `verify/cold/4`; `bound_cold` is `Verifier::authorize_text` with a
+//!   fresh proof of possession per call: parse, the 4 chain signatures and
+//!   the proof in one batch, authorize, replay-store insert. Floors: the
+//!   cofactored batch over the same 4 signatures plus the derive
+//!   (`unbound_floor`), and over the 4 signatures plus the proof's
+//!   (`bound_floor`: chain signatures + 1). `*_warm`: the chain is cached;
+//!   the bound figure still checks the proof (floor: that one signature,
+//!   `bound_warm_floor`) and the replay store.
 //! * `parts`: pieces of the figures, to see where time above the floor goes.
 //!   `torsion_check` is what the rejected alternative to the cofactored
 //!   rule would add per point (a `next_key` or an `R`): `[L]P = 0`.
@@ -28,7 +38,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use baton::{Caveat, Keyset, Request, RootKey, Token, Unit, UnverifiedToken, Verifier};
+use baton::proof::request_hash;
+use baton::{
+    Audience, Caveat, HolderKey, HolderProof, Keyset, Request, RootKey, Token, Unit,
+    UnverifiedToken, Verifier,
+};
 use ciborium::Value;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
@@ -114,9 +128,9 @@ fn signed_parts(token: &Token, root: &VerifyingKey) -> SignedParts {
         keys: vec![*root],
         messages: vec![],
         sigs: vec![],
-        secret: bytes(&top[2])
-            .try_into()
-            .expect("an unsealed token's proof is a 32-byte secret"),
+        // A holder-bound token's proof field is empty: no secret to derive
+        // (the `holder` floors never read this field).
+        secret: bytes(&top[2]).try_into().unwrap_or([0; 32]),
     };
     for block in array(&top[1]).chunks(2) {
         let [payload, sig] = block else {
@@ -359,6 +373,132 @@ fn verify(c: &mut Criterion) {
     g.finish();
 }
 
+/// The proof message of spec/token.md §12.3, written from the spec.
+fn proof_message(audience: &str, block: &[u8; 32], proof: &HolderProof, hash: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"baton/v1/proof\0".to_vec();
+    m.push(VERSION);
+    m.extend_from_slice(
+        blake3::Hasher::new_derive_key("baton/v1 proof audience")
+            .update(audience.as_bytes())
+            .finalize()
+            .as_bytes(),
+    );
+    m.extend_from_slice(block);
+    m.extend_from_slice(&proof.ts().to_be_bytes());
+    m.extend_from_slice(proof.nonce());
+    m.extend_from_slice(hash);
+    m
+}
+
+/// Unbound against holder-bound, 4 blocks, cold and cached.
+fn holder(c: &mut Criterion) {
+    const N: usize = 4;
+    const AUDIENCE: &str = "gateway.example";
+    let root = root();
+    let root_pub = root_pub(&root);
+    let keyset = Keyset::new().with(root.public());
+    let tokens = chain(&root);
+    let unbound = &tokens[N - 1];
+    let agent = HolderKey::from_seed(&[0x77; 32]);
+    let mut caveats = child_caveats(N - 1);
+    caveats.push(Caveat::Holder(agent.public()));
+    let bound = tokens[N - 2]
+        .attenuate_with_seed(caveats, &[0x78; 32])
+        .expect("the bound block narrows its parent");
+    let audience = Audience::new(AUDIENCE).expect("valid audience");
+    let request = Request::new("crm.read", NOW).expect("valid action");
+    let (unbound_text, bound_text) = (unbound.to_text(), bound.to_text());
+    // Room for every proof the run makes: they all share one second.
+    let fresh = || {
+        Verifier::new(keyset.clone())
+            .with_audience(audience.clone())
+            .with_replay_capacity(1 << 23, 1 << 23)
+    };
+    let proved = || {
+        let p = bound
+            .prove(&agent, &audience, &request, NOW)
+            .expect("the holder proves");
+        request.clone().with_proof(p)
+    };
+
+    // Floors, from the spec.
+    let parts = signed_parts(unbound, &root_pub);
+    let refs: Vec<&[u8]> = parts.messages.iter().map(Vec::as_slice).collect();
+    let bparts = signed_parts(&bound, &root_pub);
+    let sample = bound
+        .prove(&agent, &audience, &request, NOW)
+        .expect("the holder proves");
+    let last = bound.block_ids()[N - 1].0;
+    let pmsg = proof_message(AUDIENCE, &last, &sample, &request_hash(&request));
+    let psig = Signature::from_bytes(
+        sample.to_bytes()[24..]
+            .try_into()
+            .expect("the signature is the last 64 bytes"),
+    );
+    let hkey = VerifyingKey::from_bytes(agent.public().as_bytes()).expect("a point");
+    let mut bkeys = bparts.keys.clone();
+    bkeys.push(hkey);
+    let mut bmsgs: Vec<&[u8]> = bparts.messages.iter().map(Vec::as_slice).collect();
+    bmsgs.push(&pmsg);
+    let mut bsigs = bparts.sigs.clone();
+    bsigs.push(psig);
+    assert!(
+        floor_verify(&bkeys, &bmsgs, &bsigs),
+        "the floor checks the same proof the library does"
+    );
+
+    let mut g = c.benchmark_group("holder");
+    let cold = fresh();
+    g.bench_function(format!("unbound_cold/{N}"), |b| {
+        b.iter(|| {
+            cold.authorize_text(black_box(&unbound_text), &request)
+                .expect("allowed")
+        })
+    });
+    g.bench_function(format!("unbound_floor/{N}"), |b| {
+        b.iter(|| {
+            let ok = floor_verify(&parts.keys, black_box(&refs), &parts.sigs);
+            (ok, derive(black_box(&parts.secret)))
+        })
+    });
+    g.bench_function(format!("bound_cold/{N}"), |b| {
+        b.iter_batched(
+            proved,
+            |r| {
+                cold.authorize_text(black_box(&bound_text), &r)
+                    .expect("allowed")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(format!("bound_floor/{N}"), |b| {
+        b.iter(|| floor_verify(&bkeys, black_box(&bmsgs), &bsigs))
+    });
+    let warm = fresh().with_cache(64);
+    warm.verify_text(&unbound_text).expect("valid");
+    warm.verify_text(&bound_text).expect("valid");
+    g.bench_function(format!("unbound_warm/{N}"), |b| {
+        b.iter(|| {
+            warm.authorize_text(black_box(&unbound_text), &request)
+                .expect("allowed")
+        })
+    });
+    g.bench_function(format!("bound_warm/{N}"), |b| {
+        b.iter_batched(
+            proved,
+            |r| {
+                warm.authorize_text(black_box(&bound_text), &r)
+                    .expect("allowed")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(format!("bound_warm_floor/{N}"), |b| {
+        b.iter(|| floor_verify(&[hkey], black_box(&[pmsg.as_slice()]), &[psig]))
+    });
+    g.finish();
+}
+
 /// Pieces of the figures above, to attribute time beyond the floor.
 fn parts(c: &mut Criterion) {
     let root = root();
@@ -402,6 +542,6 @@ criterion_group! {
         .sample_size(40)
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(3));
-    targets = mint, attenuate, verify, parts
+    targets = mint, attenuate, verify, holder, parts
 }
 criterion_main!(token);
