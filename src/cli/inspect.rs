@@ -135,6 +135,9 @@ struct AuthorityJson {
     effective_budgets: Vec<EffectiveBudgetJson>,
     arg_bounds: Vec<ArgBoundJson>,
     labels: Vec<LabelJson>,
+    /// The holder key of a bound token (spec §12); absent when unbound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -292,6 +295,7 @@ impl TokenJson {
                         label: l.clone(),
                     })
                     .collect(),
+                holder: a.holder().map(|h| h.to_text()),
             },
         }
     }
