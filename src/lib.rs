@@ -38,6 +38,12 @@
 //!   [`UnverifiedToken::attenuate`]; no key is needed.
 //! * Gateways: [`Verifier::verify_text`] then [`Verifier::authorize`]. Turn
 //!   on [`Verifier::with_cache`] when the same tokens or parents recur.
+//! * Holder binding: a delegate makes a [`HolderKey`]; the delegator binds
+//!   a token to its public key with [`Caveat::Holder`]. The holder then
+//!   attenuates with [`Token::attenuate_as_holder`] and proves possession
+//!   per request ([`Token::prove`], [`Request::with_proof`]); a gateway sets
+//!   [`Verifier::with_audience`] and calls [`Verifier::authorize_text`],
+//!   which checks the proof in the same batch as the chain.
 //!
 //! # Layout
 //! * [`token`]: the format v1 wire form, blocks, proof, attenuation.
