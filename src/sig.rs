@@ -31,11 +31,11 @@
 //!
 //! The equations are written here over curve25519-dalek (the group library
 //! under ed25519-dalek, and under ed25519-zebra too) rather than taken from
-//! ed25519-zebra: its verification keys are decompressed again from bytes on
-//! every check, while the verifier holds them decompressed; its batch
-//! verifier needs a `CryptoRng`, so an OS call (and a failure path) per
-//! batch; and its ZIP 215 decoding accepts non-canonical encodings, so the
-//! byte checks above would stay ours anyway. The tests check our answers
+//! ed25519-zebra: its batch verifier takes keys as bytes and decompresses
+//! them again, while the verifier holds them decompressed; it needs a
+//! `CryptoRng`, so OS randomness per batch (a system call and a failure
+//! path) or one more RNG crate; and its ZIP 215 decoding accepts
+//! non-canonical encodings, so the byte checks above would stay ours anyway. The tests check our answers
 //! against ed25519-zebra's on every mixed-order case.
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
