@@ -28,6 +28,15 @@
 //! Mixed-order points (a prime-order point plus a small-order one) pass the
 //! byte checks; the cofactored equation treats them exactly as their
 //! prime-order part, in single and batch verification alike.
+//!
+//! The equations are written here over curve25519-dalek (the group library
+//! under ed25519-dalek, and under ed25519-zebra too) rather than taken from
+//! ed25519-zebra: its batch verifier takes keys as bytes and decompresses
+//! them again, while the verifier holds them decompressed; it needs a
+//! `CryptoRng`, so OS randomness per batch (a system call and a failure
+//! path) or one more RNG crate; and its ZIP 215 decoding accepts
+//! non-canonical encodings, so the byte checks above would stay ours anyway. The tests check our answers
+//! against ed25519-zebra's on every mixed-order case.
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -425,6 +434,10 @@ mod tests {
         let honest_sig = honest.sign(msg);
         let hk = honest.verifying_key();
         for (n, c) in cases.iter().enumerate() {
+            // ed25519-zebra, the ZIP 215 reference, gives the stated answer too.
+            let zebra = ed25519_zebra::VerificationKey::try_from(c.key.to_bytes())
+                .is_ok_and(|k| k.verify(&c.sig, msg).is_ok());
+            assert_eq!(zebra, c.valid, "case {n}: ed25519-zebra");
             assert_eq!(verify_one(&c.key, msg, &c.sig), c.valid, "case {n} alone");
             assert_eq!(
                 verify_all(&[c.key], &[msg], &[c.sig]),

@@ -4,7 +4,10 @@
 //! The cache remembers only that some exact bytes carried valid signatures
 //! under some root key. Expiry, revocation and authorization are decided
 //! afresh on every call, so a cached token that has expired or been revoked
-//! is refused like any other.
+//! is refused like any other. It never changes an answer: a signature is
+//! valid under one rule whether it is checked alone or in any batch
+//! (`sig`), so which blocks a cached prefix spares from the batch does not
+//! matter (tests/cofactored.rs checks every cache state).
 
 use std::collections::HashSet;
 use std::sync::Arc;
