@@ -374,7 +374,12 @@ fn verify(c: &mut Criterion) {
 }
 
 /// The proof message of spec/token.md §12.3, written from the spec.
-fn proof_message(audience: &str, block: &[u8; 32], proof: &HolderProof, hash: &[u8; 32]) -> Vec<u8> {
+fn proof_message(
+    audience: &str,
+    block: &[u8; 32],
+    proof: &HolderProof,
+    hash: &[u8; 32],
+) -> Vec<u8> {
     let mut m = b"baton/v1/proof\0".to_vec();
     m.push(VERSION);
     m.extend_from_slice(
