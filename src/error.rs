@@ -324,9 +324,10 @@ pub enum ProofError {
     /// The proof is not `baton_proof_v1_` and 118 characters of canonical base64url.
     #[error("the proof is malformed")]
     Malformed,
-    /// The proof's time is outside the verifier's window (too old, or from the future).
+    /// The proof's time is outside the verifier's window (too old, or from
+    /// the future). Its code is `proof_expired`.
     #[error("the proof is outside its time window")]
-    Expired,
+    OutsideWindow,
     /// The proof's signature does not verify under the holder key for this
     /// audience, token and request.
     #[error("the proof does not verify")]
@@ -347,7 +348,7 @@ impl ProofError {
             Self::HolderRequired => "holder_required",
             Self::Missing => "proof_missing",
             Self::Malformed => "proof_malformed",
-            Self::Expired => "proof_expired",
+            Self::OutsideWindow => "proof_expired",
             Self::Invalid => "proof_invalid",
             Self::Replayed => "proof_replayed",
             Self::Unavailable => "proof_unavailable",

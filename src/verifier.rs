@@ -371,7 +371,7 @@ impl Verifier {
         if proof.ts() < now.saturating_sub(self.window.past)
             || proof.ts() > now.saturating_add(self.window.future)
         {
-            return Err(ProofError::Expired);
+            return Err(ProofError::OutsideWindow);
         }
         // The holder key is the chain's last next_key, already checked on
         // its bytes; a key that is not a curve point verifies nothing.
