@@ -58,6 +58,10 @@ pub enum Refusal {
     /// The ledger could not be reached or answered 5xx; the call is not made.
     #[error("the ledger is unavailable")]
     LedgerUnavailable,
+    /// The revocation feed has not been read within its staleness bound:
+    /// a revoked token could pass, so no call is made (fail closed).
+    #[error("the revocation feed is stale")]
+    RevocationsStale,
 }
 
 impl From<Denied> for Refusal {
@@ -85,6 +89,7 @@ impl Refusal {
             Self::CostArg(_) => "cost_arg_invalid",
             Self::Ledger { code, .. } => code,
             Self::LedgerUnavailable => "ledger_unavailable",
+            Self::RevocationsStale => "revocations_stale",
         }
     }
 }
