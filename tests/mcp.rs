@@ -622,3 +622,94 @@ async fn a_token_under_a_rotated_key_refetches_the_keys() {
     assert_refused(&r, "unknown_kid");
     assert_eq!(h.tools.calls(), ["echo", "echo"]);
 }
+
+/// A feed token file: the harness admin narrowed to reading the feed.
+fn feed_token_file(h: &Harness) -> TempFile {
+    let reader = h
+        .admin
+        .as_ref()
+        .unwrap()
+        .attenuate(vec![
+            Caveat::tools(["baton.admin.revocations.read"]).unwrap(),
+        ])
+        .unwrap();
+    TempFile::new(&reader.to_text())
+}
+
+/// With `--feed-token-file`, a revoked token is refused offline within
+/// the feed's bound (interval + one poll), free tools included.
+#[tokio::test]
+async fn a_revoked_token_is_refused_for_free_tools_within_the_feed_bound() {
+    use baton::client::{Bearer, Client};
+    let h = Harness::start(agent_caveats()).await;
+    let feed = feed_token_file(&h);
+    let path = feed.0.to_str().unwrap().to_owned();
+    let (_proxy, url, _config) =
+        http_proxy(&h, &["--feed-token-file", &path, "--feed-interval", "1"]).await;
+    let agent = h.agent.to_text();
+    let r = http_call(&url, &agent, "echo", json!({"text": "before"})).await;
+    assert_eq!(text(&r), "before");
+
+    let admin = Bearer::new(h.admin.as_ref().unwrap().to_text());
+    let block = *h.agent.block_ids().last().unwrap();
+    let revoked_at = std::time::Instant::now();
+    Client::new(&h.ledger)
+        .unwrap()
+        .revoke(&admin, &block, None)
+        .await
+        .unwrap();
+    // The bound: one interval (1 s) plus one poll; 5 s leaves room for a
+    // loaded machine while still catching a proxy that never follows.
+    let r = loop {
+        let r = http_call(&url, &agent, "echo", json!({"text": "after"})).await;
+        if r.is_error == Some(true) || revoked_at.elapsed() > std::time::Duration::from_secs(5) {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_refused(&r, "revoked");
+    // Calls before the feed caught up may have passed; none after.
+    let passed = h.tools.calls().len();
+    let r = http_call(&url, &agent, "echo", json!({"text": "later"})).await;
+    assert_refused(&r, "revoked");
+    assert_eq!(h.tools.calls().len(), passed);
+}
+
+/// When the feed cannot be read for longer than its bound, every call is
+/// refused `revocations_stale`: the proxy fails closed.
+#[tokio::test]
+async fn a_stale_feed_refuses_every_call() {
+    let mut h = Harness::start(agent_caveats()).await;
+    let feed = feed_token_file(&h);
+    let path = feed.0.to_str().unwrap().to_owned();
+    let (_proxy, url, _config) = http_proxy(
+        &h,
+        &[
+            "--feed-token-file",
+            &path,
+            "--feed-interval",
+            "1",
+            "--feed-max-staleness",
+            "2",
+        ],
+    )
+    .await;
+    let agent = h.agent.to_text();
+    let r = http_call(&url, &agent, "echo", json!({"text": "fresh"})).await;
+    assert_eq!(text(&r), "fresh");
+    // Stop the ledger: the feed can no longer be read.
+    let _ = h._stops.remove(0).send(());
+    let start = std::time::Instant::now();
+    let r = loop {
+        let r = http_call(&url, &agent, "echo", json!({"text": "stale"})).await;
+        if r.is_error == Some(true) || start.elapsed() > std::time::Duration::from_secs(15) {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_refused(&r, "revocations_stale");
+    let passed = h.tools.calls().len();
+    let r = http_call(&url, &agent, "echo", json!({"text": "still"})).await;
+    assert_refused(&r, "revocations_stale");
+    assert_eq!(h.tools.calls().len(), passed);
+}

@@ -10,6 +10,10 @@
 //! `structuredContent` is the ledger's error body, `{"error": {"code",
 //! "message"}}`, and the downstream server never sees the call.
 //! `tools/list` shows only the tools whose action the token allows.
+//! Keys taken from the ledger follow its rotations through a
+//! [`crate::client::KeySource`]; with a feed token, a
+//! [`crate::client::RevocationFeed`] makes revoked tokens fail offline, and
+//! a stale feed refuses every call.
 //!
 //! The behaviour, the configuration file and the reason codes are specified
 //! in `spec/mcp.md`.
