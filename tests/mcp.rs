@@ -63,6 +63,8 @@ fn agent_caveats() -> Vec<Caveat> {
 struct Harness {
     ledger: String,
     agent: Token,
+    /// All of `baton.admin.*` on the ledger (rotate, revoke, feed).
+    admin: Option<Token>,
     tools: Tools,
     client: RunningService<RoleClient, ()>,
     _stops: Vec<oneshot::Sender<()>>,
@@ -132,13 +134,16 @@ impl Harness {
             ])
             .unwrap();
         let agent = root.attenuate(agent).unwrap();
+        let admin = service.mint_admin_token().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ledger = format!("http://{}", listener.local_addr().unwrap());
         let (ledger_stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(service.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Self::with_proxy(ledger, ledger_stop, agent.to_text(), agent).await
+        let mut h = Self::with_proxy(ledger, ledger_stop, agent.to_text(), agent).await;
+        h.admin = Some(admin);
+        h
     }
 
     async fn with_proxy(
@@ -160,6 +165,7 @@ impl Harness {
         Self {
             ledger,
             agent,
+            admin: None,
             tools,
             client,
             _stops: vec![ledger_stop, tools_stop],
@@ -546,4 +552,164 @@ async fn over_http_each_agent_is_judged_by_its_bearer_token() {
     assert_eq!(h.balance("tokens").await, (4, 0));
 
     assert_eq!(h.tools.calls(), ["add", "echo", "generate"]);
+}
+
+/// Starts `baton mcp-proxy --listen` on the harness's ledger and tools,
+/// keys from the ledger, with `extra` flags; returns it and its URL.
+async fn http_proxy(h: &Harness, extra: &[&str]) -> (tokio::process::Child, String, TempFile) {
+    use tokio::io::AsyncBufReadExt as _;
+    let (tools_url, stop) = serve_tools(h.tools.clone()).await;
+    // The tools serve as long as the test runs.
+    std::mem::forget(stop);
+    let config = TempFile::new(CONFIG);
+    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["mcp-proxy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config.0)
+        .args(["--ledger", &h.ledger, "--downstream-url", &tools_url])
+        .args(extra)
+        .env_remove("BATON_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let url = line.strip_prefix("listening on ").unwrap().to_owned();
+    (proxy, url, config)
+}
+
+/// One call over streamable HTTP as `token`.
+async fn http_call(url: &str, token: &str, tool: &str, args: Value) -> CallToolResult {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned());
+    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(args.as_object().unwrap().clone());
+    client.call_tool(params).await.unwrap()
+}
+
+/// Keys from the ledger follow a rotation: a token under the new key
+/// makes the proxy refetch the keyset once, and is then allowed.
+#[tokio::test]
+async fn a_token_under_a_rotated_key_refetches_the_keys() {
+    use baton::client::{Bearer, Client};
+    let h = Harness::start(agent_caveats()).await;
+    let (_proxy, url, _config) = http_proxy(&h, &["--keys-min-interval", "0"]).await;
+    let admin = Bearer::new(h.admin.as_ref().unwrap().to_text());
+    let ledger = Client::new(&h.ledger).unwrap();
+    let rotated = ledger.rotate_key(&admin).await.unwrap();
+    let minted = ledger
+        .mint(
+            &admin,
+            &json!({"tools": ["demo.*"], "budgets": [{"unit": "calls", "ceiling": 5}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(minted.kid, rotated.kid);
+    let r = http_call(&url, &minted.token, "echo", json!({"text": "new key"})).await;
+    assert_eq!((r.is_error, text(&r)), (Some(false), "new key".to_owned()));
+    // The old key still verifies, and a stranger's key is still unknown.
+    let r = http_call(&url, &h.agent.to_text(), "echo", json!({"text": "old"})).await;
+    assert_eq!(text(&r), "old");
+    let stranger = Token::mint(
+        &RootKey::from_seed(&[9; 32]),
+        vec![Caveat::tools(["demo.*"]).unwrap()],
+    )
+    .unwrap();
+    let r = http_call(&url, &stranger.to_text(), "echo", json!({"text": "x"})).await;
+    assert_refused(&r, "unknown_kid");
+    assert_eq!(h.tools.calls(), ["echo", "echo"]);
+}
+
+/// A feed token file: the harness admin narrowed to reading the feed.
+fn feed_token_file(h: &Harness) -> TempFile {
+    let reader = h
+        .admin
+        .as_ref()
+        .unwrap()
+        .attenuate(vec![
+            Caveat::tools(["baton.admin.revocations.read"]).unwrap(),
+        ])
+        .unwrap();
+    TempFile::new(&reader.to_text())
+}
+
+/// With `--feed-token-file`, a revoked token is refused offline within
+/// the feed's bound (interval + one poll), free tools included.
+#[tokio::test]
+async fn a_revoked_token_is_refused_for_free_tools_within_the_feed_bound() {
+    use baton::client::{Bearer, Client};
+    let h = Harness::start(agent_caveats()).await;
+    let feed = feed_token_file(&h);
+    let path = feed.0.to_str().unwrap().to_owned();
+    let (_proxy, url, _config) =
+        http_proxy(&h, &["--feed-token-file", &path, "--feed-interval", "1"]).await;
+    let agent = h.agent.to_text();
+    let r = http_call(&url, &agent, "echo", json!({"text": "before"})).await;
+    assert_eq!(text(&r), "before");
+
+    let admin = Bearer::new(h.admin.as_ref().unwrap().to_text());
+    let block = *h.agent.block_ids().last().unwrap();
+    let revoked_at = std::time::Instant::now();
+    Client::new(&h.ledger)
+        .unwrap()
+        .revoke(&admin, &block, None)
+        .await
+        .unwrap();
+    // The bound: one interval (1 s) plus one poll; 5 s leaves room for a
+    // loaded machine while still catching a proxy that never follows.
+    let r = loop {
+        let r = http_call(&url, &agent, "echo", json!({"text": "after"})).await;
+        if r.is_error == Some(true) || revoked_at.elapsed() > std::time::Duration::from_secs(5) {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_refused(&r, "revoked");
+    // Calls before the feed caught up may have passed; none after.
+    let passed = h.tools.calls().len();
+    let r = http_call(&url, &agent, "echo", json!({"text": "later"})).await;
+    assert_refused(&r, "revoked");
+    assert_eq!(h.tools.calls().len(), passed);
+}
+
+/// When the feed cannot be read for longer than its bound, every call is
+/// refused `revocations_stale`: the proxy fails closed.
+#[tokio::test]
+async fn a_stale_feed_refuses_every_call() {
+    let mut h = Harness::start(agent_caveats()).await;
+    let feed = feed_token_file(&h);
+    let path = feed.0.to_str().unwrap().to_owned();
+    let (_proxy, url, _config) = http_proxy(
+        &h,
+        &[
+            "--feed-token-file",
+            &path,
+            "--feed-interval",
+            "1",
+            "--feed-max-staleness",
+            "2",
+        ],
+    )
+    .await;
+    let agent = h.agent.to_text();
+    let r = http_call(&url, &agent, "echo", json!({"text": "fresh"})).await;
+    assert_eq!(text(&r), "fresh");
+    // Stop the ledger: the feed can no longer be read.
+    let _ = h._stops.remove(0).send(());
+    let start = std::time::Instant::now();
+    let r = loop {
+        let r = http_call(&url, &agent, "echo", json!({"text": "stale"})).await;
+        if r.is_error == Some(true) || start.elapsed() > std::time::Duration::from_secs(15) {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_refused(&r, "revocations_stale");
+    let passed = h.tools.calls().len();
+    let r = http_call(&url, &agent, "echo", json!({"text": "still"})).await;
+    assert_refused(&r, "revocations_stale");
+    assert_eq!(h.tools.calls().len(), passed);
 }

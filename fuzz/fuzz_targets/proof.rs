@@ -48,7 +48,10 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let req = request.clone().with_proof(genuine);
     assert!(verifier.authorize(&token, &req).is_ok());
     assert_eq!(
-        verifier.authorize(&token, &req).map(drop).map_err(|e| e.code()),
+        verifier
+            .authorize(&token, &req)
+            .map(drop)
+            .map_err(|e| e.code()),
         Err("proof_replayed")
     );
     let text = token.to_text();
@@ -83,7 +86,11 @@ fuzz_target!(|data: &[u8]| {
         );
         // Batched with the chain and alone: the same refusal.
         let req = f.request.clone().with_proof(p);
-        let alone = f.verifier.authorize(&f.token, &req).map(drop).map_err(|e| e.code());
+        let alone = f
+            .verifier
+            .authorize(&f.token, &req)
+            .map(drop)
+            .map_err(|e| e.code());
         let batched = f
             .verifier
             .authorize_text(&f.text, &req)

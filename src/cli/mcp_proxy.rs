@@ -10,7 +10,9 @@ use std::ffi::OsString;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use baton::client::Client;
+use std::time::Duration;
+
+use baton::client::{Bearer, Client, FeedPolicy, KeyPolicy, KeySource, RevocationFeed};
 use baton::limits::MAX_TOKEN_TEXT;
 use baton::mcp::proxy::Settings;
 use baton::mcp::{Downstream, Policy, Proxy, ProxyError};
@@ -45,6 +47,22 @@ pub struct McpProxyArgs {
     /// the keys are fetched from it when none are given.
     #[arg(long, value_name = "URL")]
     ledger: Option<String>,
+    /// Keys fetched from --ledger are refetched when a token names an
+    /// unknown key id (a rotation), but at most once per this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    keys_min_interval: u64,
+    /// A file holding a token with the right `baton.admin.revocations.read`:
+    /// the proxy then follows the ledger's revocation feed, so that revoked
+    /// tokens are refused offline, free tools included. Needs --ledger.
+    #[arg(long, value_name = "FILE", requires = "ledger")]
+    feed_token_file: Option<PathBuf>,
+    /// Seconds between two polls of the revocation feed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    feed_interval: u64,
+    /// Seconds without a successful poll after which every call is refused
+    /// `revocations_stale`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    feed_max_staleness: u64,
     /// Serve agents over streamable HTTP at http://ADDR/mcp instead of
     /// stdio; each call's token is its `Authorization: Bearer` header.
     /// Prints the bound address on stdout. Stops on Ctrl-C or SIGTERM.
@@ -94,6 +112,10 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
         // clap's group requires one of them.
         (None, None) => return Err(CliError::ProxyToken("no downstream server given")),
     };
+    let feed_token = match &args.feed_token_file {
+        Some(path) => Some(read_token(Some(path), "")?),
+        None => None,
+    };
     let local_keys = if args.keys.is_empty() && args.keyset.is_none() {
         None
     } else {
@@ -109,13 +131,37 @@ pub fn run(args: McpProxyArgs) -> Result<Outcome, CliError> {
                 Some(url) => Some(Client::new(url)?),
                 None => None,
             };
-            let keys = match (local_keys, &ledger) {
-                (Some(k), _) => k,
-                (None, Some(l)) => l.keyset().await?,
+            let mut settings = match (local_keys, &ledger) {
+                (Some(k), _) => {
+                    Settings::new(policy, Verifier::new(k).with_cache(VERIFIER_CACHE), token)
+                }
+                (None, Some(l)) => {
+                    let keys = KeySource::start(
+                        l.clone(),
+                        KeyPolicy::new(
+                            KeyPolicy::default().max_age,
+                            Duration::from_secs(args.keys_min_interval),
+                        ),
+                        |k| Verifier::new(k).with_cache(VERIFIER_CACHE),
+                    )
+                    .await?;
+                    Settings::with_key_source(policy, keys, token)
+                }
                 (None, None) => return Ok(None),
             };
-            let verifier = Verifier::new(keys).with_cache(VERIFIER_CACHE);
-            let mut settings = Settings::new(policy, verifier, token);
+            if let (Some(admin), Some(l)) = (feed_token, &ledger) {
+                let feed = RevocationFeed::start(
+                    l.clone(),
+                    Bearer::new(admin.to_string()),
+                    settings.verifier.clone(),
+                    FeedPolicy::new(
+                        Duration::from_secs(args.feed_interval),
+                        Duration::from_secs(args.feed_max_staleness),
+                    ),
+                )
+                .await?;
+                settings = settings.with_feed(feed);
+            }
             if let Some(l) = ledger {
                 settings = settings.with_ledger(l);
             }

@@ -10,6 +10,10 @@
 //! `structuredContent` is the ledger's error body, `{"error": {"code",
 //! "message"}}`, and the downstream server never sees the call.
 //! `tools/list` shows only the tools whose action the token allows.
+//! Keys taken from the ledger follow its rotations through a
+//! [`crate::client::KeySource`]; with a feed token, a
+//! [`crate::client::RevocationFeed`] makes revoked tokens fail offline, and
+//! a stale feed refuses every call.
 //!
 //! The behaviour, the configuration file and the reason codes are specified
 //! in `spec/mcp.md`.
@@ -58,6 +62,10 @@ pub enum Refusal {
     /// The ledger could not be reached or answered 5xx; the call is not made.
     #[error("the ledger is unavailable")]
     LedgerUnavailable,
+    /// The revocation feed has not been read within its staleness bound:
+    /// a revoked token could pass, so no call is made (fail closed).
+    #[error("the revocation feed is stale")]
+    RevocationsStale,
 }
 
 impl From<Denied> for Refusal {
@@ -85,6 +93,7 @@ impl Refusal {
             Self::CostArg(_) => "cost_arg_invalid",
             Self::Ledger { code, .. } => code,
             Self::LedgerUnavailable => "ledger_unavailable",
+            Self::RevocationsStale => "revocations_stale",
         }
     }
 }

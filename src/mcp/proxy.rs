@@ -19,9 +19,13 @@ use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer, ServerHandler, S
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::token::Token;
 use crate::verifier::Verifier;
 
-use crate::client::{Action, Bearer, Client, ClientError, IdempotencyKey, Reserve};
+use crate::client::{
+    Action, Bearer, Client, ClientError, IdempotencyKey, KeySource, LiveVerifier, Reserve,
+    RevocationFeed,
+};
 
 use super::Refusal;
 use super::policy::{Charge, MappedCall, Policy, actual_cost};
@@ -75,8 +79,16 @@ pub enum ProxyError {
 pub struct Settings {
     /// How tools map to actions, resources, arguments and costs.
     pub policy: Policy,
-    /// The trusted keys (and revocations).
-    pub verifier: Verifier,
+    /// The trusted keys (and revocations), shared with the key source and
+    /// the revocation feed that keep them current.
+    pub verifier: LiveVerifier,
+    /// Keeps the keys equal to the ledger's: a token naming an unknown key
+    /// id triggers a rate-limited refetch (spec/mcp.md §1). Without one the
+    /// keys are fixed.
+    pub keys: Option<Arc<KeySource>>,
+    /// Follows the ledger's revocation feed into the verifier; while it is
+    /// stale every call is refused `revocations_stale` (spec/mcp.md §3).
+    pub feed: Option<Arc<RevocationFeed>>,
     /// The agent's token. Without one (and without
     /// [`Settings::bearer_header`]) every call is refused `missing_token`.
     pub token: Option<Zeroizing<String>>,
@@ -92,11 +104,36 @@ impl Settings {
     pub fn new(policy: Policy, verifier: Verifier, token: Option<Zeroizing<String>>) -> Self {
         Self {
             policy,
-            verifier,
+            verifier: LiveVerifier::new(verifier),
+            keys: None,
+            feed: None,
             token,
             from_header: false,
             ledger: None,
         }
+    }
+
+    /// Settings whose keys follow the ledger through `keys`.
+    pub fn with_key_source(
+        policy: Policy,
+        keys: Arc<KeySource>,
+        token: Option<Zeroizing<String>>,
+    ) -> Self {
+        Self {
+            policy,
+            verifier: keys.verifier().clone(),
+            keys: Some(keys),
+            feed: None,
+            token,
+            from_header: false,
+            ledger: None,
+        }
+    }
+
+    /// Follows the revocation feed: `feed` must update [`Settings::verifier`].
+    pub fn with_feed(mut self, feed: RevocationFeed) -> Self {
+        self.feed = Some(Arc::new(feed));
+        self
     }
 
     /// Takes each call's token from its HTTP bearer header (for
@@ -227,15 +264,30 @@ impl Proxy {
             .ok_or(Refusal::MissingToken)
     }
 
-    /// Verifies, maps and authorizes one call; nothing leaves the process.
-    fn admit(
+    /// Verifies a token offline, first refusing every token while the
+    /// revocation feed is stale. Only an unknown key id leaves the process:
+    /// it may refetch the keyset (rate-limited by the key source).
+    async fn verify(&self, token: &str) -> Result<Token, Refusal> {
+        let s = &self.inner.settings;
+        if s.feed.as_ref().is_some_and(|f| !f.is_fresh()) {
+            return Err(Refusal::RevocationsStale);
+        }
+        Ok(match &s.keys {
+            Some(keys) => keys.verify_text(token).await?,
+            None => s.verifier.verify_text(token)?,
+        })
+    }
+
+    /// Verifies, maps and authorizes one call; only a key refetch leaves
+    /// the process.
+    async fn admit(
         &self,
         token: &str,
         params: &CallToolRequestParams,
         now: u64,
     ) -> Result<MappedCall, Refusal> {
         let s = &self.inner.settings;
-        let token = s.verifier.verify_text(token)?;
+        let token = self.verify(token).await?;
         let call = s
             .policy
             .map_call(&params.name, params.arguments.as_ref(), now)?;
@@ -254,7 +306,7 @@ impl Proxy {
             Ok(t) => t,
             Err(r) => return Ok(refused(&r).into()),
         };
-        let call = match self.admit(token, &params, now()) {
+        let call = match self.admit(token, &params, now()).await {
             Ok(c) => c,
             Err(r) => return Ok(refused(&r).into()),
         };
@@ -350,12 +402,12 @@ impl ServerHandler for Proxy {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let s = &self.inner.settings;
-        // An absent or invalid token sees no tool.
-        let Some(token) = self
-            .token(&context)
-            .ok()
-            .and_then(|t| s.verifier.verify_text(t).ok())
-        else {
+        // An absent or invalid token (or a stale feed) sees no tool.
+        let token = match self.token(&context) {
+            Ok(t) => self.verify(t).await.ok(),
+            Err(_) => None,
+        };
+        let Some(token) = token else {
             return Ok(ListToolsResult::with_all_items(Vec::new()));
         };
         let tools = self
@@ -367,7 +419,10 @@ impl ServerHandler for Proxy {
         let now = now();
         let visible = tools
             .into_iter()
-            .filter(|t| s.policy.visible(&s.verifier, &token, &t.name, now))
+            .filter(|t| {
+                s.verifier
+                    .read(|v| s.policy.visible(v, &token, &t.name, now))
+            })
             .collect();
         Ok(ListToolsResult::with_all_items(visible))
     }
