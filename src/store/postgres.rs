@@ -219,15 +219,36 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
+    let text = describe(&e);
     match e.code() {
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED =>
         {
-            StoreError::Conflict(e.to_string())
+            StoreError::Conflict(text)
         }
-        _ => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Unavailable(text),
     }
+}
+
+/// An error as the log should show it. tokio-postgres displays a server
+/// error as just "db error": this adds its SQLSTATE, message, constraint
+/// and detail. A detail that dumps a whole row ("Failing row contains …")
+/// is left out, as the row may be a root key's secret.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let Some(d) = e.as_db_error() else {
+        return e.to_string();
+    };
+    let mut text = format!("{} {}: {}", d.severity(), d.code().code(), d.message());
+    if let Some(c) = d.constraint() {
+        text.push_str(&format!(" (constraint {c})"));
+    }
+    if let Some(detail) = d.detail()
+        && !detail.starts_with("Failing row contains")
+    {
+        text.push_str(&format!("; {detail}"));
+    }
+    text
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -1318,5 +1339,30 @@ impl Store for PgStore {
         })?;
         // Ids start at 1: this server owns last - n + 1 ..= last.
         Ok(amount(last)?.saturating_sub(amount(n)?).saturating_add(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server error shows its SQLSTATE and message, not just "db error"
+    /// (opt-in: needs `BATON_TEST_POSTGRES`).
+    #[tokio::test]
+    async fn server_errors_are_described() {
+        let Ok(url) = std::env::var("BATON_TEST_POSTGRES") else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let e = client.simple_query("SELECT 1 / 0").await.unwrap_err();
+        assert_eq!(e.to_string(), "db error");
+        let StoreError::Unavailable(text) = pg(e) else {
+            panic!("not unavailable");
+        };
+        assert!(text.contains("22012"), "{text}");
+        assert!(text.contains("division by zero"), "{text}");
     }
 }
