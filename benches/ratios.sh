@@ -34,6 +34,9 @@ for n in range(1, 9):
     rows.append(("verify", f"cold/{n}", f"floor/{n}", 1.15 if n == 4 else None))
 for n in range(2, 9):
     rows.append(("verify", f"prefix/{n}", f"prefix_floor/{n}", None))
+rows += [("holder", "unbound_cold/4", "unbound_floor/4", 1.15),
+         ("holder", "bound_cold/4", "bound_floor/4", 1.15),
+         ("holder", "bound_warm/4", "bound_warm_floor/4", None)]
 
 print(f"{'figure':<26}{'median':>12}{'floor':>12}{'ratio':>8}  target")
 for group, fig, floor, target in rows:

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::caveat::{ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
 use crate::error::{ChainError, Denied};
+use crate::holder::HolderPublicKey;
 use crate::keys::BlockId;
 use crate::limits::MAX_REQUEST_ARGS;
 use crate::pattern::{ActionName, ActionPattern, ResourceName, ResourcePattern};
+use crate::proof::{HolderProof, MalformedProof};
 
 /// A budget that a spend must debit: one budget caveat of one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +39,17 @@ pub struct Request {
     resource: Option<ResourceName>,
     args: BTreeMap<String, ArgValue>,
     time: u64,
+    /// What the verifier executes, as the proof's request hash names it.
+    operation: String,
+    /// The digest of the raw request body ([`crate::proof::body_digest`]).
+    body: [u8; 32],
+    /// The holder's proof of possession, for a bound token, as parsed: a
+    /// malformed header is kept so the verifier reports it in its order.
+    proof: Option<Result<HolderProof, MalformedProof>>,
 }
+
+/// The longest operation name, in bytes.
+pub const MAX_OPERATION: usize = 256;
 
 impl Request {
     /// A request for `action` at Unix time `time` (seconds).
@@ -48,6 +60,9 @@ impl Request {
             resource: None,
             args: BTreeMap::new(),
             time,
+            operation: crate::proof::DEFAULT_OPERATION.to_owned(),
+            body: crate::proof::body_digest(b""),
+            proof: None,
         })
     }
 
@@ -60,6 +75,79 @@ impl Request {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(u64::MAX, |d| d.as_secs());
         Self::new(action, now)
+    }
+
+    /// Names the operation the verifier executes (default `call`): 1 to
+    /// 256 bytes of printable ASCII, spaces allowed, such as
+    /// `POST /v1/reservations`. A bound token's proof covers it.
+    pub fn operation(mut self, operation: &str) -> Result<Self, Denied> {
+        let ok = !operation.is_empty()
+            && operation.len() <= MAX_OPERATION
+            && operation.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        if !ok {
+            return Err(Denied::InvalidOperation);
+        }
+        self.operation = operation.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the raw request body (default: empty). Only its digest is
+    /// kept; a bound token's proof covers it.
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = crate::proof::body_digest(body);
+        self
+    }
+
+    /// Sets the digest of the raw body directly, for a service that digested
+    /// the body as it read it ([`crate::proof::body_digest`]).
+    pub fn body_digest_of(mut self, digest: [u8; 32]) -> Self {
+        self.body = digest;
+        self
+    }
+
+    /// Attaches the holder's proof of possession. A bound token is refused
+    /// without one; an unbound token ignores it.
+    pub fn with_proof(mut self, proof: HolderProof) -> Self {
+        self.proof = Some(Ok(proof));
+        self
+    }
+
+    /// Attaches a proof in its header form (`Baton-Proof`). A malformed
+    /// value is not an error here: the verifier reports `proof_malformed`
+    /// after every token error, in the order of spec/token.md §12.4.
+    pub fn with_proof_header(mut self, value: &str) -> Self {
+        self.proof = Some(HolderProof::from_header(value));
+        self
+    }
+
+    /// The proof attached, if any and well-formed.
+    pub fn proof(&self) -> Option<&HolderProof> {
+        self.proof.as_ref().and_then(|p| p.as_ref().ok())
+    }
+
+    pub(crate) fn proof_input(&self) -> Option<&Result<HolderProof, MalformedProof>> {
+        self.proof.as_ref()
+    }
+
+    /// The request time, in Unix seconds.
+    pub fn time(&self) -> u64 {
+        self.time
+    }
+
+    pub(crate) fn operation_str(&self) -> &str {
+        &self.operation
+    }
+
+    pub(crate) fn resource_name(&self) -> Option<&str> {
+        self.resource.as_ref().map(|r| r.as_str())
+    }
+
+    pub(crate) fn args(&self) -> &BTreeMap<String, ArgValue> {
+        &self.args
+    }
+
+    pub(crate) fn body_digest(&self) -> &[u8; 32] {
+        &self.body
     }
 
     /// Sets the resource the action touches.
@@ -107,6 +195,9 @@ pub struct Authority {
     pub(crate) budgets: Vec<(usize, Budget)>,
     pub(crate) args: Vec<(usize, ArgConstraint)>,
     pub(crate) labels: Vec<(usize, String)>,
+    /// The holder the last block declares; once set, every later block
+    /// must declare one again.
+    pub(crate) holder: Option<HolderPublicKey>,
     pub(crate) blocks: usize,
 }
 
@@ -136,6 +227,11 @@ impl Authority {
             (_, Some(0)) => return Err(ChainError::DepthExceeded { block }),
             (_, Some(r)) => Some(r - 1),
         };
+        // A bound chain stays bound: a block that declares no holder would
+        // hand the next signing key back to whoever holds the token text.
+        if self.holder.is_some() && !caveats.iter().any(|c| matches!(c, Caveat::Holder(_))) {
+            return Err(ChainError::HolderUnbound { block });
+        }
         for c in caveats {
             match c {
                 Caveat::Depth(d) => {
@@ -217,7 +313,9 @@ impl Authority {
                         ));
                     }
                 }
-                Caveat::Label(_) => {}
+                // Binding narrows whoever can use the token; re-declaring the
+                // same key or a child's key keeps it bound.
+                Caveat::Label(_) | Caveat::Holder(_) => {}
             }
         }
         Ok(depth)
@@ -245,6 +343,7 @@ impl Authority {
                 Caveat::Budget(b) => self.budgets.push((block, b.clone())),
                 Caveat::ArgBound(c) => self.args.push((block, c.clone())),
                 Caveat::Label(l) => self.labels.push((block, l.clone())),
+                Caveat::Holder(k) => self.holder = Some(*k),
             }
         }
     }
@@ -310,6 +409,11 @@ impl Authority {
             })
             .collect();
         Ok(Authorization { budgets })
+    }
+
+    /// The holder key the token is bound to, if any block binds it.
+    pub fn holder(&self) -> Option<&HolderPublicKey> {
+        self.holder.as_ref()
     }
 
     /// The effective tools set, if any block declared one.

@@ -13,6 +13,7 @@ use ciborium::Value;
 use crate::cbor::{self, Reader};
 pub use crate::error::CaveatKind;
 use crate::error::ParseError;
+use crate::holder::HolderPublicKey;
 use crate::limits::{MAX_SET_ENTRIES, MAX_STRING_BYTES};
 use crate::pattern::{ActionPattern, Namespace, Pattern, PatternError, ResourcePattern};
 
@@ -302,6 +303,11 @@ pub enum Caveat {
     ArgBound(ArgConstraint),
     /// The delegate's name, for display (type 6).
     Label(String),
+    /// Binds the token to a holder key (type 7): the declaring block's
+    /// `next_key` is this key, every later block is signed with it and
+    /// declares a holder again, and every request carries a proof of
+    /// possession signed with it (spec/token.md §12).
+    Holder(HolderPublicKey),
 }
 
 impl Caveat {
@@ -315,6 +321,7 @@ impl Caveat {
             Self::Resources(_) => CaveatKind::Resources,
             Self::ArgBound(_) => CaveatKind::ArgBound,
             Self::Label(_) => CaveatKind::Label,
+            Self::Holder(_) => CaveatKind::Holder,
         }
     }
 
@@ -391,6 +398,13 @@ impl Caveat {
                     }
                 }
             }
+            // Canonical and not small-order, as every next_key must be; the
+            // key is checked on its curve point where it signs.
+            Self::Holder(k) => {
+                if !crate::sig::acceptable_key_bytes(k.as_bytes()) {
+                    return Err(ParseError::BadKey { block });
+                }
+            }
             Self::Label(s) => {
                 if s.len() > MAX_STRING_BYTES {
                     return Err(ParseError::TooLong);
@@ -451,6 +465,7 @@ impl Caveat {
                 ]);
             }
             Self::Label(s) => a.extend([cbor::u64_value(6), Value::Text(s.clone())]),
+            Self::Holder(k) => a.extend([cbor::u64_value(7), Value::Bytes(k.0.to_vec())]),
         }
         Value::Array(a)
     }
@@ -577,6 +592,12 @@ impl Caveat {
             6 => {
                 arity(1, 1)?;
                 Self::Label(r.text("label is not text")?.to_owned())
+            }
+            7 => {
+                arity(1, 1)?;
+                Self::Holder(HolderPublicKey(
+                    r.bytes_n::<32>("holder key is not 32 bytes")?,
+                ))
             }
             code => return Err(ParseError::UnknownCaveat { block, code }),
         };
@@ -715,6 +736,9 @@ mod tests {
             bound: ArgBound::OneOf(["eur".to_owned(), "usd".to_owned()].into()),
         }));
         round_trip(&Caveat::Label("refund-agent".into()));
+        round_trip(&Caveat::Holder(
+            crate::holder::HolderKey::from_seed(&[4; 32]).public(),
+        ));
     }
 
     #[test]

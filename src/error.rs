@@ -149,6 +149,21 @@ pub enum ChainError {
         /// Index of the block that is one too many.
         block: usize,
     },
+    /// Block `block` declares a holder that is not its own `next_key`: the
+    /// holder key must be the key that signs what follows.
+    #[error("block {block} declares a holder other than its next key")]
+    HolderMismatch {
+        /// Index of the offending block.
+        block: usize,
+    },
+    /// Block `block` follows a holder-bound block but declares no holder
+    /// (dropping the binding would widen), or the token carries no proof
+    /// secret though its chain is not bound.
+    #[error("block {block} drops the holder binding")]
+    HolderUnbound {
+        /// Index of the offending block.
+        block: usize,
+    },
 }
 
 impl ChainError {
@@ -157,6 +172,8 @@ impl ChainError {
         match self {
             Self::Widening { kind, .. } => kind.widening_code(),
             Self::DepthExceeded { .. } => "depth_exceeded",
+            Self::HolderMismatch { .. } => "holder_mismatch",
+            Self::HolderUnbound { .. } => "holder_unbound",
         }
     }
 }
@@ -232,6 +249,9 @@ pub enum Denied {
     /// An argument is outside a bound (or of the wrong type for it).
     #[error("argument {0} is out of bounds")]
     ArgOutOfBounds(String),
+    /// The request's operation is not 1 to 256 bytes of printable ASCII.
+    #[error("invalid operation name")]
+    InvalidOperation,
 }
 
 impl Denied {
@@ -246,6 +266,7 @@ impl Denied {
             Self::InvalidArgs => "invalid_args",
             Self::ArgMissing(_) => "arg_missing",
             Self::ArgOutOfBounds(_) => "arg_out_of_bounds",
+            Self::InvalidOperation => "invalid_operation",
         }
     }
 }
@@ -266,6 +287,11 @@ pub enum AttenuateError {
     /// The operating system's random number generator failed.
     #[error("random number generator failed")]
     Rng,
+    /// The token is bound to a holder, and the block (or seal) must be
+    /// signed with the holder's secret key, which was not given or is not
+    /// the holder's.
+    #[error("a bound token is attenuated only with its holder's secret key")]
+    HolderMismatch,
 }
 
 impl AttenuateError {
@@ -276,6 +302,54 @@ impl AttenuateError {
             Self::Invalid(e) => e.code(),
             Self::Chain(e) => e.code(),
             Self::Rng => "rng_failed",
+            Self::HolderMismatch => "holder_mismatch",
+        }
+    }
+}
+
+/// A bound token's proof of possession was refused, or a bearer token was
+/// presented where a bound one is required (spec/token.md §12.4). Reported
+/// in the order listed, after every token error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The verifier requires bound tokens and this one is not bound.
+    #[error("this verifier accepts only holder-bound tokens")]
+    HolderRequired,
+    /// The token is bound and no proof came with the request.
+    #[error("a holder-bound token needs a proof of possession")]
+    Missing,
+    /// The proof is not `baton_proof_v1_` and 118 characters of canonical base64url.
+    #[error("the proof is malformed")]
+    Malformed,
+    /// The proof's time is outside the verifier's window (too old, or from
+    /// the future). Its code is `proof_expired`.
+    #[error("the proof is outside its time window")]
+    OutsideWindow,
+    /// The proof's signature does not verify under the holder key for this
+    /// audience, token and request.
+    #[error("the proof does not verify")]
+    Invalid,
+    /// A proof with this holder and nonce was already accepted.
+    #[error("the proof was already used")]
+    Replayed,
+    /// The verifier cannot check proofs now: its replay store is full or
+    /// it has no audience configured. Retry later.
+    #[error("proofs cannot be checked now")]
+    Unavailable,
+}
+
+impl ProofError {
+    /// The stable reason code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::HolderRequired => "holder_required",
+            Self::Missing => "proof_missing",
+            Self::Malformed => "proof_malformed",
+            Self::OutsideWindow => "proof_expired",
+            Self::Invalid => "proof_invalid",
+            Self::Replayed => "proof_replayed",
+            Self::Unavailable => "proof_unavailable",
         }
     }
 }
@@ -298,6 +372,8 @@ pub enum CaveatKind {
     ArgBound,
     /// [`crate::Caveat::Label`].
     Label,
+    /// [`crate::Caveat::Holder`].
+    Holder,
 }
 
 impl CaveatKind {
@@ -311,6 +387,9 @@ impl CaveatKind {
             Self::Resources => "widening_resources",
             Self::ArgBound => "widening_arg_bound",
             Self::Label => "widening_label",
+            // Dropping a binding is reported as holder_unbound; this code
+            // exists only so that every kind has one.
+            Self::Holder => "holder_unbound",
         }
     }
 }
@@ -325,6 +404,7 @@ impl std::fmt::Display for CaveatKind {
             Self::Resources => "resources",
             Self::ArgBound => "arg bound",
             Self::Label => "label",
+            Self::Holder => "holder",
         })
     }
 }

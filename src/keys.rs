@@ -157,7 +157,7 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-fn decode_key_text(s: &str, prefix: &str) -> Result<[u8; 32], KeyError> {
+pub(crate) fn decode_key_text(s: &str, prefix: &str) -> Result<[u8; 32], KeyError> {
     let body = s
         .trim_end_matches(['\n', '\r'])
         .strip_prefix(prefix)

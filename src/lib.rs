@@ -57,6 +57,12 @@
 //!   purpose (`Token::mint_with_seed`, test vectors, fuzzing).
 //!
 //! `default` is `cli` + `server`.
+//! * Holder binding: a delegate makes a [`HolderKey`]; the delegator binds
+//!   a token to its public key with [`Caveat::Holder`]. The holder then
+//!   attenuates with [`Token::attenuate_as_holder`] and proves possession
+//!   per request ([`Token::prove`], [`Request::with_proof`]); a gateway sets
+//!   [`Verifier::with_audience`] and calls [`Verifier::authorize_text`],
+//!   which checks the proof in the same batch as the chain.
 //!
 //! # Layout
 //! * [`token`]: the format v1 wire form, blocks, proof, attenuation.
@@ -64,6 +70,9 @@
 //! * [`authority`]: folding caveats, monotonicity, authorization.
 //! * [`verifier`]: signature checks against a keyset, revocation, cache.
 //! * [`keys`]: root keys, key ids, keysets, block ids.
+//! * [`holder`]: holder key pairs, which a `holder` caveat binds a token to.
+//! * [`proof`]: the per-request proof of possession of a bound token.
+//! * [`replay`]: the bounded store of accepted proofs.
 //! * [`pattern`]: action and resource names and patterns.
 //! * [`error`]: every rejection, with its stable reason code.
 //! * [`limits`]: the size caps applied before any crypto.
@@ -88,12 +97,15 @@ pub mod error;
 #[doc(hidden)]
 pub mod forge;
 mod hex;
+pub mod holder;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod pattern;
+pub mod proof;
+pub mod replay;
 #[cfg(feature = "server")]
 pub mod server;
 mod sig;
@@ -111,7 +123,9 @@ pub struct ReadmeDoctests;
 
 pub use authority::{Authority, Authorization, BudgetScope, Request};
 pub use caveat::{ArgBound, ArgConstraint, ArgValue, Budget, Caveat, CaveatKind, Unit};
-pub use error::{AttenuateError, ChainError, Denied, ParseError, VerifyError};
+pub use error::{AttenuateError, ChainError, Denied, ParseError, ProofError, VerifyError};
+pub use holder::{HolderKey, HolderPublicKey};
 pub use keys::{BlockId, Keyset, Kid, PublicKey, RootKey};
+pub use proof::{Audience, HolderProof};
 pub use token::{Token, UnverifiedToken};
 pub use verifier::{AuthorizeError, Verifier};

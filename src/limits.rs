@@ -1,4 +1,4 @@
-//! Size limits, checked before any cryptographic work (spec/token.md §8).
+//! Size limits, checked before any cryptographic work (spec/token.md §12).
 //!
 //! They bound the memory and CPU an attacker can make a verifier spend on one
 //! token. Each one is far above what a real delegation chain needs: the

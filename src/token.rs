@@ -18,10 +18,13 @@ use zeroize::Zeroizing;
 use crate::authority::{Authority, Authorization, Request};
 use crate::caveat::Caveat;
 use crate::cbor::{self, Reader, Writer};
-use crate::error::{AttenuateError, Denied, ParseError, VerifyError};
+use crate::error::{AttenuateError, ChainError, ParseError, ProofError, VerifyError};
+use crate::holder::{HolderKey, HolderPublicKey};
 use crate::keys::{self, BlockId, Kid, RootKey};
 use crate::limits::{MAX_BLOCKS, MAX_CAVEATS_PER_BLOCK, MAX_TOKEN_BYTES, MAX_TOKEN_TEXT};
+use crate::proof::{Audience, HolderProof, ProveError};
 use crate::sig;
+use crate::verifier::AuthorizeError;
 
 /// The prefix of a token's text form: names the format and its version.
 pub use crate::limits::TEXT_PREFIX;
@@ -48,13 +51,16 @@ pub(crate) struct Block {
     pub(crate) id: BlockId,
 }
 
-/// How the holder proves possession: the last ephemeral secret, or a seal.
+/// How the holder proves possession: the last ephemeral secret, a seal,
+/// or nothing in the token at all for a holder-bound chain, whose holder
+/// proves possession per request (spec/token.md §12).
 /// A chain built in this process also keeps the secret's signing key, so
 /// attenuating it again does not re-derive the public key.
 #[derive(Clone)]
 pub(crate) enum Proof {
     Secret(Zeroizing<[u8; 32]>, Option<SigningKey>),
     Seal(Signature),
+    Bound,
 }
 
 /// The key that signs the next block (or the seal).
@@ -178,6 +184,7 @@ fn encode_token(blocks: &[Block], proof: &Proof) -> Vec<u8> {
     match proof {
         Proof::Secret(secret, _) => w.bytes(secret.as_ref()),
         Proof::Seal(seal) => w.bytes(&seal.to_bytes()),
+        Proof::Bound => w.bytes(&[]),
     };
     w.finish()
 }
@@ -190,11 +197,14 @@ impl Chain {
         }
         let mut r = Reader::new(bytes);
         let len = r.array("token is not an array")?;
-        // The version comes first so that a future format fails as such, not as malformed.
-        if len == 0 || r.peek_major() != Some(0) {
+        // The version comes first so that a future format fails as such, not
+        // as malformed. It is read like any other item (spec/token.md §3.3):
+        // a break byte is `cbor_malformed`, an indefinite length
+        // `non_canonical`, and only then a non-integer `malformed`.
+        if len == 0 {
             return Err(ParseError::Malformed("token does not start with a version").into());
         }
-        if r.uint("version")? != FORMAT_VERSION {
+        if r.uint("token does not start with a version")? != FORMAT_VERSION {
             return Err(ParseError::UnsupportedVersion.into());
         }
         if len != 3 {
@@ -225,17 +235,30 @@ impl Chain {
             blocks.push(block);
         }
         let proof = r.bytes("proof is not a byte string")?;
-        let proof = if let Ok(secret) = <[u8; 32]>::try_from(proof) {
+        let proof = if proof.is_empty() {
+            Proof::Bound
+        } else if let Ok(secret) = <[u8; 32]>::try_from(proof) {
             Proof::Secret(Zeroizing::new(secret), None)
         } else if let Ok(seal) = <[u8; 64]>::try_from(proof) {
             Proof::Seal(Signature::from_bytes(&seal))
         } else {
             return Err(ParseError::Malformed(
-                "proof is neither a 32-byte secret nor a 64-byte seal",
+                "proof is neither empty, a 32-byte secret nor a 64-byte seal",
             )
             .into());
         };
         r.finish()?;
+        // An empty proof means "bound"; a bound chain never carries the
+        // holder's secret (spec/token.md §12.1).
+        match (&proof, authority.holder.is_some()) {
+            (Proof::Bound, false) => {
+                return Err(ChainError::HolderUnbound { block: n - 1 }.into());
+            }
+            (Proof::Secret(..), true) => {
+                return Err(ParseError::Malformed("a bound token carries no proof secret").into());
+            }
+            _ => {}
+        }
         Ok(Self {
             blocks,
             proof,
@@ -251,6 +274,7 @@ impl Chain {
     fn signer(&self) -> Result<Signer, AttenuateError> {
         match &self.proof {
             Proof::Seal(_) => Err(AttenuateError::Sealed),
+            Proof::Bound => Err(AttenuateError::HolderMismatch),
             Proof::Secret(_, Some(key)) => Ok(Signer::Key(key.clone())),
             Proof::Secret(seed, None) => {
                 let last = self.blocks.len() - 1;
@@ -267,13 +291,44 @@ impl Chain {
 
     fn append(&self, caveats: Vec<Caveat>, next_seed: &[u8; 32]) -> Result<Self, AttenuateError> {
         let secret = self.signer()?;
+        self.append_signed(&secret, caveats, next_seed)
+    }
+
+    /// The signer of a bound chain: the holder's own key, if it is the one
+    /// the chain is bound to.
+    fn holder_signer(&self, holder: &HolderKey) -> Result<Signer, AttenuateError> {
+        match &self.proof {
+            Proof::Seal(_) => Err(AttenuateError::Sealed),
+            Proof::Bound if self.authority.holder == Some(holder.public()) => {
+                Ok(Signer::Key(holder.key.clone()))
+            }
+            _ => Err(AttenuateError::HolderMismatch),
+        }
+    }
+
+    fn append_as_holder(
+        &self,
+        holder: &HolderKey,
+        caveats: Vec<Caveat>,
+        next_seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
+        let signer = self.holder_signer(holder)?;
+        self.append_signed(&signer, caveats, next_seed)
+    }
+
+    fn append_signed(
+        &self,
+        secret: &Signer,
+        caveats: Vec<Caveat>,
+        next_seed: &[u8; 32],
+    ) -> Result<Self, AttenuateError> {
         let index = self.blocks.len();
         let prev = self.blocks.last().map(|b| &b.signature);
         Self::build(
             self.clone_prefix(),
             index,
             None,
-            &secret,
+            secret,
             prev,
             caveats,
             next_seed,
@@ -302,8 +357,17 @@ impl Chain {
         }
         let (caveats, encoded) = canonical_caveats(index, caveats)?;
         authority.push_block(&caveats)?;
+        // A block that binds a holder names the holder's key as the next
+        // signer, and the token then carries no secret.
+        let holder = caveats.iter().find_map(|c| match c {
+            Caveat::Holder(k) => Some(*k),
+            _ => None,
+        });
         let next = SigningKey::from_bytes(next_seed);
-        let next_key = next.verifying_key().to_bytes();
+        let next_key = match holder {
+            Some(k) => k.to_bytes(),
+            None => next.verifying_key().to_bytes(),
+        };
         let payload = encode_body(kid.as_ref(), &next_key, &encoded);
         let signature = signer.sign(&block_message(prev, &payload));
         let id = BlockId::derive(ids.last(), &signature.to_bytes());
@@ -316,7 +380,10 @@ impl Chain {
             signature,
             id,
         });
-        let proof = Proof::Secret(Zeroizing::new(*next_seed), Some(next));
+        let proof = match holder {
+            Some(_) => Proof::Bound,
+            None => Proof::Secret(Zeroizing::new(*next_seed), Some(next)),
+        };
         let bytes = encode_token(&blocks, &proof);
         if bytes.len() > MAX_TOKEN_BYTES {
             return Err(ParseError::TooLarge.into());
@@ -332,6 +399,10 @@ impl Chain {
 
     fn seal(&self) -> Result<Self, AttenuateError> {
         let secret = self.signer()?;
+        self.seal_with(&secret)
+    }
+
+    fn seal_with(&self, secret: &Signer) -> Result<Self, AttenuateError> {
         let last = &self
             .blocks
             .last()
@@ -417,6 +488,14 @@ fn parse_block(
     }
     r.finish()?;
     check_duplicates(index, &caveats)?;
+    // The holder a block binds must be the key that signs what follows.
+    let holder_ok = caveats.iter().all(|c| match c {
+        Caveat::Holder(k) => k.as_bytes() == &next_key,
+        _ => true,
+    });
+    if !holder_ok {
+        return Err(ChainError::HolderMismatch { block: index }.into());
+    }
     let id = BlockId::derive(prev_id, &signature.to_bytes());
     Ok(Block {
         payload: payload.to_vec(),
@@ -483,6 +562,38 @@ macro_rules! inspect_methods {
         /// The key id named by the authority block.
         pub fn root_kid(&self) -> Kid {
             self.chain.root_kid()
+        }
+
+        /// The holder key the token is bound to, if it is bound. A bound
+        /// token is attenuated, sealed and used only with that key's secret.
+        pub fn holder(&self) -> Option<&HolderPublicKey> {
+            self.chain.authority.holder()
+        }
+
+        /// Signs a proof of possession for `request` at Unix second `ts`,
+        /// for the verifier known as `audience`, with the holder's secret.
+        /// The proof covers this token's last block.
+        pub fn prove(
+            &self,
+            holder: &HolderKey,
+            audience: &Audience,
+            request: &Request,
+            ts: u64,
+        ) -> Result<HolderProof, ProveError> {
+            let last = self.check_holder(holder)?;
+            HolderProof::sign(holder, audience, &last, request, ts)
+        }
+
+        fn check_holder(&self, holder: &HolderKey) -> Result<BlockId, ProveError> {
+            match self.holder() {
+                None => Err(ProveError::Unbound),
+                Some(k) if *k != holder.public() => Err(ProveError::HolderMismatch),
+                Some(_) => Ok(*self
+                    .chain
+                    .ids
+                    .last()
+                    .expect("a chain always has at least one block")),
+            }
         }
 
         /// Whether the token is sealed (no further blocks may be appended).
@@ -558,6 +669,28 @@ impl UnverifiedToken {
     pub fn seal(&self) -> Result<Self, AttenuateError> {
         Ok(Self {
             chain: self.chain.seal()?,
+        })
+    }
+
+    /// Appends a block to a holder-bound token, signed with the holder's
+    /// secret key. The block must declare a holder again: the same key to
+    /// narrow the token for its own use, or a child's key to delegate.
+    pub fn attenuate_as_holder(
+        &self,
+        holder: &HolderKey,
+        caveats: Vec<Caveat>,
+    ) -> Result<Self, AttenuateError> {
+        let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
+        Ok(Self {
+            chain: self.chain.append_as_holder(holder, caveats, &seed)?,
+        })
+    }
+
+    /// Seals a holder-bound token with the holder's secret key.
+    pub fn seal_as_holder(&self, holder: &HolderKey) -> Result<Self, AttenuateError> {
+        let signer = self.chain.holder_signer(holder)?;
+        Ok(Self {
+            chain: self.chain.seal_with(&signer)?,
         })
     }
 }
@@ -649,10 +782,37 @@ impl Token {
         })
     }
 
+    /// Appends a block to a holder-bound token with the holder's secret
+    /// key; see [`UnverifiedToken::attenuate_as_holder`].
+    pub fn attenuate_as_holder(
+        &self,
+        holder: &HolderKey,
+        caveats: Vec<Caveat>,
+    ) -> Result<Self, AttenuateError> {
+        let seed = keys::random_seed().map_err(|_| AttenuateError::Rng)?;
+        Ok(Self {
+            chain: Arc::new(self.chain.append_as_holder(holder, caveats, &seed)?),
+        })
+    }
+
     /// Decides `request` with no clock skew allowance. Gateways normally use
     /// [`crate::Verifier::authorize`], which applies the verifier's skew.
-    pub fn authorize(&self, request: &Request) -> Result<Authorization, Denied> {
-        self.chain.authority.authorize(request, 0, &self.chain.ids)
+    ///
+    /// A holder-bound token is always refused here: checking its proof
+    /// needs a verifier's audience and replay store (`proof_missing`
+    /// without a proof, `proof_unavailable` with one).
+    pub fn authorize(&self, request: &Request) -> Result<Authorization, AuthorizeError> {
+        if self.chain.authority.holder().is_some() {
+            return Err(match request.proof_input() {
+                None => ProofError::Missing,
+                Some(_) => ProofError::Unavailable,
+            }
+            .into());
+        }
+        Ok(self
+            .chain
+            .authority
+            .authorize(request, 0, &self.chain.ids)?)
     }
 
     /// Forgets that the signatures were verified.

@@ -781,3 +781,126 @@ async fn review_deviations_answer_as_the_spec_says() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
 }
+
+/// Sends `body` to `path` with a bound token and, if given, a proof header.
+async fn with_proof(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: &Token,
+    proof: Option<String>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", token.to_text()));
+    if let Some(p) = proof {
+        req = req.header("baton-proof", p);
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_owned())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = h.service.router().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_bound_token_needs_a_fresh_proof_on_every_endpoint() {
+    use baton::{Audience, HolderKey, Request as BatonRequest};
+    let h = harness();
+    let (_, parent) = h.tree();
+    let agent = HolderKey::from_seed(&[42; 32]);
+    let bound = parent
+        .attenuate(vec![Caveat::Holder(agent.public())])
+        .unwrap();
+    let now = T0 / 1000;
+    let ledger = Audience::new(baton::server::DEFAULT_AUDIENCE).unwrap();
+    let prove = |aud: &Audience, op: &str, body: &[u8], ts: u64| {
+        let req = BatonRequest::new("baton.ledger.request", ts)
+            .unwrap()
+            .operation(op)
+            .unwrap()
+            .body(body);
+        bound.prove(&agent, aud, &req, ts).unwrap().to_header()
+    };
+    let body = reserve_body(json!(1), "bound-1").to_string();
+    // The token text alone: refused on every endpoint.
+    let (s, v) = with_proof(&h, "POST", "/v1/reservations", &bound, None, Some(&body)).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_missing"));
+    let (s, v) = with_proof(&h, "GET", "/v1/balances", &bound, None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_missing"));
+    let p = "baton_proof_v1_garbage".to_owned();
+    let (s, v) = with_proof(&h, "GET", "/v1/balances", &bound, Some(p), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_malformed"));
+    // A proof for another audience, another endpoint, another body, too old.
+    let gateway = Audience::new("gateway-a").unwrap();
+    for (p, what) in [
+        (
+            prove(&gateway, "POST /v1/reservations", body.as_bytes(), now),
+            "audience",
+        ),
+        (
+            prove(&ledger, "POST /v1/spend", body.as_bytes(), now),
+            "operation",
+        ),
+        (prove(&ledger, "POST /v1/reservations", b"{}", now), "body"),
+    ] {
+        let (s, v) = with_proof(&h, "POST", "/v1/reservations", &bound, Some(p), Some(&body)).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "proof_invalid"),
+            "{what}"
+        );
+    }
+    let old = prove(&ledger, "POST /v1/reservations", body.as_bytes(), now - 61);
+    let (s, v) = with_proof(
+        &h,
+        "POST",
+        "/v1/reservations",
+        &bound,
+        Some(old),
+        Some(&body),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_expired"));
+    // The right proof: accepted once.
+    let p = prove(&ledger, "POST /v1/reservations", body.as_bytes(), now);
+    let (s, v) = with_proof(
+        &h,
+        "POST",
+        "/v1/reservations",
+        &bound,
+        Some(p.clone()),
+        Some(&body),
+    )
+    .await;
+    assert!(s.is_success(), "{s} {v}");
+    let (s, v) = with_proof(&h, "POST", "/v1/reservations", &bound, Some(p), Some(&body)).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_replayed"));
+    // Reads need their own proof too.
+    let p = prove(&ledger, "GET /v1/balances", b"", now);
+    let (s, v) = with_proof(&h, "GET", "/v1/balances", &bound, Some(p), None).await;
+    assert!(s.is_success(), "{s} {v}");
+    // Bearer tokens are unaffected.
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/reservations",
+            Some(&parent),
+            Some(reserve_body(json!(1), "bearer-1")),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+}

@@ -466,7 +466,12 @@ fn error_codes_match_the_source() {
     // `CaveatKind::widening_code`, in error.rs beside the errors it names.
     token_codes.extend(match_arm_literals(&errors, "widening_code"));
     // Never produced over HTTP (spec/http.md §7.2).
-    let not_over_http = ["sealed", "widening_label"];
+    let not_over_http = [
+        "sealed",
+        "widening_label",
+        "holder_required",
+        "invalid_operation",
+    ];
     for code in &token_codes {
         if not_over_http.contains(&code.as_str()) {
             continue;
@@ -498,6 +503,9 @@ fn error_codes_match_the_source() {
         }
         let status = if MALFORMED.contains(&code.as_str()) {
             400
+        } else if code == "proof_unavailable" {
+            // A full replay store: retry later (spec/http.md §1.2.1).
+            503
         } else if denied.contains(code) {
             403
         } else {

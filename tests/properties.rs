@@ -19,8 +19,9 @@ use std::collections::BTreeSet;
 
 use baton::pattern::{ActionPattern, ResourcePattern};
 use baton::{
-    ArgBound, ArgConstraint, ArgValue, AttenuateError, Authority, Budget, Caveat, CaveatKind,
-    ChainError, Keyset, Request, RootKey, Token, Unit, UnverifiedToken, Verifier, VerifyError,
+    ArgBound, ArgConstraint, ArgValue, AttenuateError, Audience, Authority, Budget, Caveat,
+    CaveatKind, ChainError, HolderKey, HolderProof, Keyset, Request, RootKey, Token, Unit,
+    UnverifiedToken, Verifier, VerifyError,
 };
 use proptest::prelude::*;
 
@@ -1007,6 +1008,84 @@ proptest! {
                 prop_assert!(plain.verify_bytes(&mutated).is_err(), "byte {} ^ {:#04x} verified", i, x);
             }
             mutated[i] = original[i];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Holder binding: a bound token's text without the holder's secret grants
+// nothing (spec/token.md §12).
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Bind the last token of a random chain to a holder key. Then, for
+    /// random requests and random thief keys, nonces and times: no proof, a
+    /// proof by another key, arbitrary proof bytes, a holder proof made for
+    /// another request, and blocks appended without the holder key are all
+    /// refused, batched or not, cached or not. The holder's own proof is
+    /// accepted exactly when the reference allows the request, so the
+    /// property is not vacuous.
+    #[test]
+    fn a_bound_token_without_the_holder_secret_grants_nothing(
+        spec in chain_spec(2),
+        reqs in requests(6),
+        holder_seed in any::<[u8; 32]>(),
+        thief_seed in any::<[u8; 32]>(),
+        junk in prop::collection::vec(any::<u8>(), 88),
+        nonce in any::<[u8; 16]>(),
+    ) {
+        prop_assume!(holder_seed != thief_seed);
+        let chain = build_chain(&spec);
+        let last = chain.last().expect("a chain has a root");
+        let holder = HolderKey::from_seed(&holder_seed);
+        let thief = HolderKey::from_seed(&thief_seed);
+        let Ok(bound) = last.attenuate_with_seed(vec![Caveat::Holder(holder.public())], &eph_seed(spec.tag, 99)) else {
+            // Depth exhausted: nothing to bind.
+            return Ok(());
+        };
+        let audience = Audience::new("gw").expect("valid audience");
+        let blocks = blocks_of(&bound);
+        let text = bound.to_text();
+        let stolen = UnverifiedToken::from_text(&text).expect("parses");
+        // Delegating without the key.
+        prop_assert_eq!(stolen.attenuate(vec![]).map(drop).map_err(|e| e.code()), Err("holder_mismatch"));
+        prop_assert_eq!(
+            stolen.attenuate_as_holder(&thief, vec![Caveat::Holder(thief.public())]).map(drop).map_err(|e| e.code()),
+            Err("holder_mismatch")
+        );
+        let forged = baton::forge::append_signed_by(
+            bound.to_bytes(),
+            baton::forge::raw_payload(None, thief.public().as_bytes(), &[Caveat::Holder(thief.public())]),
+            &thief_seed,
+            &[],
+        ).expect("a token");
+        // Refused for its signature (or, when no depth is left, for its place).
+        let got = verifier(0).verify_bytes(&forged).map(drop).map_err(|e| e.code());
+        prop_assert!(matches!(got, Err("bad_signature" | "depth_exceeded")), "{:?}", got);
+        let last_id = *bound.block_ids().last().expect("blocks");
+        for (i, r) in concrete(&reqs, &blocks, 0).iter().enumerate() {
+            let request = r.to_request();
+            let time = r.time;
+            let other = Request::new(r.action, time).expect("valid").operation("other").expect("valid");
+            let attempts: Vec<Request> = vec![
+                request.clone(),
+                request.clone().with_proof(HolderProof::sign_with_nonce(&thief, &audience, &last_id, &request, time, nonce)),
+                request.clone().with_proof(HolderProof::from_bytes(&junk.clone().try_into().expect("88 bytes"))),
+                request.clone().with_proof(HolderProof::sign_with_nonce(&holder, &audience, &last_id, &other, time, nonce)),
+            ];
+            for v in [verifier(0).with_audience(audience.clone()), verifier(0).with_audience(audience.clone()).with_cache(8)] {
+                for a in &attempts {
+                    prop_assert!(v.authorize_text(&text, a).is_err(), "request {} granted without the holder key", i);
+                    let t = v.verify_text(&text).expect("the bound token verifies");
+                    prop_assert!(v.authorize(&t, a).is_err());
+                }
+                let mut n = nonce;
+                n[0] ^= 0x80 | i as u8;
+                let good = request.clone().with_proof(HolderProof::sign_with_nonce(&holder, &audience, &last_id, &request, time, n));
+                let allowed = ref_allows(&blocks, r, 0);
+                prop_assert_eq!(v.authorize_text(&text, &good).is_ok(), allowed);
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ pub const REQUIRED_CODES: &[&str] = &[
     "too_large",
     // Binary form and structure.
     "non_canonical",
+    "cbor_malformed",
     "trailing_bytes",
     "unsupported_version",
     "malformed",
@@ -56,6 +57,14 @@ pub const REQUIRED_CODES: &[&str] = &[
     "resource_not_allowed",
     "arg_missing",
     "arg_out_of_bounds",
+    // Holder binding and proof of possession (spec/token.md §12).
+    "holder_mismatch",
+    "holder_unbound",
+    "proof_missing",
+    "proof_malformed",
+    "proof_expired",
+    "proof_invalid",
+    "proof_replayed",
 ];
 
 /// Every vector file on disk, by file name, in name order.
@@ -85,6 +94,7 @@ fn load() -> Vec<(String, Vector)> {
 /// Checks one vector against the library; returns what differs.
 fn check(v: &Vector) -> Result<(), String> {
     let verifier = vectors_gen::verifier(&v.root_public_keys, v.clock_skew_seconds)?;
+    let verifier = vectors_gen::with_audience(verifier, v.audience.as_deref())?;
     let result = verifier.verify_text(&v.token);
     if let Some(hex) = &v.token_hex {
         // The binary form and the text form must be the same token and be

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use baton::caveat::parse_action_pattern;
 use baton::pattern::ActionPattern;
-use baton::{ArgBound, ArgConstraint, Budget, Caveat, RootKey, Token, Unit};
+use baton::{ArgBound, ArgConstraint, Budget, Caveat, HolderKey, RootKey, Token, Unit};
 
 /// Must match `ROOT_SEED` in `fuzz_targets/parse_verify.rs`.
 const ROOT_SEED: [u8; 32] = [0x42; 32];
@@ -97,7 +98,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .map_err(|e| e.to_string())?;
 
-    let files: [(&str, Vec<u8>); 8] = [
+    // Holder-bound: the refund agent's child bound to a holder key, and the
+    // holder narrowing it again with its own key (blocks with caveat 7).
+    let holder = HolderKey::from_seed(&seed(20));
+    let bound = child.attenuate_with_seed(vec![Caveat::Holder(holder.public())], &seed(21))?;
+    let bound_again = bound.attenuate_as_holder(
+        &holder,
+        vec![Caveat::Depth(0), Caveat::Holder(holder.public())],
+    )?;
+    let files: [(&str, Vec<u8>); 10] = [
+        ("seed_bound", bound.to_bytes().to_vec()),
+        ("seed_bound_narrowed", bound_again.to_bytes().to_vec()),
         ("seed_minimal", minimal.to_bytes().to_vec()),
         ("seed_full_root", full.to_bytes().to_vec()),
         ("seed_child", child.to_bytes().to_vec()),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baton::keys::KeyError;
+use baton::proof::ProveError;
 use baton::{AttenuateError, VerifyError};
 
 use super::{EXIT_LOCAL, EXIT_REFUSED};
@@ -43,6 +44,24 @@ pub enum CliError {
         /// Why.
         source: KeyError,
     },
+    /// The holder secret key file does not hold a holder secret key.
+    ParsingHolderKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: KeyError,
+    },
+    /// A file given on the command line (a request body) could not be read.
+    ReadingFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The request flags of `prove` do not make a valid request.
+    RequestFlags(String),
+    /// The library refused to sign a proof of possession.
+    Proving(ProveError),
     /// The operating system could not provide randomness for a new key.
     GeneratingKey(KeyError),
     /// `keygen` would overwrite a file and `--force` was not given.
@@ -132,9 +151,11 @@ impl CliError {
     /// the server refused a live key rotation), 2 for local and usage errors.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::ParsingToken(_) | Self::Minting(_) | Self::Attenuating(_) | Self::Sealing(_) => {
-                ExitCode::from(EXIT_REFUSED)
-            }
+            Self::ParsingToken(_)
+            | Self::Minting(_)
+            | Self::Attenuating(_)
+            | Self::Sealing(_)
+            | Self::Proving(_) => ExitCode::from(EXIT_REFUSED),
             Self::Ledger(baton::client::ClientError::Api(_)) => ExitCode::from(EXIT_REFUSED),
             #[cfg(feature = "server")]
             Self::RotatingKeys(baton::server::run::RotateError::Refused { .. }) => {
@@ -169,6 +190,17 @@ impl fmt::Display for CliError {
                 path.display(),
                 source.code()
             ),
+            Self::ParsingHolderKeyFile { path, source } => write!(
+                f,
+                "reading holder key file {}: {}: {source} (expected a baton_hsk1_ holder secret key)",
+                path.display(),
+                source.code()
+            ),
+            Self::ReadingFile { path, source } => {
+                write!(f, "reading file {}: {source}", path.display())
+            }
+            Self::RequestFlags(msg) => write!(f, "reading request flags: {msg}"),
+            Self::Proving(e) => write!(f, "proving: {}: {e}", e.code()),
             Self::GeneratingKey(e) => write!(f, "generating key: {}: {e}", e.code()),
             Self::KeyFileExists { path } => write!(
                 f,

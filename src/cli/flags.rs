@@ -63,7 +63,8 @@ pub struct CaveatFlags {
 
     /// Argument bound: `ACTION:NAME<=N`, `ACTION:NAME>=N` (both may be given
     /// and make one range) or `ACTION:NAME=a|b|c` (one of these strings).
-    /// ACTION is an action pattern. Repeatable.
+    /// ACTION is an action pattern. N is an i64; outside that range is a
+    /// usage error (exit 2). Repeatable.
     #[arg(long = "arg", value_name = "ACTION:NAME<=N", value_parser = parse_arg_bound)]
     pub arg_bounds: Vec<ArgBoundFlag>,
 

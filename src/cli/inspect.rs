@@ -91,6 +91,9 @@ enum CaveatJson {
     Label {
         label: String,
     },
+    Holder {
+        holder: String,
+    },
     /// A caveat kind newer than this CLI (the library would have refused
     /// one it cannot read, so this is only reachable after a library upgrade).
     Unknown,
@@ -117,20 +120,39 @@ struct TimeJson {
     rfc3339: Option<String>,
 }
 
+/// The effective authority, in the schema of spec/token.md §10.1: the same
+/// object as a test vector's `authority`, so the two cannot drift apart.
 #[derive(Serialize)]
 struct AuthorityJson {
+    kid: String,
+    sealed: bool,
+    block_ids: Vec<String>,
     /// `None`: no tools caveat, so no action is allowed.
     tools: Option<Vec<String>>,
     /// `None`: no resources caveat, so any resource.
     resources: Option<Vec<String>>,
     /// `None`: unlimited.
     remaining_depth: Option<u32>,
-    not_after: Option<TimeJson>,
-    not_before: Option<TimeJson>,
-    /// The tightest ceiling for each (unit, tools filter) in the chain.
-    budgets: Vec<EffectiveBudgetJson>,
+    /// Unix seconds; each block's expiry caveat shows RFC 3339 too.
+    not_before: Option<u64>,
+    not_after: Option<u64>,
+    /// Every declared budget, in fold order.
+    budgets: Vec<BudgetJson>,
+    /// The tightest ceiling for each (unit, tools filter) (spec §6.2).
+    effective_budgets: Vec<EffectiveBudgetJson>,
     arg_bounds: Vec<ArgBoundJson>,
     labels: Vec<LabelJson>,
+    /// The holder key of a bound token (spec §12); absent when unbound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BudgetJson {
+    block: usize,
+    unit: String,
+    ceiling: u64,
+    tools: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -205,6 +227,9 @@ fn caveat_json(c: &Caveat) -> CaveatJson {
             bound: bound_json(&c.bound),
         },
         Caveat::Label(l) => CaveatJson::Label { label: l.clone() },
+        Caveat::Holder(k) => CaveatJson::Holder {
+            holder: k.to_text(),
+        },
         _ => CaveatJson::Unknown,
     }
 }
@@ -233,12 +258,25 @@ impl TokenJson {
             root_kid: token.root_kid().to_string(),
             blocks,
             authority: AuthorityJson {
+                kid: token.root_kid().to_string(),
+                sealed: token.is_sealed(),
+                block_ids: strings(token.block_ids()),
                 tools: a.tools().map(strings),
                 resources: a.resources().map(strings),
                 remaining_depth: a.remaining_depth(),
-                not_after: a.not_after().map(time_json),
-                not_before: a.not_before().map(time_json),
+                not_before: a.not_before(),
+                not_after: a.not_after(),
                 budgets: a
+                    .budgets()
+                    .iter()
+                    .map(|(block, b)| BudgetJson {
+                        block: *block,
+                        unit: b.unit.to_string(),
+                        ceiling: b.ceiling,
+                        tools: b.tools.as_ref().map(ToString::to_string),
+                    })
+                    .collect(),
+                effective_budgets: a
                     .effective_budgets()
                     .into_iter()
                     .map(|(unit, tools, ceiling)| EffectiveBudgetJson {
@@ -265,6 +303,7 @@ impl TokenJson {
                         label: l.clone(),
                     })
                     .collect(),
+                holder: a.holder().map(|h| h.to_text()),
             },
         }
     }
@@ -317,6 +356,7 @@ fn caveat_line(c: &Caveat) -> String {
         Caveat::Resources(s) => format!("resources {}", join(s)),
         Caveat::ArgBound(c) => format!("arg {}:{} {}", c.action, c.arg, c.bound),
         Caveat::Label(l) => format!("label {l:?}"),
+        Caveat::Holder(k) => format!("holder {k} (bound: each use needs this key's proof)"),
         _ => "unknown caveat kind (upgrade baton)".to_owned(),
     }
 }
@@ -341,6 +381,9 @@ fn authority_lines(a: &Authority, out: &mut String) {
     let _ = writeln!(out, "  remaining depth: {depth}");
     let _ = writeln!(out, "  expires:         {not_after}");
     let _ = writeln!(out, "  not before:      {not_before}");
+    if let Some(h) = a.holder() {
+        let _ = writeln!(out, "  holder:          {h} (bound: use needs its proof)");
+    }
     let budgets = a.effective_budgets();
     if budgets.is_empty() {
         let _ = writeln!(out, "  budgets:         none");

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use baton::limits::MAX_TOKEN_TEXT;
-use baton::{Keyset, PublicKey, RootKey, UnverifiedToken};
+use baton::{HolderKey, Keyset, PublicKey, RootKey, UnverifiedToken};
 use zeroize::Zeroizing;
 
 use super::CliError;
@@ -21,7 +21,8 @@ const MAX_KEYSET_FILE: u64 = 1024 * 1024;
 
 /// Reads the token text on stdin, minus a single trailing newline (shell
 /// pipelines and `echo` add one). Nothing else is trimmed: the library
-/// reports any other whitespace as `base64_whitespace`.
+/// reports any other whitespace as `base64_whitespace`, including the `\r`
+/// a CRLF line end leaves (README, "CLI input").
 pub fn read_token_text() -> Result<String, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -51,8 +52,9 @@ pub fn read_token() -> Result<UnverifiedToken, CliError> {
     UnverifiedToken::from_text(&read_token_text()?).map_err(CliError::ParsingToken)
 }
 
-/// Reads a root secret key file written by `baton keygen`.
-pub fn read_root_key(path: &Path) -> Result<RootKey, CliError> {
+/// Reads a secret key file's text: warns if others can read it, and caps
+/// its size. The text is wiped on drop.
+fn read_secret_text(path: &Path) -> Result<Zeroizing<String>, CliError> {
     let reading = |source| CliError::ReadingKeyFile {
         path: path.to_owned(),
         source,
@@ -77,6 +79,40 @@ pub fn read_root_key(path: &Path) -> Result<RootKey, CliError> {
             path: path.to_owned(),
         });
     }
+    Ok(text)
+}
+
+/// Reads a holder secret key file (`baton keygen --holder`).
+pub fn read_holder_key(path: &Path) -> Result<HolderKey, CliError> {
+    let text = read_secret_text(path)?;
+    HolderKey::from_text(&text).map_err(|source| CliError::ParsingHolderKeyFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a file whole, up to `limit` bytes (a request body for `prove` and
+/// `verify`).
+pub fn read_file_capped(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
+    let reading = |source| CliError::ReadingFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut out))
+        .map_err(reading)?;
+    if out.len() as u64 > limit {
+        return Err(reading(std::io::Error::other(
+            "file is larger than the limit",
+        )));
+    }
+    Ok(out)
+}
+
+/// Reads a root secret key file (`baton keygen`).
+pub fn read_root_key(path: &Path) -> Result<RootKey, CliError> {
+    let text = read_secret_text(path)?;
     RootKey::from_text(&text).map_err(|source| CliError::ParsingKeyFile {
         path: path.to_owned(),
         source,

@@ -12,7 +12,7 @@
 //! * [`time`]: reading `RFC 3339 | unix seconds`, the clock, formatting.
 //! * [`io`]: stdin tokens, key files, keyset files and stdout.
 //! * [`keygen`], [`mint`], [`attenuate`], [`seal`], [`inspect`],
-//!   [`verify`], `mcp_proxy`: one file per subcommand.
+//!   [`verify`], [`prove`], `mcp_proxy`: one file per subcommand.
 //! * [`error`]: [`CliError`], one variant per step that can fail.
 //!
 //! # Exit status
@@ -38,6 +38,7 @@ mod ledger;
 #[cfg(feature = "mcp")]
 mod mcp_proxy;
 mod mint;
+mod prove;
 mod seal;
 mod time;
 mod verify;
@@ -54,7 +55,10 @@ const EXIT_LOCAL: u8 = 2;
 #[command(
     name = "baton",
     version,
-    after_help = "Exit status: 0 on success (verify: allowed); 1 when the token or request \
+    after_help = "Token input: commands that read a token take its text on stdin; exactly one \
+                  trailing \\n is removed and nothing else is trimmed, so CRLF line ends (a \
+                  trailing \\r) are refused as base64_whitespace.\n\
+                  Exit status: 0 on success (verify: allowed); 1 when the token or request \
                   was refused, with its reason code; 2 on usage or local errors."
 )]
 pub struct Cli {
@@ -64,14 +68,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a root secret key (file mode 0600); print its kid and public key.
+    /// Generate a root secret key (file mode 0600); print its kid and public
+    /// key. With --holder, a holder key pair for a delegate.
     Keygen(keygen::KeygenArgs),
     /// Mint a root token with a root secret key; print it on stdout.
     Mint(mint::MintArgs),
-    /// Read a token on stdin, append a narrowing block, print the child. Needs no key.
+    /// Read a token on stdin, append a narrowing block, print the child.
+    /// Needs no key, except the holder's for a holder-bound token.
     Attenuate(attenuate::AttenuateArgs),
     /// Read a token on stdin and seal it so no block can follow.
-    Seal,
+    Seal(seal::SealArgs),
     /// Show a token's blocks and effective authority. Does NOT verify signatures.
     Inspect(inspect::InspectArgs),
     /// Verify a token (stdin) with public keys and decide one request.
@@ -84,6 +90,9 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Sign a proof of possession for one request with a bound token's
+    /// (stdin) holder key; print the Baton-Proof header value.
+    Prove(prove::ProveArgs),
     /// Run the spend ledger service on its embedded store.
     #[cfg(feature = "server")]
     Serve(baton::server::run::ServeArgs),
@@ -150,7 +159,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Keygen(args) => keygen::run(args),
         Command::Mint(args) => mint::run(args),
         Command::Attenuate(args) => attenuate::run(args),
-        Command::Seal => seal::run(),
+        Command::Seal(args) => seal::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Ledger(args) => ledger::run(args),
@@ -161,6 +170,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             io::emit(&String::from_utf8_lossy(&out))?;
             Ok(Outcome::Done)
         }
+        Command::Prove(args) => prove::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => {
             baton::server::run::serve(args).map_err(CliError::Serving)?;

@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use baton::{ArgValue, Authorization, BlockId, PublicKey, Request, Verifier};
+use baton::verifier::AuthorizeError;
+use baton::{
+    ArgValue, Audience, Authorization, BlockId, PublicKey, Request, Verifier, VerifyError,
+};
 use serde::Serialize;
 
 use super::flags::parse_int_literal;
@@ -25,19 +28,22 @@ pub struct VerifyArgs {
     /// starting with # are ignored (`baton keygen` output is one).
     #[arg(long, value_name = "FILE")]
     keyset: Option<PathBuf>,
-    /// The action requested, such as refund.issue.
-    #[arg(long, value_name = "NAME")]
-    action: String,
-    /// The resource the action touches, such as customer:4821.
-    #[arg(long, value_name = "NAME")]
-    resource: Option<String>,
-    /// A request argument. VALUE is an integer if it is an integer literal
-    /// (optional leading -), otherwise a string. Repeatable.
-    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_request_arg)]
-    args: Vec<RequestArg>,
+    #[command(flatten)]
+    request: RequestFlags,
     /// The time of the request: unix seconds or RFC 3339 UTC. Default: now.
     #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
     at: Option<u64>,
+    /// The holder's proof of possession for a bound token: the
+    /// `Baton-Proof` value `baton prove` printed.
+    #[arg(long, value_name = "PROOF")]
+    proof: Option<String>,
+    /// This verifier's identity, which proofs must name (needed to accept
+    /// a bound token).
+    #[arg(long, value_name = "AUDIENCE", value_parser = parse_audience)]
+    audience: Option<Audience>,
+    /// Refuse bearer tokens: only holder-bound tokens are accepted.
+    #[arg(long)]
+    require_holder: bool,
     /// Clock skew allowance in seconds, applied to expiry and not-before
     /// [default: the library's, 30].
     #[arg(long, value_name = "SECONDS")]
@@ -49,6 +55,65 @@ pub struct VerifyArgs {
     /// Print {"decision", "reason", "message", "budgets"} as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The request a token is checked against (`verify`) or a proof is made
+/// for (`prove`): the same flags build the same request hash on both sides.
+#[derive(Debug, clap::Args)]
+pub struct RequestFlags {
+    /// The action requested, such as refund.issue.
+    #[arg(long, value_name = "NAME")]
+    action: String,
+    /// The resource the action touches, such as customer:4821.
+    #[arg(long, value_name = "NAME")]
+    resource: Option<String>,
+    /// A request argument. VALUE is an integer if it is an integer literal
+    /// (optional leading -), otherwise a string. Integers are i64: a literal
+    /// outside -9223372036854775808..=9223372036854775807 is a usage error
+    /// (exit 2), never a string. Repeatable.
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_request_arg)]
+    args: Vec<RequestArg>,
+    /// The operation executed, as a bound token's proof names it
+    /// [default: call].
+    #[arg(long, value_name = "TEXT")]
+    operation: Option<String>,
+    /// A file holding the raw request body, which a bound token's proof
+    /// covers [default: empty].
+    #[arg(long, value_name = "FILE")]
+    body: Option<PathBuf>,
+}
+
+/// The largest request body `--body` reads.
+const MAX_BODY_FILE: u64 = 16 * 1024 * 1024;
+
+impl RequestFlags {
+    /// Reads the body file, if any (a local error if it cannot be read).
+    pub fn read_body(&self) -> Result<Vec<u8>, CliError> {
+        match &self.body {
+            Some(path) => io::read_file_capped(path, MAX_BODY_FILE),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The request at time `at` with `body`; a malformed name is a denial.
+    pub fn to_request(&self, at: u64, body: &[u8]) -> Result<Request, baton::Denied> {
+        let mut request = Request::new(&self.action, at)?;
+        if let Some(r) = &self.resource {
+            request = request.resource(r)?;
+        }
+        for a in &self.args {
+            request = request.arg(&a.name, a.value.clone())?;
+        }
+        if let Some(op) = &self.operation {
+            request = request.operation(op)?;
+        }
+        Ok(request.body(body))
+    }
+}
+
+/// Parses an `--audience` flag.
+pub fn parse_audience(s: &str) -> Result<Audience, String> {
+    Audience::new(s).map_err(|e| format!("{}: {e}", e.code()))
 }
 
 /// One `--arg NAME=VALUE` of the request.
@@ -116,7 +181,12 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, CliError> {
         Some(t) => t,
         None => time::now()?,
     };
-    let decision = decide(&verifier, &text, &args, at);
+    if let Some(a) = &args.audience {
+        verifier = verifier.with_audience(a.clone());
+    }
+    verifier = verifier.with_require_holder(args.require_holder);
+    let body = args.request.read_body()?;
+    let decision = decide(&verifier, &text, &args, at, &body);
     let outcome = if decision.is_ok() {
         Outcome::Done
     } else {
@@ -131,32 +201,42 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, CliError> {
 }
 
 /// Verification first, so that an invalid token is reported as such even
-/// when the request is malformed too.
+/// when the request is malformed too; then the holder's proof, then the
+/// request (spec/token.md §12.4). A bound token's proof is checked in the
+/// same signature batch as its chain.
 fn decide(
     verifier: &Verifier,
     text: &str,
     args: &VerifyArgs,
     at: u64,
+    body: &[u8],
 ) -> Result<Authorization, Deny> {
-    let token = verifier.verify_text(text).map_err(|e| Deny {
+    let invalid = |e: VerifyError| Deny {
         code: e.code(),
         message: format!("invalid token: {e}"),
-    })?;
-    let denied = |e: baton::Denied| Deny {
-        code: e.code(),
-        message: e.to_string(),
     };
-    let mut request = Request::new(&args.action, at).map_err(denied)?;
-    if let Some(r) = &args.resource {
-        request = request.resource(r).map_err(denied)?;
+    let request = match args.request.to_request(at, body) {
+        Ok(r) => r,
+        Err(e) => {
+            verifier.verify_text(text).map_err(invalid)?;
+            return Err(Deny {
+                code: e.code(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let request = match &args.proof {
+        Some(p) => request.with_proof_header(p),
+        None => request,
+    };
+    match verifier.authorize_text(text, &request) {
+        Ok((_, auth)) => Ok(auth),
+        Err(AuthorizeError::Invalid(e)) => Err(invalid(e)),
+        Err(e) => Err(Deny {
+            code: e.code(),
+            message: e.to_string(),
+        }),
     }
-    for a in &args.args {
-        request = request.arg(&a.name, a.value.clone()).map_err(denied)?;
-    }
-    verifier.authorize(&token, &request).map_err(|e| Deny {
-        code: e.code(),
-        message: e.to_string(),
-    })
 }
 
 fn scopes(auth: &Authorization) -> Vec<ScopeJson> {

@@ -47,6 +47,7 @@ use writer::{Clock, Polled, SystemClock, WriterConfig};
 
 use crate::caveat::Caveat;
 use crate::keys::{KeyStatus, Keyset, RootKey};
+use crate::proof::Audience;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoredKey, StoredKeyStatus};
@@ -103,6 +104,9 @@ fn holder(pid: Option<u32>) -> String {
     pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
 }
 
+/// The ledger's audience for proofs of possession unless `--audience` says otherwise.
+pub const DEFAULT_AUDIENCE: &str = "baton-ledger";
+
 /// A started ledger: the state for the router and the writer thread.
 pub struct Service {
     /// The handlers' state.
@@ -141,7 +145,9 @@ impl Service {
         let (ledger, writers, revoked) = writer::start(store, clock, config)?;
         let ledger_batches = ledger.batches.clone();
         // 10k tokens of at most 8 KiB bound the cache to about 80 MiB.
-        let mut verifier = Verifier::new(keyset).with_cache(10_000);
+        let mut verifier = Verifier::new(keyset)
+            .with_cache(10_000)
+            .with_audience(Audience::new(DEFAULT_AUDIENCE).expect("the default audience is valid"));
         verifier.set_revoked(revoked);
         let state = AppState {
             ledger,
@@ -155,6 +161,16 @@ impl Service {
             writers,
             lock: None,
         })
+    }
+
+    /// Sets the identity that holders' proofs must name (`--audience`).
+    pub fn set_audience(&self, audience: Audience) {
+        let mut verifier = self
+            .state
+            .verifier
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        verifier.set_audience(audience);
     }
 
     /// Releases expired holds now, as the once-a-second sweeper does (and
@@ -357,6 +373,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(http::health::metrics))
         .fallback(http::health::not_found)
         .method_not_allowed_fallback(http::health::method_not_allowed)
+        .layer(axum::middleware::from_fn(http::proof_context))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(limits)
         .with_state(state)

@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub json_logs: bool,
+    /// This ledger's identity for proofs of possession: a holder-bound
+    /// token's every request carries a Baton-Proof naming it (1-255
+    /// bytes of visible ASCII; spec/http.md §2.3).
+    #[arg(long, env = "BATON_AUDIENCE", default_value = super::DEFAULT_AUDIENCE, value_parser = parse_audience)]
+    pub audience: crate::proof::Audience,
     /// Entries in each in-memory cache over the store (recent idempotency
     /// records, finalized reservations, holders). Memory is bounded by
     /// active state plus these caches; a miss costs one indexed read.
@@ -89,6 +94,10 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
         }
     }
+}
+
+fn parse_audience(s: &str) -> Result<crate::proof::Audience, String> {
+    crate::proof::Audience::new(s).map_err(|e| format!("{}: {e}", e.code()))
 }
 
 /// A duration of at least a millisecond: a zero timeout would close every connection at once.
@@ -270,6 +279,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
             None if args.store == "sqlite" => super::open(&args.data, args.writer_config())?,
             None => return Err(ServeError::BadStore),
         };
+        service.set_audience(args.audience.clone());
         if let Some(path) = admin {
             // The token itself never goes to the logs: only where it is.
             tracing::info!(path = %path.display(), "wrote an admin token (mode 0600): first start, or the file was missing");

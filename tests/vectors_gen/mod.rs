@@ -30,8 +30,8 @@ use baton::forge;
 use baton::pattern::ActionPattern;
 use baton::token::TEXT_PREFIX;
 use baton::{
-    ArgBound, ArgConstraint, ArgValue, Caveat, Keyset, PublicKey, Request, RootKey, Token, Unit,
-    UnverifiedToken, Verifier, VerifyError,
+    ArgBound, ArgConstraint, ArgValue, Budget, Caveat, Keyset, PublicKey, Request, RootKey, Token,
+    Unit, UnverifiedToken, Verifier, VerifyError,
 };
 use ciborium::Value;
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,10 @@ pub struct Vector {
     pub root_public_keys: Vec<String>,
     /// The verifier's clock skew allowance, in seconds.
     pub clock_skew_seconds: u64,
+    /// The verifier's audience for holders' proofs of possession (spec
+    /// §12.4); absent when the vector needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
     /// The token in text form, exactly as a verifier receives it (for text
     /// vectors, mangled on purpose).
     pub token: String,
@@ -154,12 +158,17 @@ pub struct AuthorityJson {
     pub not_after: Option<u64>,
     /// Every budget caveat of every block, in fold order.
     pub budgets: Vec<BudgetJson>,
-    /// The smallest ceiling covering each distinct (unit, filter).
+    /// For each distinct declared (unit, filter), the smallest ceiling of
+    /// a same-unit budget whose filter covers it; ordered by unit, then
+    /// filter (spec/token.md §6.2).
     pub effective_budgets: Vec<EffectiveBudgetJson>,
     /// Every argument bound, in fold order.
     pub arg_bounds: Vec<ArgBoundJson>,
     /// Every label, in fold order.
     pub labels: Vec<LabelJson>,
+    /// The holder key the token is bound to (`baton_hpk1_...`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// One declared budget.
@@ -202,9 +211,11 @@ pub struct ArgBoundJson {
     pub bound: BoundJson,
 }
 
-/// An argument bound's value.
+/// An argument bound's value (spec/token.md §10.1): `{"kind": "range",
+/// "min", "max"}` or `{"kind": "one_of", "values"}`, the shape
+/// `baton inspect --json` prints too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BoundJson {
     /// Inclusive integer range; `null` sides are unbounded.
     Range {
@@ -213,8 +224,11 @@ pub enum BoundJson {
         /// Upper bound.
         max: Option<i64>,
     },
-    /// Allowed strings.
-    OneOf(Vec<String>),
+    /// Allowed strings, in ascending bytewise order.
+    OneOf {
+        /// The strings.
+        values: Vec<String>,
+    },
 }
 
 /// One label.
@@ -243,6 +257,17 @@ pub struct RequestCase {
     pub args: BTreeMap<String, ArgJson>,
     /// The request time, Unix seconds.
     pub time: u64,
+    /// The operation a bound token's proof covers (spec §12.3); `call`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// The raw request body in hex, which a bound token's proof covers;
+    /// empty when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hex: Option<String>,
+    /// The `Baton-Proof` value sent with the request, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// The decision.
     pub expected: Decision,
 }
@@ -302,6 +327,16 @@ pub fn verifier(keys: &[String], skew: u64) -> Result<Verifier, String> {
     Ok(Verifier::new(set).with_skew(skew))
 }
 
+/// `verifier` with the audience a vector names, if any.
+pub fn with_audience(v: Verifier, audience: Option<&str>) -> Result<Verifier, String> {
+    match audience {
+        None => Ok(v),
+        Some(a) => Ok(
+            v.with_audience(baton::Audience::new(a).map_err(|e| format!("audience {a:?}: {e}"))?)
+        ),
+    }
+}
+
 /// The effective authority of `token`, as written in a vector.
 pub fn authority_json(token: &Token) -> AuthorityJson {
     let a = token.authority();
@@ -352,7 +387,9 @@ pub fn authority_json(token: &Token) -> AuthorityJson {
                         min: *min,
                         max: *max,
                     },
-                    ArgBound::OneOf(s) => BoundJson::OneOf(s.iter().cloned().collect()),
+                    ArgBound::OneOf(s) => BoundJson::OneOf {
+                        values: s.iter().cloned().collect(),
+                    },
                     _ => unreachable!("the generator only mints ranges and one_of sets"),
                 },
             })
@@ -365,13 +402,29 @@ pub fn authority_json(token: &Token) -> AuthorityJson {
                 label: l.clone(),
             })
             .collect(),
+        holder: token.holder().map(|h| h.to_text()),
     }
 }
 
 /// Builds the library request for `case`. A request the library refuses to
 /// build (bad action or resource name, repeated argument) is a denial too.
 pub fn request(case: &RequestCase) -> Result<Request, baton::Denied> {
+    let mut req = request_unproved(case)?;
+    if let Some(p) = &case.proof {
+        req = req.with_proof_header(p);
+    }
+    Ok(req)
+}
+
+/// The request of `case` without its proof: what a proof is signed over.
+pub fn request_unproved(case: &RequestCase) -> Result<Request, baton::Denied> {
     let mut req = Request::new(&case.action, case.time)?;
+    if let Some(op) = &case.operation {
+        req = req.operation(op)?;
+    }
+    if let Some(b) = &case.body_hex {
+        req = req.body(&hex::decode(b).map_err(|_| baton::Denied::InvalidArgs)?);
+    }
     if let Some(r) = &case.resource {
         req = req.resource(r)?;
     }
@@ -425,15 +478,29 @@ pub fn render(vectors: &[Vector]) -> Vec<(String, String)> {
         .enumerate()
         .map(|(i, v)| {
             let json = serde_json::to_string_pretty(v).expect("a vector always serializes");
-            (file_name(i, v), json + "\n")
+            (file_name(i, v, vectors), json + "\n")
         })
         .collect();
     files.push(("README.md".to_owned(), readme(vectors)));
     files
 }
 
-fn file_name(index: usize, v: &Vector) -> String {
-    format!("{:03}_{}.json", index + 1, v.name)
+/// The first file number of the holder-binding vectors (spec §12); the
+/// numbers before it are the format's core vectors.
+pub const HOLDER_FIRST: usize = 100;
+
+/// Whether a vector belongs to the holder-binding family, numbered from
+/// [`HOLDER_FIRST`].
+fn holder_family(v: &Vector) -> bool {
+    v.name.starts_with("holder_") || v.name.starts_with("proof_")
+}
+
+fn file_name(index: usize, v: &Vector, vectors: &[Vector]) -> String {
+    let number = match vectors.iter().position(holder_family) {
+        Some(first) if index >= first => HOLDER_FIRST + index - first,
+        _ => index + 1,
+    };
+    format!("{number:03}_{}.json", v.name)
 }
 
 fn readme(vectors: &[Vector]) -> String {
@@ -458,10 +525,14 @@ The format is specified in `../token.md`; the reason codes are its §9.
 3. `expected` is `{{\"result\": \"valid\"}}` or `{{\"result\": \"invalid\",
    \"code\": ...}}`: the reason code of the first failing check, in the order
    of spec §6.1.
-4. For a valid token, `authority` is its effective authority (spec §6.2):
-   key id, block ids (hex), tools, resources, remaining depth (`null` =
+4. For a valid token, `authority` is its effective authority (spec §6.2)
+   in the JSON schema of spec §10.1 (which `baton inspect --json` prints
+   too): key id, block ids (hex), tools, resources, remaining depth (`null` =
    unlimited), validity window, every declared budget, the effective ceiling
-   per (unit, tools filter), argument bounds and labels.
+   per (unit, tools filter) in the order of spec §6.2, argument bounds
+   (`{{\"kind\": \"range\", \"min\", \"max\"}}` or
+   `{{\"kind\": \"one_of\", \"values\"}}`) and
+   labels.
 5. Then authorize each of `requests` (spec §6.4): action, optional resource,
    arguments (JSON integers are i64, strings are strings) and time in Unix
    seconds. `expected` is `{{\"decision\": \"allow\", \"budgets\": [...]}}` with
@@ -469,6 +540,12 @@ The format is specified in `../token.md`; the reason codes are its §9.
    `{{\"decision\": \"deny\", \"code\": ...}}`. A request whose action or
    resource is not a valid name is denied when it is built
    (`invalid_action`, `resource_not_allowed`).
+6. Holder-bound tokens (spec §12, vectors 100 and up): the verifier's
+   `audience` is given, `authority.holder` names the holder key, and a
+   request may carry `operation` (default `call`), `body_hex` (the raw body;
+   default empty) and `proof` (the `Baton-Proof` value). Decide the requests
+   in order with one verifier and one replay store, with the default proof
+   window of 60 s back and 10 s ahead of the request time.
 
 `seeds` lists every 32-byte seed used (root keys and block ephemeral keys),
 so another implementation can rebuild the valid tokens byte for byte:
@@ -499,7 +576,7 @@ most requests are made at {NOW}.
         };
         s.push_str(&format!(
             "| [{file}]({file}) | {desc} | {expected} |\n",
-            file = file_name(i, v),
+            file = file_name(i, v, vectors),
             desc = v.description.replace('|', "\\|").replace('\n', " "),
         ));
     }
@@ -787,6 +864,9 @@ fn req(note: &str, action: &str, time: u64) -> Req {
             resource: None,
             args: BTreeMap::new(),
             time,
+            operation: None,
+            body_hex: None,
+            proof: None,
             expected: Decision::Deny {
                 code: String::new(),
             },
@@ -851,6 +931,7 @@ fn valid(
         expected: Expected::Valid,
         root_public_keys,
         clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
         token: text,
         token_hex: None,
         authority: Some(authority_json(&verified)),
@@ -888,6 +969,7 @@ fn invalid(
         },
         root_public_keys,
         clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
         token,
         token_hex,
         authority: None,
@@ -915,6 +997,8 @@ pub fn vectors() -> Vec<Vector> {
     out.extend(structure_vectors());
     out.extend(chain_vectors());
     out.extend(signature_vectors());
+    out.extend(hardening_vectors());
+    out.extend(holder_vectors());
     // A vector rejected for a keyed reason must get past parsing, or it tests
     // the wrong check; one rejected while parsing must fail the same way
     // without a key.
@@ -1817,4 +1901,836 @@ fn signature_vectors() -> Vec<Vector> {
             with(support_seeds(1), &[forged_seed()]),
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Format v1 hardening (issue 9): mixed-order points under the cofactored
+// rule, error precedence, several budgets, one_of bounds.
+
+/// Seeds of the mixed-order and multi-budget vectors.
+const MIXED: [u8; 32] = [0x80; 32];
+const MULTI: [[u8; 32]; 2] = [[0x70; 32], [0x71; 32]];
+
+/// A point of order 8, decompressed.
+fn order_8_point() -> curve25519_dalek::EdwardsPoint {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(ORDER_8_POINT, &mut b).expect("32 bytes of hex");
+    curve25519_dalek::edwards::CompressedEdwardsY(b)
+        .decompress()
+        .expect("a curve point")
+}
+
+/// `pk(seed) + T8`: a mixed-order key whose prime-order part `seed` holds.
+fn mixed_key(seed: &[u8; 32]) -> [u8; 32] {
+    let a = ed25519_dalek::SigningKey::from_bytes(seed)
+        .verifying_key()
+        .to_edwards();
+    (a + order_8_point()).compress().to_bytes()
+}
+
+/// RFC 8032 signing with `seed`'s expanded secret, except that the hash
+/// `k = SHA-512(R || A || M)` uses `key` as `A` (it may be mixed-order), the
+/// nonce point is `[r]B + r_torsion` for the RFC 8032 nonce `r`, and
+/// `s_delta` is added to `S`.
+fn sign_mixed(
+    seed: &[u8; 32],
+    key: &[u8; 32],
+    msg: &[u8],
+    r_torsion: curve25519_dalek::EdwardsPoint,
+    s_delta: u64,
+) -> [u8; 64] {
+    use curve25519_dalek::Scalar;
+    use ed25519_dalek::{Digest, Sha512};
+    let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from(seed);
+    let r = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(esk.hash_prefix)
+            .chain_update(msg),
+    );
+    let big_r = (r * curve25519_dalek::constants::ED25519_BASEPOINT_POINT + r_torsion).compress();
+    let k = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(key)
+            .chain_update(msg),
+    );
+    let s = r + k * esk.scalar + Scalar::from(s_delta);
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(big_r.as_bytes());
+    out[32..].copy_from_slice(s.as_bytes());
+    out
+}
+
+/// Whether cofactorless `verify_strict` accepts the last block of `token`.
+fn strict_accepts_last(token: &[u8], key: &[u8; 32]) -> bool {
+    let parts = Parts::of(token);
+    let n = parts.items.len() / 2;
+    let mut msg = b"baton/v1/block\0\x01".to_vec();
+    msg.extend_from_slice(&parts.items[2 * n - 3]);
+    msg.extend_from_slice(&parts.items[2 * n - 2]);
+    let sig = ed25519_dalek::Signature::from_slice(&parts.items[2 * n - 1]).expect("64 bytes");
+    ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|k| k.verify_strict(&msg, &sig).is_ok())
+}
+
+fn hardening_vectors() -> Vec<Vector> {
+    let simple = simple();
+    let [orchestrator, refund, _] = support();
+    let keys = [&issuer()];
+    let identity = curve25519_dalek::EdwardsPoint::default();
+    let orchestrator_key = forge::public_of(&SUPPORT[0]);
+    let label = |l: &str| [Caveat::Label(l.to_owned())];
+
+    // A mixed-order next_key, and block 2 honestly signed for it.
+    let mixed = mixed_key(&MIXED);
+    let with_mixed_key = forge::append_raw(
+        orchestrator.to_bytes(),
+        forge::raw_payload(None, &mixed, &label("mixed-order key")),
+        &MIXED,
+    )
+    .expect("unsealed");
+    let signed_by_mixed = forge::append_signed_with(
+        &with_mixed_key,
+        forge::raw_payload(
+            None,
+            &forge::public_of(&FORGED_2),
+            &label("signed by the mixed-order key"),
+        ),
+        |m| sign_mixed(&MIXED, &mixed, m, identity, 0),
+        &FORGED_2,
+    )
+    .expect("a token");
+    assert!(
+        !strict_accepts_last(&signed_by_mixed, &mixed),
+        "the cofactorless equation must fail on this vector, or it tests nothing"
+    );
+    let signed_by_mixed = UnverifiedToken::from_bytes(&signed_by_mixed).expect("parses");
+    let signed_by_mixed = Verifier::new(Keyset::new().with(issuer().public()))
+        .verify(&signed_by_mixed)
+        .expect("valid under the cofactored rule");
+    let mixed_seeds = || {
+        with(
+            support_seeds(1),
+            &[
+                ("block 1 next_key: pk(seed) + the order-8 point", &MIXED),
+                ("block 2 ephemeral key (the proof secret)", &FORGED_2),
+            ],
+        )
+    };
+
+    // A mixed-order R in block 1's signature, by the orchestrator's key.
+    let mixed_r = |s_delta| {
+        forge::append_signed_with(
+            orchestrator.to_bytes(),
+            forge::raw_payload(None, &forge::public_of(&FORGED), &label("mixed-order R")),
+            |m| sign_mixed(&SUPPORT[0], &orchestrator_key, m, order_8_point(), s_delta),
+            &FORGED,
+        )
+        .expect("a token")
+    };
+    let mixed_r_ok = mixed_r(0);
+    assert!(!strict_accepts_last(&mixed_r_ok, &orchestrator_key));
+    let mixed_r_ok = Verifier::new(Keyset::new().with(issuer().public()))
+        .verify(&UnverifiedToken::from_bytes(&mixed_r_ok).expect("parses"))
+        .expect("valid under the cofactored rule");
+
+    // Seal precedence: a 2-block sealed token with a bad seal, a bad block 0
+    // signature, or both. Block 0's signature is inside block 1's message
+    // but not the seal's, so the seal stays valid when only it changes.
+    let sealed = refund.seal().expect("unsealed");
+    let other_seal = Parts::of(simple.seal().expect("unsealed").to_bytes()).proof;
+    let mut bad_block = Parts::of(sealed.to_bytes());
+    bad_block.signature_mut(0)[0] ^= 1;
+    let mut bad_both = Parts::of(sealed.to_bytes());
+    bad_both.signature_mut(0)[0] ^= 1;
+    bad_both.proof = other_seal.clone();
+    let mut bad_secret_and_block = Parts::of(refund.to_bytes());
+    bad_secret_and_block.signature_mut(0)[0] ^= 1;
+    bad_secret_and_block.proof = SIMPLE_0.to_vec();
+
+    // §3.3 applies to the first item of the envelope too.
+    let bytes = simple.to_bytes();
+    assert_eq!(&bytes[..2], &[0x83, 0x01]);
+    let first = |item: &[u8]| {
+        let mut b = vec![0x83];
+        b.extend_from_slice(item);
+        b.extend_from_slice(&bytes[2..]);
+        b
+    };
+
+    // Several budgets: units, filters and blocks that each decide a ceiling.
+    let budget = |unit: Unit, ceiling: u64, tools: Option<&str>| {
+        Caveat::Budget(Budget::new(unit, ceiling, tools.map(pattern)))
+    };
+    let currency = |values: &[&str]| {
+        Caveat::ArgBound(ArgConstraint::new(
+            pattern("refund.*"),
+            "currency",
+            ArgBound::OneOf(values.iter().map(|v| (*v).to_owned()).collect()),
+        ))
+    };
+    let gpu = Unit::parse("gpu_seconds").expect("a custom unit");
+    let multi = Token::mint_with_seed(
+        &issuer(),
+        vec![
+            tools(&["crm.*", "refund.*"]),
+            budget(Unit::UsdMicrocents, 50 * USD, None),
+            budget(Unit::UsdMicrocents, 10 * USD, Some("crm.*")),
+            budget(Unit::Calls, 100, None),
+            budget(gpu.clone(), 30, Some("refund.*")),
+            currency(&["eur", "usd"]),
+        ],
+        &MULTI[0],
+    )
+    .expect("valid caveats")
+    .attenuate_with_seed(
+        vec![
+            budget(Unit::UsdMicrocents, 2 * USD, Some("crm.read")),
+            budget(Unit::Calls, 20, None),
+            budget(gpu, 25, Some("refund.issue")),
+            currency(&["usd"]),
+        ],
+        &MULTI[1],
+    );
+    let multi = match multi {
+        Ok(t) => t,
+        Err(e) => panic!("multi-budget block 1 narrows: {e}"),
+    };
+
+    vec![
+        valid(
+            "mixed_order_next_key",
+            "A forged block 1 after the orchestrator whose next_key is pk(seed) + T, T the \
+             point of order 8 of the spec §7.1 table (mixed order: it passes the byte checks), \
+             and a block 2 signed per RFC 8032 with that seed's secret, hashing the mixed-order \
+             key as A. The cofactorless equation fails on it (by [k]T); the cofactored rule of \
+             spec §7.1 accepts it, in a batch or alone, so the token is valid.",
+            &keys,
+            &signed_by_mixed,
+            mixed_seeds(),
+            vec![req("the orchestrator's tools still apply", "crm.read", NOW)],
+        ),
+        valid(
+            "mixed_order_r",
+            "A forged block 1 after the orchestrator signed by the orchestrator's proof secret \
+             with R = [r]B + T (r the RFC 8032 nonce, T the order-8 point of the spec §7.1 \
+             table), S = r + k·a for k over that R. verify_strict rejects it; under the \
+             cofactored rule the small-order part of R does not matter, so the token is valid.",
+            &keys,
+            &mixed_r_ok,
+            with(support_seeds(1), &[forged_seed()]),
+            vec![req(
+                "the orchestrator's tools still apply",
+                "email.send",
+                NOW,
+            )],
+        ),
+        invalid(
+            "mixed_order_r_wrong_s",
+            "The previous vector's block 1 with S + 1: the defect [1]B + T has a prime-order \
+             part, so it is invalid under every rule.",
+            &keys,
+            Input::Bytes(mixed_r(1)),
+            "bad_signature",
+            with(support_seeds(1), &[forged_seed()]),
+        ),
+        invalid(
+            "sealed_bad_block_signature",
+            "The sealed refund agent token with one bit of block 0's signature flipped. The \
+             seal covers block 1's signature only and still verifies: bad_signature.",
+            &keys,
+            Input::Bytes(bad_block.encode()),
+            "bad_signature",
+            support_seeds(2),
+        ),
+        invalid(
+            "sealed_bad_seal_and_block_signature",
+            "The previous vector with its seal also replaced by another token's seal. Both \
+             fail; a failed proof is reported first (spec §6.1 step 8): bad_proof.",
+            &keys,
+            Input::Bytes(bad_both.encode()),
+            "bad_proof",
+            with(
+                support_seeds(2),
+                &[(
+                    "the other token's block 0 ephemeral key (made the seal)",
+                    &SIMPLE_0,
+                )],
+            ),
+        ),
+        invalid(
+            "bad_secret_and_block_signature",
+            "The unsealed refund agent token with one bit of block 0's signature flipped and \
+             its proof secret replaced by another token's: both fail, bad_proof first.",
+            &keys,
+            Input::Bytes(bad_secret_and_block.encode()),
+            "bad_proof",
+            with(
+                support_seeds(2),
+                &[("the other token's proof secret", &SIMPLE_0)],
+            ),
+        ),
+        invalid(
+            "version_break_byte",
+            "The one-block token with its version replaced by a break byte (0xff): the first \
+             item is read under spec §3.3 like any other, so C1 applies before the type check.",
+            &keys,
+            Input::Bytes(first(&[0xff])),
+            "cbor_malformed",
+            simple_seeds(),
+        ),
+        invalid(
+            "version_indefinite_array",
+            "The one-block token with its version replaced by an empty indefinite-length array \
+             (0x9f 0xff): spec §3.3 C2 (indefinite length) comes before C5 (wrong type).",
+            &keys,
+            Input::Bytes(first(&[0x9f, 0xff])),
+            "non_canonical",
+            simple_seeds(),
+        ),
+        invalid(
+            "version_text",
+            "The one-block token with its version replaced by the text \"1\" (0x61 0x31): a \
+             well-formed item of the wrong type, C5.",
+            &keys,
+            Input::Bytes(first(&[0x61, 0x31])),
+            "malformed",
+            simple_seeds(),
+        ),
+        valid(
+            "multi_budget",
+            "Two blocks with several budgets. Block 0: tools crm.*, refund.*; usd_microcents \
+             $50 for all actions and $10 for crm.*; 100 calls; 30 gpu_seconds (a custom unit) \
+             for refund.*; currency one_of [eur, usd] for refund.*. Block 1: $2 for crm.read, \
+             20 calls, 25 gpu_seconds for refund.issue (within block 0's 30 for refund.*, \
+             which covers it), currency one_of [usd]. effective_budgets lists \
+             each declared (unit, filter) once, ordered by unit code (custom units after, by \
+             name) then filter (none first, then bytewise), with the smallest ceiling among \
+             same-unit budgets whose filter covers it (spec §6.2): units never mix.",
+            &keys,
+            &multi,
+            vec![
+                seed("root key (issuer)", &ISSUER),
+                seed("block 0 ephemeral key", &MULTI[0]),
+                seed("block 1 ephemeral key", &MULTI[1]),
+            ],
+            vec![
+                req(
+                    "crm.read: usd $2, $10 and $50 scopes, both calls scopes",
+                    "crm.read",
+                    NOW,
+                ),
+                req("crm.write: no $2 scope", "crm.write", NOW),
+                req("refund.issue in usd", "refund.issue", NOW)
+                    .arg("currency", ArgJson::Str("usd".to_owned())),
+                req("eur narrowed away", "refund.issue", NOW)
+                    .arg("currency", ArgJson::Str("eur".to_owned()))
+                    .deny("arg_out_of_bounds"),
+                req("currency missing", "refund.void", NOW).deny("arg_missing"),
+            ],
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Holder binding and proof of possession (spec §12), numbered from 100.
+
+/// The refund agent's own holder key pair (`baton keygen --holder`).
+const AGENT: [u8; 32] = [0x70; 32];
+/// A child holder the refund agent delegates to.
+const CHILD_HOLDER: [u8; 32] = [0x71; 32];
+/// A thief's key.
+const THIEF: [u8; 32] = [0x7f; 32];
+/// The gateway's audience in every holder vector.
+const AUDIENCE: &str = "gateway.example";
+/// The operation every holder vector's request names.
+const OPERATION: &str = "POST /refunds";
+/// The request body every holder vector's request sends.
+const BODY: &[u8] = br#"{"amount":4000000000}"#;
+
+fn agent() -> baton::HolderKey {
+    baton::HolderKey::from_seed(&AGENT)
+}
+
+/// Orchestrator, then the refund agent's block bound to the agent's key.
+fn bound_refund() -> Token {
+    let [orchestrator, _, _] = support();
+    let mut caveats = refund_agent_caveats();
+    caveats.push(Caveat::Holder(agent().public()));
+    orchestrator
+        .attenuate_with_seed(caveats, &SUPPORT[1])
+        .expect("the bound refund agent narrows the orchestrator")
+}
+
+fn holder_seeds(more: &[(&str, &[u8; 32])]) -> Vec<Seed> {
+    with(
+        support_seeds(1),
+        &[
+            &[("holder key (refund agent, keygen --holder)", &AGENT)],
+            more,
+        ]
+        .concat(),
+    )
+}
+
+/// The refund the holder vectors ask for.
+fn refund_req(note: &str) -> Req {
+    let mut r = req(note, "refund.issue", NOW)
+        .on("customer:4821")
+        .arg("amount", ArgJson::Int(40 * USD as i64));
+    r.case.operation = Some(OPERATION.to_owned());
+    r.case.body_hex = Some(hex::encode(BODY));
+    r
+}
+
+/// Signs a proof for `signed` (which may differ from what is presented) and
+/// attaches it to `presented`.
+fn proved(
+    presented: Req,
+    signed: &RequestCase,
+    key: &baton::HolderKey,
+    audience: &str,
+    block: &baton::BlockId,
+    ts: u64,
+    nonce: u8,
+) -> Req {
+    let request = request_unproved(signed).expect("the generator's requests are valid");
+    let proof = baton::HolderProof::sign_with_nonce(
+        key,
+        &baton::Audience::new(audience).expect("valid audience"),
+        block,
+        &request,
+        ts,
+        [nonce; 16],
+    );
+    let mut r = presented;
+    r.case.proof = Some(proof.to_header());
+    r
+}
+
+/// A valid vector whose verifier has the audience [`AUDIENCE`].
+fn valid_bound(
+    name: &str,
+    description: &str,
+    token: &Token,
+    seeds: Vec<Seed>,
+    requests: Vec<Req>,
+) -> Vector {
+    let mut v = valid_with(name, description, token, seeds, requests, Some(AUDIENCE));
+    v.audience = Some(AUDIENCE.to_owned());
+    v
+}
+
+fn valid_with(
+    name: &str,
+    description: &str,
+    token: &Token,
+    seeds: Vec<Seed>,
+    requests: Vec<Req>,
+    audience: Option<&str>,
+) -> Vector {
+    let root_public_keys = vec![issuer().public().to_text()];
+    let v = verifier(&root_public_keys, CLOCK_SKEW).expect("the generator's keys are valid");
+    let v = with_audience(v, audience).expect("valid audience");
+    let text = token.to_text();
+    let verified = v
+        .verify_text(&text)
+        .unwrap_or_else(|e| panic!("vector {name}: should verify, library says {}", e.code()));
+    let requests = requests
+        .into_iter()
+        .map(|r| {
+            let mut case = r.case;
+            let got = decide(&v, &verified, &case);
+            match (&got, r.deny) {
+                (Decision::Allow { .. }, None) => {}
+                (Decision::Deny { code }, Some(want)) if code == want => {}
+                _ => panic!(
+                    "vector {name}, request {:?}: stated {:?}, library decides {got:?}",
+                    case.note, r.deny
+                ),
+            }
+            case.expected = got;
+            case
+        })
+        .collect();
+    Vector {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        expected: Expected::Valid,
+        root_public_keys,
+        clock_skew_seconds: CLOCK_SKEW,
+        audience: None,
+        token: text,
+        token_hex: None,
+        authority: Some(authority_json(&verified)),
+        requests,
+        seeds,
+    }
+}
+
+fn holder_vectors() -> Vec<Vector> {
+    let agent = agent();
+    let bound = bound_refund();
+    let last = *bound.block_ids().last().expect("a token has blocks");
+    let base = refund_req("the refund, with the holder's proof").case;
+    let ok = |note: &str, nonce: u8| {
+        proved(refund_req(note), &base, &agent, AUDIENCE, &last, NOW, nonce)
+    };
+    let mut out = vec![];
+
+    out.push(valid_bound(
+        "holder_valid_bound_chain",
+        "The support scenario's refund agent (block 1) is bound to the agent's own holder key \
+         (caveat 7): block 1's next_key is that key and the proof field is empty. Each request \
+         carries a Baton-Proof by the holder key over audience gateway.example, the last block \
+         id, the time, a nonce and the request hash of operation `POST /refunds`, the action, \
+         resource, arguments and body. Without a proof the token grants nothing.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            ok("the refund with the holder's proof", 1),
+            refund_req("the same refund without a proof").deny("proof_missing"),
+            {
+                let mut r = refund_req("a proof that is not one");
+                r.case.proof = Some("baton_proof_v1_AAAA".to_owned());
+                r.deny("proof_malformed")
+            },
+        ],
+    ));
+
+    let narrowed = bound
+        .attenuate_as_holder(
+            &agent,
+            vec![
+                Caveat::Holder(agent.public()),
+                Caveat::Label("narrowed".to_owned()),
+            ],
+        )
+        .expect("the holder narrows its own token");
+    let child = baton::HolderKey::from_seed(&CHILD_HOLDER);
+    let delegated = bound
+        .attenuate_as_holder(&agent, vec![Caveat::Holder(child.public())])
+        .expect("the holder delegates to a child key");
+    let narrowed_last = *narrowed.block_ids().last().expect("blocks");
+    let delegated_last = *delegated.block_ids().last().expect("blocks");
+    // Holder signatures are deterministic Ed25519, so these tokens are fixed.
+    out.push(valid_bound(
+        "holder_narrowed_by_holder",
+        "The bound refund agent appends block 2 itself, signed with its holder key, declaring \
+         the same holder again (and a label). The proof is over block 2's id.",
+        &narrowed,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("proof over the last block"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &narrowed_last,
+                NOW,
+                2,
+            ),
+            proved(
+                refund_req("proof over the parent's last block"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                3,
+            )
+            .deny("proof_invalid"),
+        ],
+    ));
+    out.push(valid_bound(
+        "holder_delegated_to_child",
+        "The bound refund agent delegates: block 2, signed with its holder key, binds a child's \
+         holder key. Only the child can prove now.",
+        &delegated,
+        holder_seeds(&[("holder key (child)", &CHILD_HOLDER)]),
+        vec![
+            proved(
+                refund_req("the child's proof"),
+                &base,
+                &child,
+                AUDIENCE,
+                &delegated_last,
+                NOW,
+                4,
+            ),
+            proved(
+                refund_req("the parent holder's proof"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &delegated_last,
+                NOW,
+                5,
+            )
+            .deny("proof_invalid"),
+        ],
+    ));
+
+    // Invalid chains.
+    let thief = baton::HolderKey::from_seed(&THIEF);
+    let keys = [&issuer()];
+    let rebound = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            thief.public().as_bytes(),
+            &[Caveat::Holder(thief.public())],
+        ),
+        &THIEF,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_rebound_by_thief",
+        "A thief holding only the bound token's text appends block 2 binding the thief's own \
+         key, signed with that key. Block 2 must be signed by the holder key that block 1 \
+         names.",
+        &keys,
+        Input::Bytes(rebound),
+        "bad_signature",
+        holder_seeds(&[("thief's key", &THIEF)]),
+    ));
+    let not_holder = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            agent.public().as_bytes(),
+            &[Caveat::Holder(agent.public())],
+        ),
+        &THIEF,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_block_not_signed_by_holder",
+        "Block 2 keeps the same holder but is signed by another key than the holder's.",
+        &keys,
+        Input::Bytes(not_holder),
+        "bad_signature",
+        holder_seeds(&[("signer of block 2 (not the holder)", &THIEF)]),
+    ));
+    let dropped = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(None, &forge::public_of(&FORGED), &[Caveat::Depth(0)]),
+        &AGENT,
+        &FORGED,
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_binding_dropped",
+        "The holder signs block 2 with no holder caveat and an ephemeral next_key, with that \
+         key's secret as the proof: dropping the binding would make a bearer token.",
+        &keys,
+        Input::Bytes(dropped),
+        "holder_unbound",
+        holder_seeds(&[forged_seed()]),
+    ));
+    let mismatch = forge::append_signed_by(
+        bound.to_bytes(),
+        forge::raw_payload(
+            None,
+            &forge::public_of(&FORGED),
+            &[Caveat::Holder(child.public())],
+        ),
+        &AGENT,
+        &[],
+    )
+    .expect("a token");
+    out.push(invalid(
+        "holder_key_not_next_key",
+        "Block 2 declares the child's holder key but names another next_key.",
+        &keys,
+        Input::Bytes(mismatch),
+        "holder_mismatch",
+        holder_seeds(&[("holder key (child)", &CHILD_HOLDER), forged_seed()]),
+    ));
+    out.push(invalid(
+        "holder_bound_with_secret",
+        "The bound token with the holder's own secret in its proof field: a bound token \
+         carries no proof secret.",
+        &keys,
+        Input::Bytes(forge::replace_proof(bound.to_bytes(), &AGENT).expect("a token")),
+        "malformed",
+        holder_seeds(&[]),
+    ));
+    let [_, refund, _] = support();
+    out.push(invalid(
+        "holder_empty_proof_unbound",
+        "The (unbound) refund agent token with an empty proof field.",
+        &keys,
+        Input::Bytes(forge::replace_proof(refund.to_bytes(), &[]).expect("a token")),
+        "holder_unbound",
+        support_seeds(2),
+    ));
+
+    // Proofs that do not fit the request, each a vector of its own.
+    let other = |f: &dyn Fn(&mut RequestCase)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    let cases: Vec<(&str, &str, Req)> = vec![
+        (
+            "proof_other_audience",
+            "A proof made for audience gateway-b.example.",
+            proved(
+                refund_req("proof for another gateway"),
+                &base,
+                &agent,
+                "gateway-b.example",
+                &last,
+                NOW,
+                10,
+            ),
+        ),
+        (
+            "proof_other_block",
+            "A proof over block 0's id instead of the last block's.",
+            proved(
+                refund_req("proof over block 0"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &bound.block_ids()[0],
+                NOW,
+                11,
+            ),
+        ),
+        (
+            "proof_other_action",
+            "A proof made for action crm.read.",
+            proved(
+                refund_req("proof for crm.read"),
+                &other(&|c| c.action = "crm.read".into()),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                12,
+            ),
+        ),
+        (
+            "proof_other_resource",
+            "A proof made for resource customer:1.",
+            proved(
+                refund_req("proof for customer:1"),
+                &other(&|c| c.resource = Some("customer:1".into())),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                13,
+            ),
+        ),
+        (
+            "proof_other_args",
+            "A proof made for amount 9000000000.",
+            proved(
+                refund_req("proof for another amount"),
+                &other(&|c| {
+                    c.args.insert("amount".into(), ArgJson::Int(9_000_000_000));
+                }),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                14,
+            ),
+        ),
+        (
+            "proof_other_body",
+            "A proof made for the body {\"amount\":9000000000}.",
+            proved(
+                refund_req("proof for another body"),
+                &other(&|c| {
+                    c.body_hex = Some(hex::encode(br#"{"amount":9000000000}"#));
+                }),
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW,
+                15,
+            ),
+        ),
+    ];
+    for (name, desc, r) in cases {
+        out.push(valid_bound(
+            name,
+            &format!("The bound refund agent token (vector 100). {desc} The verifier rebuilds the request hash from the request it executes, so the signature fails."),
+            &bound,
+            holder_seeds(&[]),
+            vec![r.deny("proof_invalid")],
+        ));
+    }
+    out.push(valid_bound(
+        "proof_expired",
+        "A proof signed 61 seconds before the request: outside [now - 60, now + 10]; 60 \
+         seconds before is still accepted.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("61 s old"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW - 61,
+                20,
+            )
+            .deny("proof_expired"),
+            proved(
+                refund_req("60 s old"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW - 60,
+                21,
+            ),
+        ],
+    ));
+    out.push(valid_bound(
+        "proof_from_the_future",
+        "A proof signed 11 seconds after the request time; 10 seconds after is still accepted.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            proved(
+                refund_req("11 s ahead"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW + 11,
+                22,
+            )
+            .deny("proof_expired"),
+            proved(
+                refund_req("10 s ahead"),
+                &base,
+                &agent,
+                AUDIENCE,
+                &last,
+                NOW + 10,
+                23,
+            ),
+        ],
+    ));
+    out.push(valid_bound(
+        "proof_replayed",
+        "The same proof twice, in order, to one verifier: the replay store (keyed on holder and \
+         nonce) accepts it once.",
+        &bound,
+        holder_seeds(&[]),
+        vec![
+            ok("first use", 24),
+            ok("the same proof again", 24).deny("proof_replayed"),
+        ],
+    ));
+    out
 }

@@ -1,9 +1,9 @@
 //! Administrative handlers that change the running service itself rather
 //! than the ledger: live root key rotation (spec/http.md §6.1.1).
 
+use super::Authn;
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ fn activate(keyset: &mut Keyset, new: PublicKey) {
 /// minted with it verifies at once.
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
     require_admin(&state, &token, ROTATE_ACTION)?;

@@ -3,9 +3,9 @@
 //! memory: no store read, except on a shared store, where the database is
 //! read through the writer.
 
+use super::Authn;
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ use crate::server::state::AppState;
 
 pub(crate) async fn balances(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
     let ids = token.block_ids();

@@ -94,8 +94,83 @@ pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
     }
 }
 
-/// The verified bearer token of a request.
-pub(crate) fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Token, ApiError> {
+/// The action a holder's proof names at the ledger. Every endpoint's proof
+/// covers the method and request target as the operation and the raw body
+/// (which carries the action, resource, arguments, amounts and idempotency
+/// key) as the body digest, so one fixed action suffices (spec/http.md §2.3).
+pub const LEDGER_PROOF_ACTION: &str = "baton.ledger.request";
+
+/// What a proof of possession covers that only the raw request shows: the
+/// operation (method and request target) and the digest of the body as
+/// received. Computed by [`proof_context`] before any handler runs.
+#[derive(Clone, Debug)]
+pub(crate) struct ProofContext {
+    operation: String,
+    /// `None` when the body is over the limit.
+    body: Option<[u8; 32]>,
+}
+
+/// Middleware: reads the body (up to the body limit), digests it, and
+/// passes the request on with its [`ProofContext`] and the same bytes.
+/// A body over the limit is passed on as one byte over the limit, so the
+/// handler refuses it at its usual place in the order of checks (§2.3).
+pub(crate) async fn proof_context(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let (bytes, digest) = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(b) => {
+            let d = crate::proof::body_digest(&b);
+            (b, Some(d))
+        }
+        Err(_) => (
+            axum::body::Bytes::from(vec![b' '; super::MAX_BODY_BYTES + 1]),
+            None,
+        ),
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    parts.extensions.insert(ProofContext {
+        operation: format!("{} {target}", parts.method),
+        body: digest,
+    });
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// What authenticating a request needs: its headers and its
+/// [`ProofContext`] (absent only if the middleware did not run, and then a
+/// bound token is refused with `proof_unavailable`).
+pub(crate) struct Authn {
+    headers: HeaderMap,
+    ctx: Option<ProofContext>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authn {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            ctx: parts.extensions.get::<ProofContext>().cloned(),
+        })
+    }
+}
+
+/// The verified bearer token of a request. A holder-bound token also needs
+/// its holder's `Baton-Proof` for this very request, checked here for
+/// every endpoint and recorded in the replay store.
+pub(crate) fn bearer(state: &AppState, authn: &Authn) -> Result<Token, ApiError> {
+    let headers = &authn.headers;
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -113,14 +188,70 @@ pub(crate) fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Token, Api
             )
         })?;
     let verifier = state.verifier.read().unwrap_or_else(|p| p.into_inner());
-    verifier.verify_text(value.trim()).map_err(|e| {
+    let token = verifier.verify_text(value.trim()).map_err(|e| {
         let status = if matches!(e, crate::VerifyError::Revoked { .. }) {
             403
         } else {
             401
         };
         ApiError::new(status, e.code(), &e.to_string())
-    })
+    })?;
+    if token.holder().is_some() {
+        check_proof(state, &verifier, &token, authn)?;
+    }
+    Ok(token)
+}
+
+/// Checks a bound token's proof for this request (spec/http.md §2.3).
+fn check_proof(
+    state: &AppState,
+    verifier: &crate::Verifier,
+    token: &Token,
+    authn: &Authn,
+) -> Result<(), ApiError> {
+    let proof_error = |e: crate::ProofError| {
+        let status = if e == crate::ProofError::Unavailable {
+            503
+        } else {
+            401
+        };
+        ApiError::new(status, e.code(), &e.to_string())
+    };
+    let ctx = authn
+        .ctx
+        .as_ref()
+        .ok_or_else(|| proof_error(crate::ProofError::Unavailable))?;
+    // A proof cannot cover a body the service will not read.
+    let body = ctx
+        .body
+        .ok_or_else(|| ApiError::new(413, "body_too_large", "request body exceeds the limit"))?;
+    let request = Request::new(LEDGER_PROOF_ACTION, now_secs(state))
+        .and_then(|r| r.operation(&ctx.operation))
+        .map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_request",
+                "the request target is too long or not printable ASCII",
+            )
+        })?
+        .body_digest_of(body);
+    let mut values = authn.headers.get_all(crate::proof::PROOF_HEADER).iter();
+    let request = match (values.next(), values.next()) {
+        (None, _) => request,
+        // One header, visible ASCII; anything else is malformed.
+        (Some(v), None) => request.with_proof_header(v.to_str().unwrap_or("")),
+        (Some(_), Some(_)) => request.with_proof_header(""),
+    };
+    verifier
+        .check_proof(token, &request)
+        .map(drop)
+        .map_err(|e| match e {
+            crate::AuthorizeError::Proof(p) => proof_error(p),
+            crate::AuthorizeError::Invalid(crate::VerifyError::Revoked { .. }) => {
+                ApiError::new(403, e.code(), &e.to_string())
+            }
+            _ => ApiError::new(401, e.code(), &e.to_string()),
+        })
 }
 
 /// An action request as JSON.
@@ -196,7 +327,8 @@ pub(crate) fn authorize(
     }
     let req = build_request(state, a)?;
     let verifier = state.verifier.read().unwrap_or_else(|p| p.into_inner());
-    verifier.authorize(token, &req).map_err(|e| {
+    // bearer() has checked a bound token's proof for this request.
+    verifier.authorize_after_proof(token, &req).map_err(|e| {
         let status = match e {
             crate::AuthorizeError::Denied(_)
             | crate::AuthorizeError::Invalid(crate::VerifyError::Revoked { .. }) => 403,

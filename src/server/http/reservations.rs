@@ -2,10 +2,10 @@
 //! (spec/http.md §6.4–6.9). Each handler verifies and authorizes, turns
 //! the request into a typed [`Command`], and renders the typed outcome.
 
+use super::Authn;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ fn new_reservation_id(now_ms: u64) -> Result<ResId, ApiError> {
 
 async fn reserve_like(
     state: AppState,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<ReserveBody>, JsonRejection>,
     kind: Kind,
 ) -> Result<Response, ApiError> {
@@ -135,7 +135,7 @@ async fn reserve_like(
 
 pub(crate) async fn reserve(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<ReserveBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     reserve_like(state, headers, body, Kind::Reserve).await
@@ -143,7 +143,7 @@ pub(crate) async fn reserve(
 
 pub(crate) async fn spend(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<ReserveBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     reserve_like(state, headers, body, Kind::Spend).await
@@ -160,7 +160,7 @@ fn reservation_id(path: Result<Path<String>, PathRejection>) -> Result<ResId, Ap
 
 pub(crate) async fn get_reservation(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
@@ -206,7 +206,7 @@ impl Finish {
 
 async fn finish(
     state: AppState,
-    headers: HeaderMap,
+    headers: Authn,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<FinishBody>, JsonRejection>,
     kind: Finish,
@@ -274,7 +274,7 @@ async fn finish(
 
 pub(crate) async fn commit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<FinishBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -283,7 +283,7 @@ pub(crate) async fn commit(
 
 pub(crate) async fn release(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<FinishBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -292,7 +292,7 @@ pub(crate) async fn release(
 
 pub(crate) async fn extend(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<FinishBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,10 +1,10 @@
 //! `POST /v1/revocations` and the revocation feed `GET /v1/revocations`
 //! (spec/http.md §3.7, §6.11, §6.12).
 
+use super::Authn;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ pub(crate) struct RevokeBody {
 
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
@@ -87,7 +87,7 @@ pub(crate) struct FeedQuery {
 
 pub(crate) async fn revocation_feed(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;

@@ -1,10 +1,11 @@
 //! `POST /v1/tokens` (minting, administrative) and `POST /v1/authorize`
 //! (spec/http.md §6.2, §6.3).
 
+use super::Authn;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -124,7 +125,7 @@ fn mint_caveats(state: &AppState, b: MintBody) -> Result<Vec<Caveat>, ApiError> 
 
 pub(crate) async fn mint(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<MintBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
@@ -139,7 +140,7 @@ pub(crate) async fn mint(
 
 pub(crate) async fn authorize_handler(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Authn,
     body: Result<Json<ActionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
