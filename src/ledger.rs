@@ -642,7 +642,6 @@ enum Undo {
     Scope(ScopeKey, Option<ScopeState>),
     Active(ResId, Option<Reservation>),
     Revoke(BlockId),
-    NextHolder(u64),
 }
 
 fn cache<K: Eq + std::hash::Hash + Clone, V: Clone>(n: usize) -> quick_cache::unsync::Cache<K, V> {
@@ -939,7 +938,6 @@ impl Ledger {
                     self.feed.remove(&self.revoke_seq);
                     self.revoke_seq -= 1;
                 }
-                Undo::NextHolder(n) => self.next_holder = n,
             }
         }
         self.changes.clear();
@@ -1224,7 +1222,10 @@ impl Ledger {
             unit: unit.clone(),
             scopes,
         });
-        self.undo.push(Undo::NextHolder(self.next_holder));
+        // A holder id is never given back, not even by a rollback: a group
+        // whose commit was in doubt may have written this holder row after
+        // all, and reusing its id would make every later group that interns
+        // a holder fail on the primary key (shared store: forever).
         self.next_holder += 1;
         self.changes.push(Change::Holder(h.clone()));
         self.pending_holders.push(h.clone());
@@ -1659,6 +1660,31 @@ mod tests {
         );
         assert_eq!(l.scope(&key(2), 5).held, 0);
         l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn holder_ids_are_never_given_back() {
+        // A group whose commit was in doubt may have stored its holder: the
+        // next group must not reuse that id for another holder.
+        let mut l = Ledger::shared(Vec::new(), CacheSizes::default());
+        l.grant_holder_ids(10, 20);
+        let s = |k: u8, ceiling| {
+            (
+                key(k),
+                ScopeState {
+                    ceiling,
+                    spent: 0,
+                    held: 0,
+                },
+            )
+        };
+        l.load([s(0, 100), s(1, 8), s(2, 5), s(3, 5)], [], None);
+        let first = l.reserve(&req(1, 2, 1), 0).unwrap().holder.id;
+        l.rollback();
+        l.load([s(0, 100), s(1, 8), s(2, 5), s(3, 5)], [], None);
+        let second = l.reserve(&req(2, 3, 1), 0).unwrap().holder.id;
+        assert_eq!(first, 10);
+        assert_ne!(first, second, "a rolled-back holder id was reused");
     }
 
     #[test]

@@ -36,7 +36,9 @@
 //! * at every scope, `spent` is the sum of the acknowledged charges of the
 //!   reservations beneath it (so a parent's is its children's plus its
 //!   own), `held` is 0, and `spent + held ≤ ceiling`;
-//! * sampled during the load as well: `spent + held ≤ ceiling`, `held ≥ 0`.
+//! * sampled during the load as well: `spent + held ≤ ceiling`, `held ≥ 0`,
+//!   and, in one snapshot, the root's `held` equals the amounts of the active
+//!   reservations (every reservation holds at the root).
 #![cfg(feature = "server")]
 
 mod common;
@@ -663,11 +665,28 @@ const RESERVATIONS_SQL: &str = "SELECT 'rsv_' || encode(id, 'hex'), \
      CASE state WHEN 0 THEN 'active' WHEN 1 THEN 'committed' WHEN 2 THEN 'released' WHEN 3 THEN 'expired' ELSE 'unknown' END, \
      amount, charged FROM baton.reservations";
 
+/// In one snapshot: the root scope's `held` and the amounts of every
+/// active reservation. Every reservation of the tree holds at the root, so
+/// the two are equal at every moment, mid-load too: a scope counter that
+/// disagrees with the reservations (a leaked hold) shows at once.
+const ROOT_HELD_SQL: &str = "SELECT \
+     (SELECT held FROM baton.scopes WHERE unit = 'calls' AND encode(block_id, 'hex') = $1), \
+     (SELECT coalesce(sum(amount), 0)::int8 FROM baton.reservations WHERE state = 0)";
+
 /// Reads the database every 200 ms while the load runs and checks the
-/// bounds at every scope; returns how many samples it took.
-async fn monitor(db: TestDbClient, stop: Arc<AtomicBool>) -> u64 {
+/// bounds at every scope, and that the root's `held` is the sum of the
+/// active holds; returns how many samples it took.
+async fn monitor(db: TestDbClient, stop: Arc<AtomicBool>, root: String) -> u64 {
     let mut samples = 0;
     while !stop.load(Ordering::SeqCst) {
+        if let Ok(row) = db.0.query_one(ROOT_HELD_SQL, &[&root]).await {
+            let held: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
+            let active: i64 = row.get(1);
+            assert_eq!(
+                held, active,
+                "mid-load, the root holds {held} but the active reservations amount to {active}"
+            );
+        }
         if let Ok(rows) = db.0.query(SCOPES_SQL, &[]).await {
             for row in rows {
                 let block: String = row.get(0);
@@ -1089,6 +1108,7 @@ async fn three_servers_keep_every_rule_under_load() {
     let monitor = tokio::spawn(monitor(
         TestDbClient(db.connect().await),
         stop_monitor.clone(),
+        sh.tree.spenders[0].block().to_owned(),
     ));
     let logs = run_load(&sh, 64, seed, tokio::time::sleep(Duration::from_secs(20))).await;
     stop_monitor.store(true, Ordering::SeqCst);
@@ -1170,7 +1190,15 @@ async fn kill_9_of_one_server_loses_and_doubles_nothing() {
             );
         }
     };
+    let stop_monitor = Arc::new(AtomicBool::new(false));
+    let monitor = tokio::spawn(monitor(
+        TestDbClient(db.connect().await),
+        stop_monitor.clone(),
+        sh.tree.spenders[0].block().to_owned(),
+    ));
     let logs = run_load(&sh, 48, seed, scenario).await;
+    stop_monitor.store(true, Ordering::SeqCst);
+    monitor.await.expect("the monitor failed (see its panic)");
     summary(TEST, &sh, &logs, began);
     let killed_at = killed_at.load(Ordering::SeqCst);
     assert!(killed_at > 0, "the kill happened");
@@ -1276,7 +1304,15 @@ async fn database_outage_answers_503_then_recovers() {
             );
         }
     };
+    let stop_monitor = Arc::new(AtomicBool::new(false));
+    let monitor = tokio::spawn(monitor(
+        TestDbClient(db.connect().await),
+        stop_monitor.clone(),
+        sh.tree.spenders[0].block().to_owned(),
+    ));
     let logs = run_load(&sh, 32, seed, scenario).await;
+    stop_monitor.store(true, Ordering::SeqCst);
+    monitor.await.expect("the monitor failed (see its panic)");
     summary(TEST, &sh, &logs, began);
     let (cut_ms, restore_ms) = *window.lock().expect("window");
     // No change sent while the database was cut off was acknowledged: the

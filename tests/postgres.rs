@@ -454,3 +454,67 @@ fn an_unreachable_database_is_an_error_not_a_hang() {
     o.schema = "Robert'); DROP TABLE x; --".into();
     assert!(PgStore::connect(&o).is_err());
 }
+
+/// A group stuck behind another's row lock fails within the store's
+/// timeout, and the database cancels its statement too: the abandoned
+/// backend does not wait on (or keep) row locks after the server gave up.
+#[test]
+fn a_group_stuck_on_a_lock_fails_in_time_and_leaves_no_waiting_statement() {
+    use baton::keys::BlockId;
+    use baton::ledger::ScopeKey;
+    use baton::store::{Store, StoreError};
+    let Some(url) = pg_url() else {
+        return;
+    };
+    let app = format!("baton_stuck_{}", std::process::id());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema = Schema::new(&format!("{url}{sep}application_name={app}"), "stuck");
+    let mut o = schema.options();
+    o.timeout = std::time::Duration::from_millis(800);
+    let mut a = PgStore::connect(&o).unwrap();
+    let mut b = a.split().unwrap();
+    let key = ScopeKey {
+        block: BlockId([7; 32]),
+        unit: Unit::Calls,
+        tools: None,
+    };
+    // The row exists, then `a` holds its lock in an open group.
+    a.begin().unwrap();
+    a.lock_scopes(&[(key.clone(), 100)]).unwrap();
+    a.write(&[]).unwrap();
+    a.begin().unwrap();
+    a.lock_scopes(&[(key.clone(), 100)]).unwrap();
+    let started = std::time::Instant::now();
+    b.begin().unwrap();
+    let err = b.lock_scopes(&[(key.clone(), 100)]).unwrap_err();
+    b.abort();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Past the statement timeout, no backend of ours waits on a lock.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let waiting: i64 = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    });
+    assert_eq!(waiting, 0, "a statement the server gave up on still waits");
+    a.abort();
+    // Both recover: the row can be locked and written again.
+    b.begin().unwrap();
+    b.lock_scopes(&[(key, 100)]).unwrap();
+    b.write(&[]).unwrap();
+}

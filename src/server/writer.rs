@@ -42,6 +42,12 @@ use crate::store::{Store, StoreError, StoredKey};
 /// How many times a group that lost a race on a shared store is tried.
 pub const MAX_ATTEMPTS: usize = 8;
 
+/// How long a group that lost races is retried for: past this it is
+/// answered 503 rather than retried, so that every request has its answer
+/// well within the 10 s of spec/http.md §2.4 (each try is itself bounded by
+/// the store's call timeout).
+pub const RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The most expired holds one sweeper tick releases on a shared store.
 const DUE_PER_TICK: usize = 4096;
 
@@ -387,6 +393,7 @@ fn run(
         let mut ledger = shared.ledger.blocking_lock();
         let now = shared.clock.now_ms();
         let mut result = Err(StoreError::Unavailable("not tried".into()));
+        let started = std::time::Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
             result = group(&mut ledger, store.as_mut(), &batch, now, &config, feed_end);
             match &result {
@@ -398,8 +405,8 @@ fn run(
                     // Nothing of the group may stay, in the store or in memory.
                     store.abort();
                     ledger.rollback();
-                    if !matches!(e, StoreError::Conflict(_)) {
-                        tracing::error!(error = %e, "ledger group failed; undone, answered 503");
+                    if !matches!(e, StoreError::Conflict(_)) || started.elapsed() > RETRY_BUDGET {
+                        tracing::error!(error = %e, attempt, "ledger group failed; undone, answered 503");
                         break;
                     }
                     tracing::debug!(error = %e, attempt, "ledger group lost a race; retrying");

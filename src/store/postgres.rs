@@ -212,6 +212,9 @@ pub struct PgStore {
     /// does not record are deleted before commit.
     claimed: Vec<[u8; 16]>,
     timeout: Duration,
+    /// When the open group must be done: all its calls together get one
+    /// `timeout`, not one each, so a stuck group fails (503) in time.
+    deadline: Option<std::time::Instant>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -219,15 +222,36 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
+    let text = describe(&e);
     match e.code() {
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED =>
         {
-            StoreError::Conflict(e.to_string())
+            StoreError::Conflict(text)
         }
-        _ => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Unavailable(text),
     }
+}
+
+/// An error as the log should show it. tokio-postgres displays a server
+/// error as just "db error": this adds its SQLSTATE, message, constraint
+/// and detail. A detail that dumps a whole row ("Failing row contains …")
+/// is left out, as the row may be a root key's secret.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let Some(d) = e.as_db_error() else {
+        return e.to_string();
+    };
+    let mut text = format!("{} {}: {}", d.severity(), d.code().code(), d.message());
+    if let Some(c) = d.constraint() {
+        text.push_str(&format!(" (constraint {c})"));
+    }
+    if let Some(detail) = d.detail()
+        && !detail.starts_with("Failing row contains")
+    {
+        text.push_str(&format!("; {detail}"));
+    }
+    text
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -349,9 +373,17 @@ impl PgStore {
             .parse()
             .map_err(|e| unavailable(format!("--store URL: {e}")))?;
         // Every connection finds the tables in our schema first.
+        // A statement the database runs longer than we wait is cancelled
+        // by the database itself, so that an abandoned group never keeps
+        // its row locks (spec/http.md §2.4: an answer within 10 s).
+        let limits = format!(
+            "-c search_path={} -c statement_timeout={}",
+            opts.schema,
+            opts.timeout.as_millis().max(1)
+        );
         let options = match config.get_options() {
-            Some(o) => format!("{o} -c search_path={}", opts.schema),
-            None => format!("-c search_path={}", opts.schema),
+            Some(o) => format!("{o} {limits}"),
+            None => limits,
         };
         config.options(&options);
         if config.get_connect_timeout().is_none() {
@@ -395,6 +427,7 @@ impl PgStore {
             known_scopes: std::collections::HashSet::new(),
             claimed: Vec::new(),
             timeout: opts.timeout,
+            deadline: None,
         };
         store.migrate(&opts.schema)?;
         Ok(store)
@@ -434,6 +467,10 @@ impl PgStore {
         // Waiting for another server's migration may take longer than one call.
         self.run(self.timeout * 12, async move {
             let c = pool.get().await.map_err(unavailable)?;
+            // Waiting for another server's migration is not a stuck statement.
+            c.batch_execute("SET statement_timeout = 0")
+                .await
+                .map_err(pg)?;
             c.query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(pg)?;
@@ -442,7 +479,8 @@ impl PgStore {
                 .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(pg);
-            done.and(unlocked.map(drop))
+            let reset = c.batch_execute("RESET statement_timeout").await.map_err(pg);
+            done.and(unlocked.map(drop)).and(reset)
         })
     }
 
@@ -461,8 +499,21 @@ impl PgStore {
             self.claimed.clear();
             self.in_tx = true;
             self.begin_pending = true;
+            self.deadline = Some(std::time::Instant::now() + self.timeout);
         }
         Ok(())
+    }
+
+    /// How long the open group's next call may take: what is left of its
+    /// deadline (at least a millisecond, so that it fails rather than
+    /// panics), never more than one call's timeout.
+    fn left(&self) -> Duration {
+        self.deadline
+            .map_or(self.timeout, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            })
+            .min(self.timeout)
+            .max(Duration::from_millis(1))
     }
 
     /// Closes the writer's connection instead of returning it to the pool:
@@ -487,7 +538,7 @@ impl PgStore {
             return Ok(());
         }
         let out = match self.conn.as_ref() {
-            Some(c) => self.run(self.timeout, async {
+            Some(c) => self.run(self.left(), async {
                 c.batch_execute("COMMIT").await.map_err(pg)
             }),
             None => Err(unavailable("no connection")),
@@ -509,8 +560,9 @@ macro_rules! group_call {
             Err(e) => Err(e),
             Ok(()) => {
                 let begin = std::mem::take(&mut $self.begin_pending);
+                let left = $self.left();
                 let out = match $self.conn.as_ref() {
-                    Some($c) => $self.run($self.timeout, async {
+                    Some($c) => $self.run(left, async {
                         let body = $body;
                         if begin {
                             // Sent first, in order, on the one connection.
@@ -1060,9 +1112,12 @@ impl Store for PgStore {
         if std::mem::take(&mut self.begin_pending) {
             return;
         }
+        // A ROLLBACK stuck behind an abandoned statement is not waited
+        // for long: the connection is closed instead.
+        let bound = self.timeout.min(Duration::from_secs(1));
         let rolled_back = match self.conn.as_ref() {
             Some(c) => self
-                .run(self.timeout, async {
+                .run(bound, async {
                     c.batch_execute("ROLLBACK").await.map_err(pg)
                 })
                 .is_ok(),
@@ -1184,6 +1239,7 @@ impl Store for PgStore {
             known_scopes: std::collections::HashSet::new(),
             claimed: Vec::new(),
             timeout: self.timeout,
+            deadline: None,
         }))
     }
 
@@ -1318,5 +1374,30 @@ impl Store for PgStore {
         })?;
         // Ids start at 1: this server owns last - n + 1 ..= last.
         Ok(amount(last)?.saturating_sub(amount(n)?).saturating_add(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server error shows its SQLSTATE and message, not just "db error"
+    /// (opt-in: needs `BATON_TEST_POSTGRES`).
+    #[tokio::test]
+    async fn server_errors_are_described() {
+        let Ok(url) = std::env::var("BATON_TEST_POSTGRES") else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let e = client.simple_query("SELECT 1 / 0").await.unwrap_err();
+        assert_eq!(e.to_string(), "db error");
+        let StoreError::Unavailable(text) = pg(e) else {
+            panic!("not unavailable");
+        };
+        assert!(text.contains("22012"), "{text}");
+        assert!(text.contains("division by zero"), "{text}");
     }
 }
