@@ -7,18 +7,123 @@
 //! rebuilt byte for byte from it). Decoding is strict: anything unexpected
 //! is [`StoreError::Corrupt`], never a guess.
 
+use std::sync::Arc;
+
 use ciborium::Value;
 
 use super::StoreError;
 use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::ledger::{
-    IdemKey, LedgerError, Recorded, ResId, ResState, ScopeKey, ScopeState, Snapshot,
+    Holder, IdemKey, LedgerError, Recorded, ResId, ResState, Reservation, ScopeKey, ScopeState,
+    Snapshot,
 };
 use crate::pattern::ActionPattern;
 
-fn corrupt(what: &str) -> StoreError {
+/// A row that does not decode: the store was damaged or written by
+/// something else. Never guessed around.
+pub fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
+}
+
+/// An amount, count or time column. SQL integers are signed; a negative
+/// one was not written by Baton.
+pub fn amount(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt("negative amount"))
+}
+
+/// The SQL integer for an amount or time. Amounts are below `i64::MAX` by
+/// the ledger's `MAX_AMOUNT`; times are clamped rather than wrapped.
+pub fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A 32-byte block id column.
+pub fn block_column(b: &[u8]) -> Result<BlockId, StoreError> {
+    <[u8; 32]>::try_from(b)
+        .map(BlockId)
+        .map_err(|_| corrupt("block id"))
+}
+
+/// The `tools` column of a scope row: the toolset filter's text, or the
+/// empty string for an unfiltered budget. The empty string rather than
+/// NULL keeps the column usable in a primary key on every engine.
+pub fn tools_column(t: &Option<ActionPattern>) -> &str {
+    t.as_ref().map_or("", |p| p.as_str())
+}
+
+/// A scope's key from its (block_id, unit, tools) columns.
+pub fn scope_key(b: &[u8], unit: &str, tools: &str) -> Result<ScopeKey, StoreError> {
+    Ok(ScopeKey {
+        block: block_column(b)?,
+        unit: Unit::parse(unit).map_err(|_| corrupt("unit"))?,
+        tools: match tools {
+            "" => None,
+            t => Some(ActionPattern::parse(t).map_err(|_| corrupt("tools"))?),
+        },
+    })
+}
+
+/// A scope's counters from its (ceiling, spent, held) columns.
+pub fn scope_state(ceiling: i64, spent: i64, held: i64) -> Result<ScopeState, StoreError> {
+    Ok(ScopeState {
+        ceiling: amount(ceiling)?,
+        spent: amount(spent)?,
+        held: amount(held)?,
+    })
+}
+
+/// The columns every store selects for a reservation joined with its
+/// interned holder, in this order.
+pub const RESERVATION_COLUMNS: &str = "r.id, r.amount, r.charged, r.state, r.expires_at, r.finalized_at, h.id, h.chain, h.unit, h.scopes";
+
+/// A reservation row as read, before its columns are checked: each store
+/// fills one from [`RESERVATION_COLUMNS`], and [`RawReservation::parse`]
+/// is the one place that decides what a valid row is.
+pub struct RawReservation {
+    /// `r.id`: the 20-byte reservation id.
+    pub id: Vec<u8>,
+    /// `r.amount`.
+    pub amount: i64,
+    /// `r.charged`, set once committed.
+    pub charged: Option<i64>,
+    /// `r.state`: a [`ResState`] code.
+    pub state: i64,
+    /// `r.expires_at`, ms.
+    pub expires_at: i64,
+    /// `r.finalized_at`, ms, set once final.
+    pub finalized_at: Option<i64>,
+    /// `h.id`: the interned holder's id.
+    pub holder: i64,
+    /// `h.chain`: [`encode_chain`]'s bytes.
+    pub chain: Vec<u8>,
+    /// `h.unit`.
+    pub unit: String,
+    /// `h.scopes`: [`encode_scopes`]'s bytes.
+    pub scopes: Vec<u8>,
+}
+
+impl RawReservation {
+    /// Checks every column and builds the reservation.
+    pub fn parse(self) -> Result<Reservation, StoreError> {
+        let chain = decode_chain(&self.chain)?;
+        let scopes = decode_scopes(&self.scopes, &chain)?;
+        Ok(Reservation {
+            id: ResId::from_slice(&self.id).ok_or_else(|| corrupt("reservation id"))?,
+            holder: Arc::new(Holder {
+                id: amount(self.holder)?,
+                chain,
+                unit: Unit::parse(&self.unit).map_err(|_| corrupt("unit"))?,
+                scopes,
+            }),
+            amount: amount(self.amount)?,
+            charged: self.charged.map(amount).transpose()?,
+            state: ResState::from_code(amount(self.state)?)
+                .ok_or_else(|| corrupt("reservation state"))?,
+            expires_at: amount(self.expires_at)?,
+            finalized_at: self.finalized_at.map(amount).transpose()?,
+        })
+    }
 }
 
 /// The stored key of an idempotency record: the first 16 bytes of BLAKE3

@@ -32,17 +32,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{
-    decode_chain, decode_outcome, decode_scopes, encode_chain, encode_outcome, encode_scopes,
-    idem_hash,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
+    encode_chain, encode_outcome, encode_scopes, idem_hash, scope_key, scope_state, sql_int,
+    tools_column,
 };
 use super::{Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus, WorkingSet};
-use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::ledger::{
-    ActiveState, Change, Holder, IdemKey, IdemRecord, ResId, ResState, Reservation, ScopeKey,
-    ScopeState,
+    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
 };
-use crate::pattern::ActionPattern;
 
 /// The migrations, in order: the schema at version `i + 1` is the first
 /// `i + 1` of them. Never edit one that has shipped; add another.
@@ -254,39 +252,6 @@ fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
-
-fn amount(n: i64) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| corrupt("negative amount"))
-}
-
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn block(b: &[u8]) -> Result<BlockId, StoreError> {
-    <[u8; 32]>::try_from(b)
-        .map(BlockId)
-        .map_err(|_| corrupt("block id"))
-}
-
-fn tools_column(t: &Option<ActionPattern>) -> &str {
-    t.as_ref().map_or("", |p| p.as_str())
-}
-
-fn scope_key(b: &[u8], unit: &str, tools: &str) -> Result<ScopeKey, StoreError> {
-    Ok(ScopeKey {
-        block: block(b)?,
-        unit: Unit::parse(unit).map_err(|_| corrupt("unit"))?,
-        tools: match tools {
-            "" => None,
-            t => Some(ActionPattern::parse(t).map_err(|_| corrupt("tools"))?),
-        },
-    })
-}
-
 /// A scope row (block_id, unit, tools, ceiling, spent, held).
 fn scope_row(r: &Row) -> Result<(ScopeKey, ScopeState), StoreError> {
     let key = scope_key(
@@ -296,44 +261,28 @@ fn scope_row(r: &Row) -> Result<(ScopeKey, ScopeState), StoreError> {
     )?;
     Ok((
         key,
-        ScopeState {
-            ceiling: amount(r.try_get(3).map_err(pg)?)?,
-            spent: amount(r.try_get(4).map_err(pg)?)?,
-            held: amount(r.try_get(5).map_err(pg)?)?,
-        },
+        scope_state(
+            r.try_get(3).map_err(pg)?,
+            r.try_get(4).map_err(pg)?,
+            r.try_get(5).map_err(pg)?,
+        )?,
     ))
 }
 
-const RESERVATION_COLUMNS: &str = "r.id, r.amount, r.charged, r.state, r.expires_at, r.finalized_at, h.id, h.chain, h.unit, h.scopes";
-
 fn reservation_row(r: &Row) -> Result<Reservation, StoreError> {
-    let chain = decode_chain(r.try_get(7).map_err(pg)?)?;
-    let scopes = decode_scopes(r.try_get(9).map_err(pg)?, &chain)?;
-    let state: i16 = r.try_get(3).map_err(pg)?;
-    Ok(Reservation {
-        id: ResId::from_slice(r.try_get(0).map_err(pg)?)
-            .ok_or_else(|| corrupt("reservation id"))?,
-        holder: Arc::new(Holder {
-            id: amount(r.try_get(6).map_err(pg)?)?,
-            chain,
-            unit: Unit::parse(r.try_get(8).map_err(pg)?).map_err(|_| corrupt("unit"))?,
-            scopes,
-        }),
-        amount: amount(r.try_get(1).map_err(pg)?)?,
-        charged: r
-            .try_get::<_, Option<i64>>(2)
-            .map_err(pg)?
-            .map(amount)
-            .transpose()?,
-        state: ResState::from_code(amount(i64::from(state))?)
-            .ok_or_else(|| corrupt("reservation state"))?,
-        expires_at: amount(r.try_get(4).map_err(pg)?)?,
-        finalized_at: r
-            .try_get::<_, Option<i64>>(5)
-            .map_err(pg)?
-            .map(amount)
-            .transpose()?,
-    })
+    RawReservation {
+        id: r.try_get(0).map_err(pg)?,
+        amount: r.try_get(1).map_err(pg)?,
+        charged: r.try_get(2).map_err(pg)?,
+        state: i64::from(r.try_get::<_, i16>(3).map_err(pg)?),
+        expires_at: r.try_get(4).map_err(pg)?,
+        finalized_at: r.try_get(5).map_err(pg)?,
+        holder: r.try_get(6).map_err(pg)?,
+        chain: r.try_get(7).map_err(pg)?,
+        unit: r.try_get(8).map_err(pg)?,
+        scopes: r.try_get(9).map_err(pg)?,
+    }
+    .parse()
 }
 
 /// Runs a statement on the group's connection with a cached prepared
@@ -936,7 +885,7 @@ async fn revoked_rows(c: &Object, raw: &[&[u8]]) -> Result<Vec<(BlockId, u64)>, 
     .iter()
     .map(|r| {
         Ok((
-            block(r.try_get(0).map_err(pg)?)?,
+            block_column(r.try_get(0).map_err(pg)?)?,
             amount(r.try_get(1).map_err(pg)?)?,
         ))
     })
@@ -1017,7 +966,7 @@ impl Store for PgStore {
                 rows.iter()
                     .map(|r| {
                         Ok((
-                            block(r.try_get(0).map_err(pg)?)?,
+                            block_column(r.try_get(0).map_err(pg)?)?,
                             amount(r.try_get(1).map_err(pg)?)?,
                         ))
                     })
@@ -1331,7 +1280,7 @@ impl Store for PgStore {
                 .map(|r| {
                     Ok((
                         amount(r.try_get(0).map_err(pg)?)?,
-                        block(r.try_get(1).map_err(pg)?)?,
+                        block_column(r.try_get(1).map_err(pg)?)?,
                     ))
                 })
                 .collect()

@@ -14,22 +14,16 @@
 //! the history.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
-    decode_chain, decode_outcome, decode_scopes, encode_chain, encode_outcome, encode_scopes,
-    idem_hash,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
+    encode_chain, encode_outcome, encode_scopes, idem_hash, scope_key, scope_state, sql_int,
+    tools_column,
 };
 use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
-use crate::caveat::Unit;
-use crate::keys::BlockId;
-use crate::ledger::{
-    ActiveState, Change, Holder, IdemKey, IdemRecord, ResId, ResState, Reservation, ScopeKey,
-    ScopeState,
-};
-use crate::pattern::ActionPattern;
+use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
 
 /// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 3;
@@ -102,32 +96,6 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
-
-fn amount(n: i64) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| corrupt("negative amount"))
-}
-
-/// Amounts are below `i64::MAX` by the ledger's `MAX_AMOUNT`; times are
-/// clamped rather than wrapped.
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn block(b: &[u8]) -> Result<BlockId, StoreError> {
-    <[u8; 32]>::try_from(b)
-        .map(BlockId)
-        .map_err(|_| corrupt("block id"))
-}
-
-fn tools_column(t: &Option<ActionPattern>) -> &str {
-    t.as_ref().map_or("", |p| p.as_str())
-}
-
-const RESERVATION_COLUMNS: &str = "r.id, r.amount, r.charged, r.state, r.expires_at, r.finalized_at, h.id, h.chain, h.unit, h.scopes";
-
 fn reservation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawReservation> {
     Ok(RawReservation {
         id: r.get(0)?,
@@ -141,41 +109,6 @@ fn reservation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawReservation> {
         unit: r.get(8)?,
         scopes: r.get(9)?,
     })
-}
-
-struct RawReservation {
-    id: Vec<u8>,
-    amount: i64,
-    charged: Option<i64>,
-    state: i64,
-    expires_at: i64,
-    finalized_at: Option<i64>,
-    holder: i64,
-    chain: Vec<u8>,
-    unit: String,
-    scopes: Vec<u8>,
-}
-
-impl RawReservation {
-    fn parse(self) -> Result<Reservation, StoreError> {
-        let chain = decode_chain(&self.chain)?;
-        let scopes = decode_scopes(&self.scopes, &chain)?;
-        Ok(Reservation {
-            id: ResId::from_slice(&self.id).ok_or_else(|| corrupt("reservation id"))?,
-            holder: Arc::new(Holder {
-                id: amount(self.holder)?,
-                chain,
-                unit: Unit::parse(&self.unit).map_err(|_| corrupt("unit"))?,
-                scopes,
-            }),
-            amount: amount(self.amount)?,
-            charged: self.charged.map(amount).transpose()?,
-            state: ResState::from_code(amount(self.state)?)
-                .ok_or_else(|| corrupt("reservation state"))?,
-            expires_at: amount(self.expires_at)?,
-            finalized_at: self.finalized_at.map(amount).transpose()?,
-        })
-    }
 }
 
 impl SqliteStore {
@@ -419,21 +352,9 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         for row in rows {
             let (b, unit, tools, ceiling, spent, held) = row.map_err(unavailable)?;
-            let key = ScopeKey {
-                block: block(&b)?,
-                unit: Unit::parse(&unit).map_err(|_| corrupt("unit"))?,
-                tools: match tools.as_str() {
-                    "" => None,
-                    t => Some(ActionPattern::parse(t).map_err(|_| corrupt("tools"))?),
-                },
-            };
             state.scopes.push((
-                key,
-                ScopeState {
-                    ceiling: amount(ceiling)?,
-                    spent: amount(spent)?,
-                    held: amount(held)?,
-                },
+                scope_key(&b, &unit, &tools)?,
+                scope_state(ceiling, spent, held)?,
             ));
         }
         // Through the partial index: only the active rows are read.
@@ -454,7 +375,7 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         for row in rows {
             let (b, seq) = row.map_err(unavailable)?;
-            state.revoked.push((block(&b)?, amount(seq)?));
+            state.revoked.push((block_column(&b)?, amount(seq)?));
         }
         let max: i64 = c
             .query_row("SELECT coalesce(max(id), 0) FROM holders", [], |r| r.get(0))
@@ -625,7 +546,11 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Recorded, Snapshot};
+    use std::sync::Arc;
+
+    use crate::caveat::Unit;
+    use crate::keys::BlockId;
+    use crate::ledger::{Holder, Recorded, ResState, ScopeKey, ScopeState, Snapshot};
 
     fn write(s: &mut SqliteStore, changes: &[Change]) -> Result<(), StoreError> {
         s.write(&changes.iter().collect::<Vec<_>>())
