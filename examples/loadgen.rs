@@ -875,6 +875,7 @@ mod imp {
                 actual: None,
             },
             idem: key("r"),
+            proof: None,
         };
         let commit = Command {
             op: Operation::Commit {
@@ -883,6 +884,7 @@ mod imp {
                 actual: 1,
             },
             idem: key("c"),
+            proof: None,
         };
         for cmd in [reserve, commit] {
             match ledger.apply(&cmd, 10, 0) {

@@ -53,6 +53,7 @@ use crate::authority::BudgetScope;
 use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::pattern::ActionPattern;
+use crate::proof::ProofId;
 
 /// The largest amount or ceiling the ledger counts: `i64::MAX`, so that
 /// every counter fits a signed 64-bit SQL integer. A larger ceiling in a
@@ -354,6 +355,9 @@ pub struct IdemRecord {
     pub at: u64,
     /// The outcome.
     pub outcome: Recorded,
+    /// The proof of possession of the request that made the record, for a
+    /// holder-bound token: [`Command::proof`].
+    pub proof: Option<ProofId>,
 }
 
 /// A row the store must write, as part of the current transaction.
@@ -466,6 +470,12 @@ pub struct Command {
     pub op: Operation,
     /// The idempotency key and the request's fingerprint.
     pub idem: Option<(IdemKey, Fingerprint)>,
+    /// The id of the holder's proof of possession that authenticated the
+    /// request, for a holder-bound token. Kept in the idempotency record,
+    /// so that a proof replayed to another process, or after a restart
+    /// emptied the per-process replay store, meets this durable answer
+    /// (spec/http.md §1.2.1).
+    pub proof: Option<ProofId>,
 }
 
 /// A reservation and its scopes' counters, as one answer shows them.
@@ -1134,6 +1144,7 @@ impl Ledger {
                 fingerprint: *fingerprint,
                 at: now,
                 outcome: recorded,
+                proof: cmd.proof,
             };
             self.pending_idem.insert(key.clone(), rec.clone());
             self.changes.push(Change::Idempotency(key.clone(), rec));
@@ -1562,6 +1573,7 @@ mod tests {
                     [k.len() as u8; 16],
                 )
             }),
+            proof: None,
         }
     }
 

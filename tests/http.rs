@@ -904,3 +904,90 @@ async fn a_bound_token_needs_a_fresh_proof_on_every_endpoint() {
         .await;
     assert!(s.is_success(), "{s} {v}");
 }
+
+/// The replay store is per process; the idempotency record is durable and
+/// names the proof. A proof replayed to a process that never saw it (here
+/// the ledger restarted on the same database, as good as another server)
+/// meets the recorded answer: nothing is held twice.
+#[tokio::test]
+async fn a_proof_replayed_to_a_fresh_process_meets_the_durable_answer() {
+    use baton::proof::{HolderProof, ProofId};
+    use baton::{Audience, HolderKey, Request as BatonRequest};
+    let dir = std::env::temp_dir().join(format!(
+        "baton-durable-proof-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.db");
+    let clock = Arc::new(ManualClock::new(T0));
+    let start = || Harness {
+        service: Service::start(
+            Box::new(SqliteStore::open(&path).unwrap()),
+            clock.clone(),
+            WriterConfig::default(),
+        )
+        .unwrap(),
+        clock: clock.clone(),
+        _schema: None,
+    };
+    let first = start();
+    let (root, parent) = first.tree();
+    let agent = HolderKey::from_seed(&[7; 32]);
+    let bound = parent
+        .attenuate(vec![Caveat::Holder(agent.public())])
+        .unwrap();
+    let body = reserve_body(json!(3), "durable-1").to_string();
+    let now = T0 / 1000;
+    let ledger = Audience::new(baton::server::DEFAULT_AUDIENCE).unwrap();
+    let req = BatonRequest::new("baton.ledger.request", now)
+        .unwrap()
+        .operation("POST /v1/reservations")
+        .unwrap()
+        .body(body.as_bytes());
+    let proof = bound.prove(&agent, &ledger, &req, now).unwrap().to_header();
+    let send = async |h: &Harness| {
+        with_proof(
+            h,
+            "POST",
+            "/v1/reservations",
+            &bound,
+            Some(proof.clone()),
+            Some(&body),
+        )
+        .await
+    };
+    let (s, answer) = send(&first).await;
+    assert_eq!(s, StatusCode::CREATED, "{answer}");
+    // In the same process the replay store refuses it outright.
+    let (s, v) = send(&first).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_replayed"));
+    // Stop: serving with a finished shutdown future drains and joins the
+    // writer, so the database is closed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    first.service.serve(listener, async {}).await.unwrap();
+
+    // The record names the proof: BLAKE3 of the holder key and the nonce.
+    let stored: Vec<Option<Vec<u8>>> = {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let mut q = c.prepare("SELECT proof FROM idempotency").unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let nonce = *HolderProof::from_header(&proof).unwrap().nonce();
+    let id = ProofId::of(&agent.public(), &nonce);
+    assert_eq!(stored, vec![Some(id.0.to_vec())]);
+
+    // A fresh process has an empty replay store: the same proof passes it,
+    // and the idempotency record answers, byte for byte, holding nothing new.
+    let second = start();
+    let (s, v) = send(&second).await;
+    assert_eq!((s, &v), (StatusCode::CREATED, &answer));
+    let (_, v) = second.call("GET", "/v1/balances", Some(&root), None).await;
+    assert_eq!(v["scopes"][0]["held"].as_u64(), Some(3), "{v}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    second.service.serve(listener, async {}).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

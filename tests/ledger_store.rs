@@ -11,6 +11,7 @@ use baton::keys::BlockId;
 use baton::ledger::{
     CacheSizes, Command, IdemKey, Ledger, Missing, Operation, Outcome, ResId, ReserveRequest,
 };
+use baton::proof::ProofId;
 use baton::store::Store;
 use baton::store::sqlite::SqliteStore;
 use proptest::prelude::*;
@@ -104,6 +105,12 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (2u8..4).prop_map(|block| Step::Revoke { block }),
         1 => Just(Step::Restart),
     ]
+}
+
+/// A holder-bound request's proof id for some keys, none for the others:
+/// records with and without one go through the store.
+fn proof(key: u8, what: &str) -> Option<ProofId> {
+    (key % 2 == 1).then(|| ProofId(*blake3::hash(what.as_bytes()).as_bytes()))
 }
 
 fn idem(key: u8, what: &str) -> Option<(IdemKey, [u8; 16])> {
@@ -204,25 +211,30 @@ proptest! {
                             actual: *spend,
                         },
                         idem: idem(*key, &what),
+                        proof: proof(*key, &what),
                     }
                 }
                 Step::Commit { leaf, res: r, actual, key } => Command {
                     op: Operation::Commit { chain: chain(*leaf), id: res(&made, *r), actual: *actual },
                     idem: idem(*key, &what),
+                        proof: proof(*key, &what),
                 },
                 Step::Release { leaf, res: r, key } => Command {
                     op: Operation::Release { chain: chain(*leaf), id: res(&made, *r) },
                     idem: idem(*key, &what),
+                        proof: proof(*key, &what),
                 },
                 Step::Extend { leaf, res: r, ttl, key } => Command {
                     op: Operation::Extend { chain: chain(*leaf), id: res(&made, *r), ttl_ms: *ttl },
                     idem: idem(*key, &what),
+                        proof: proof(*key, &what),
                 },
                 Step::Get { leaf, res: r } => Command {
                     op: Operation::Get { chain: chain(*leaf), id: res(&made, *r) },
                     idem: None,
+                    proof: None,
                 },
-                Step::Replay { key } => Command { op: Operation::Replay, idem: idem(*key, "replay") },
+                Step::Replay { key } => Command { op: Operation::Replay, idem: idem(*key, "replay"), proof: None },
                 Step::Retry { n } if !sent.is_empty() => sent[usize::from(*n) % sent.len()].clone(),
                 Step::Retry { .. } => continue,
                 Step::Tick { ms } => {

@@ -115,14 +115,38 @@ impl Cluster {
         token: Option<&Token>,
         body: Option<Value>,
     ) -> (StatusCode, Value, Vec<u8>) {
+        self.call_raw(
+            server,
+            method,
+            path,
+            token,
+            body.map(|b| b.to_string()),
+            None,
+        )
+        .await
+    }
+
+    /// [`Cluster::call`] with the body as sent and a `Baton-Proof` header.
+    async fn call_raw(
+        &self,
+        server: usize,
+        method: &str,
+        path: &str,
+        token: Option<&Token>,
+        body: Option<String>,
+        proof: Option<&str>,
+    ) -> (StatusCode, Value, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {}", t.to_text()));
         }
+        if let Some(p) = proof {
+            req = req.header("baton-proof", p);
+        }
         let req = match body {
             Some(b) => req
                 .header("content-type", "application/json")
-                .body(Body::from(b.to_string())),
+                .body(Body::from(b)),
             None => req.body(Body::empty()),
         }
         .unwrap();
@@ -517,4 +541,65 @@ fn a_group_stuck_on_a_lock_fails_in_time_and_leaves_no_waiting_statement() {
     b.begin().unwrap();
     b.lock_scopes(&[(key, 100)]).unwrap();
     b.write(&[]).unwrap();
+}
+
+/// Each server's replay store knows only its own proofs; the idempotency
+/// record, shared through the database, names the proof and answers a
+/// replay of it on any server (spec/http.md §1.2.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_replayed_to_another_server_meets_the_durable_answer() {
+    use baton::proof::{HolderProof, ProofId};
+    use baton::{Audience, HolderKey, Request as BatonRequest};
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "proof", 2);
+    let (_, parent) = c.tree();
+    let agent = HolderKey::from_seed(&[5; 32]);
+    let bound = parent
+        .attenuate(vec![Caveat::Holder(agent.public())])
+        .unwrap();
+    let sent = body(3, "bound-1", 5_000).to_string();
+    let now = T0 / 1000;
+    let req = BatonRequest::new("baton.ledger.request", now)
+        .unwrap()
+        .operation("POST /v1/reservations")
+        .unwrap()
+        .body(sent.as_bytes());
+    let ledger = Audience::new(baton::server::DEFAULT_AUDIENCE).unwrap();
+    let proof = bound.prove(&agent, &ledger, &req, now).unwrap().to_header();
+    let send = async |server: usize| {
+        c.call_raw(
+            server,
+            "POST",
+            "/v1/reservations",
+            Some(&bound),
+            Some(sent.clone()),
+            Some(&proof),
+        )
+        .await
+    };
+    let (s, v, first) = send(0).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v, _) = send(0).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "proof_replayed"));
+    // Server 1 never saw the proof: the shared record answers it.
+    let (s, _, again) = send(1).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(again, first, "the recorded answer, byte for byte");
+    assert_eq!(c.scope(1, &parent).await, (0, 3), "held once");
+    // The record names the proof.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            &format!("SELECT proof FROM {}.idempotency", c._schema.name),
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: Vec<Option<Vec<u8>>> = rows.iter().map(|r| r.get(0)).collect();
+    let nonce = *HolderProof::from_header(&proof).unwrap().nonce();
+    let id = ProofId::of(&agent.public(), &nonce);
+    assert_eq!(stored, vec![Some(id.0.to_vec())]);
 }

@@ -118,15 +118,22 @@ fn pg_schema(s: &str) -> Result<String, String> {
     }
 }
 
-/// At least a minute: a shorter window would forget keys that clients
-/// are still retrying.
+/// At least two minutes. A shorter window would forget keys that clients
+/// are still retrying, and it must outlive every proof of possession the
+/// record answers for: a proof is accepted at most 70 s after its first
+/// use (60 s back, 10 s ahead), and a replay of it to a process whose
+/// replay store never saw it is stopped only by the record (spec/http.md
+/// §1.2.1). Two minutes leave 50 s for clock differences between servers.
 fn parse_retain(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < std::time::Duration::from_secs(60) {
-        return Err("the retention window must be at least 1 minute".into());
+    if d < MIN_RETAIN {
+        return Err("the retention window must be at least 2 minutes".into());
     }
     Ok(d)
 }
+
+/// The shortest `--retain` window: see [`parse_retain`].
+pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl ServeArgs {
     /// The writer's configuration from these flags.
@@ -462,4 +469,24 @@ fn init_logs(json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_window_outlives_every_proof() {
+        // A proof lives at most 70 s after its first use; the window must
+        // be longer, whatever the spelling.
+        for short in ["1m", "60s", "119s", "1s"] {
+            assert!(parse_retain(short).is_err(), "{short}");
+        }
+        assert_eq!(parse_retain("2m"), Ok(MIN_RETAIN));
+        assert_eq!(
+            parse_retain("24h"),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        assert!(parse_retain("soon").is_err());
+    }
 }

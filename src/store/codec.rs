@@ -19,6 +19,7 @@ use crate::ledger::{
     Snapshot,
 };
 use crate::pattern::ActionPattern;
+use crate::proof::ProofId;
 
 /// A row that does not decode: the store was damaged or written by
 /// something else. Never guessed around.
@@ -50,6 +51,17 @@ pub fn block_column(b: &[u8]) -> Result<BlockId, StoreError> {
 /// NULL keeps the column usable in a primary key on every engine.
 pub fn tools_column(t: &Option<ActionPattern>) -> &str {
     t.as_ref().map_or("", |p| p.as_str())
+}
+
+/// The `proof` column of an idempotency record: NULL, or a 32-byte
+/// [`ProofId`].
+pub fn proof_column(b: Option<&[u8]>) -> Result<Option<ProofId>, StoreError> {
+    b.map(|b| {
+        <[u8; 32]>::try_from(b)
+            .map(ProofId)
+            .map_err(|_| corrupt("proof id"))
+    })
+    .transpose()
 }
 
 /// A scope's key from its (block_id, unit, tools) columns.

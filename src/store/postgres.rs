@@ -33,8 +33,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::codec::{
     RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, scope_key, scope_state, sql_int,
-    tools_column,
+    encode_chain, encode_outcome, encode_scopes, idem_hash, proof_column, scope_key, scope_state,
+    sql_int, tools_column,
 };
 use super::{Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus, WorkingSet};
 use crate::keys::BlockId;
@@ -99,6 +99,11 @@ CREATE TABLE counters (
     value BIGINT NOT NULL CHECK (value >= 0)
 );
 INSERT INTO counters (name, value) VALUES ('holders', 0), ('revocations', 0), ('keys', 0);
+",
+    // 2: the proof of possession behind an idempotency record (nullable, no
+    // default: a catalogue change only, on every engine).
+    "
+ALTER TABLE idempotency ADD COLUMN proof BYTEA CHECK (proof IS NULL OR length(proof) = 32);
 ",
 ];
 
@@ -608,6 +613,7 @@ struct Rows<'a> {
     idem_at: Vec<i64>,
     idem_fp: Vec<&'a [u8]>,
     idem_outcome: Vec<Vec<u8>>,
+    idem_proof: Vec<Option<&'a [u8]>>,
     rev_seq: Vec<i64>,
     rev_tree: Vec<&'a [u8]>,
     rev_block: Vec<&'a [u8]>,
@@ -645,6 +651,8 @@ impl<'a> Rows<'a> {
                     r.idem_at.push(sql_int(rec.at));
                     r.idem_fp.push(&rec.fingerprint);
                     r.idem_outcome.push(encode_outcome(&rec.outcome));
+                    r.idem_proof
+                        .push(rec.proof.as_ref().map(|p| p.0.as_slice()));
                 }
                 Change::Revoke { tree, block, seq } => {
                     r.rev_seq.push(sql_int(*seq));
@@ -674,10 +682,10 @@ const W_RESERVATIONS: &str = "INSERT INTO reservations (id, holder, amount, char
              SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int2[], $6::int8[], $7::int8[])
              ON CONFLICT (id) DO UPDATE SET charged = excluded.charged, state = excluded.state,
                  expires_at = excluded.expires_at, finalized_at = excluded.finalized_at";
-const W_IDEMPOTENCY: &str = "INSERT INTO idempotency (h, at, fingerprint, outcome)
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
+const W_IDEMPOTENCY: &str = "INSERT INTO idempotency (h, at, fingerprint, outcome, proof)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::bytea[])
              ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
-                 outcome = excluded.outcome";
+                 outcome = excluded.outcome, proof = excluded.proof";
 const W_UNCLAIM: &str = "DELETE FROM idempotency WHERE h = ANY($1)";
 const W_REVOCATIONS: &str = "INSERT INTO revocations (seq, tree, block_id)
              SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
@@ -768,7 +776,13 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         execute(
             c,
             W_IDEMPOTENCY,
-            &[&r.idem_h, &r.idem_at, &r.idem_fp, &r.idem_outcome],
+            &[
+                &r.idem_h,
+                &r.idem_at,
+                &r.idem_fp,
+                &r.idem_outcome,
+                &r.idem_proof,
+            ],
         )
         .await
         .map(drop)
@@ -920,7 +934,7 @@ async fn claim(
     if !rest.is_empty() {
         for r in query(
             c,
-            "SELECT h, at, fingerprint, outcome FROM idempotency WHERE h = ANY($1)",
+            "SELECT h, at, fingerprint, outcome, proof FROM idempotency WHERE h = ANY($1)",
             &[&rest],
         )
         .await?
@@ -931,6 +945,7 @@ async fn claim(
                 at: amount(r.try_get(1).map_err(pg)?)?,
                 fingerprint: fp.try_into().map_err(|_| corrupt("fingerprint"))?,
                 outcome: decode_outcome(r.try_get(3).map_err(pg)?)?,
+                proof: proof_column(r.try_get(4).map_err(pg)?)?,
             };
             found.push((h, rec));
         }

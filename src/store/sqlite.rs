@@ -19,14 +19,24 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
     RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, scope_key, scope_state, sql_int,
-    tools_column,
+    encode_chain, encode_outcome, encode_scopes, idem_hash, proof_column, scope_key, scope_state,
+    sql_int, tools_column,
 };
 use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
 use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
 
 /// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
+
+/// Upgrades from earlier versions, each to the next: `(from, sql)`. A
+/// fresh database gets [`SCHEMA`] at [`SCHEMA_VERSION`] directly.
+const UPGRADES: &[(i64, &str)] = &[
+    // 3 → 4: the proof of possession behind an idempotency record.
+    (
+        3,
+        "ALTER TABLE idempotency ADD COLUMN proof BLOB CHECK (proof IS NULL OR length(proof) = 32);",
+    ),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE scopes (
@@ -69,7 +79,9 @@ CREATE TABLE idempotency (
     h BLOB NOT NULL UNIQUE CHECK (length(h) = 16),
     at BIGINT NOT NULL,
     fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 16),
-    outcome BLOB NOT NULL
+    outcome BLOB NOT NULL,
+    -- The holder's proof id, for a holder-bound token's request.
+    proof BLOB CHECK (proof IS NULL OR length(proof) = 32)
 );
 CREATE TABLE root_keys (
     kid TEXT PRIMARY KEY,
@@ -155,6 +167,17 @@ impl SqliteStore {
                 tx.commit().map_err(unavailable)?;
             }
             SCHEMA_VERSION => {}
+            found if UPGRADES.first().is_some_and(|(from, _)| found >= *from) => {
+                // One transaction: a crash mid-upgrade leaves the old
+                // version, which the next start upgrades again.
+                let tx = conn.unchecked_transaction().map_err(unavailable)?;
+                for (from, sql) in UPGRADES.iter().filter(|(from, _)| *from >= found) {
+                    tx.execute_batch(sql).map_err(unavailable)?;
+                    tx.pragma_update(None, "user_version", from + 1)
+                        .map_err(unavailable)?;
+                }
+                tx.commit().map_err(unavailable)?;
+            }
             found => {
                 return Err(StoreError::Version {
                     found,
@@ -185,7 +208,7 @@ impl SqliteStore {
     fn idem(&self, key: &IdemKey) -> Result<Option<IdemRecord>, StoreError> {
         let mut q = self
             .conn
-            .prepare_cached("SELECT at, fingerprint, outcome FROM idempotency WHERE h = ?1")
+            .prepare_cached("SELECT at, fingerprint, outcome, proof FROM idempotency WHERE h = ?1")
             .map_err(unavailable)?;
         let row = q
             .query_row([idem_hash(key).as_slice()], |r| {
@@ -193,11 +216,12 @@ impl SqliteStore {
                     r.get::<_, i64>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
                 ))
             })
             .optional()
             .map_err(unavailable)?;
-        row.map(|(at, fp, outcome)| {
+        row.map(|(at, fp, outcome, proof)| {
             Ok(IdemRecord {
                 at: amount(at)?,
                 fingerprint: fp
@@ -205,6 +229,7 @@ impl SqliteStore {
                     .try_into()
                     .map_err(|_| corrupt("fingerprint"))?,
                 outcome: decode_outcome(&outcome)?,
+                proof: proof_column(proof.as_deref())?,
             })
         })
         .transpose()
@@ -261,9 +286,9 @@ impl SqliteStore {
             // upsert keeps that from failing a whole group.
             let mut idem = self.conn
                 .prepare_cached(
-                    "INSERT INTO idempotency (h, at, fingerprint, outcome) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO idempotency (h, at, fingerprint, outcome, proof) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (h) DO UPDATE SET at = excluded.at, fingerprint = excluded.fingerprint,
-                         outcome = excluded.outcome",
+                         outcome = excluded.outcome, proof = excluded.proof",
                 )
                 .map_err(unavailable)?;
             let mut revoke = self
@@ -312,7 +337,8 @@ impl SqliteStore {
                             idem_hash(k).as_slice(),
                             sql_int(rec.at),
                             rec.fingerprint.as_slice(),
-                            encode_outcome(&rec.outcome)
+                            encode_outcome(&rec.outcome),
+                            rec.proof.as_ref().map(|p| p.0.as_slice())
                         ])
                         .map(drop)
                         .map_err(unavailable),
@@ -551,6 +577,7 @@ mod tests {
     use crate::caveat::Unit;
     use crate::keys::BlockId;
     use crate::ledger::{Holder, Recorded, ResState, ScopeKey, ScopeState, Snapshot};
+    use crate::proof::ProofId;
 
     fn write(s: &mut SqliteStore, changes: &[Change]) -> Result<(), StoreError> {
         s.write(&changes.iter().collect::<Vec<_>>())
@@ -609,6 +636,8 @@ mod tests {
                         }],
                     },
                 },
+                // One record with a proof id, one without: both read back.
+                proof: (key == "k1").then_some(ProofId([9; 32])),
             },
         )
     }
@@ -671,6 +700,55 @@ mod tests {
         );
         let other = idem("nope", 0).0;
         assert_eq!(s.idempotency(&[k, other]).unwrap(), vec![Some(rec), None]);
+    }
+
+    #[test]
+    fn a_version_3_database_is_upgraded_in_place() {
+        let dir = std::env::temp_dir().join(format!("baton-v3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        let (old_key, old_rec) = idem("old", 10);
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            write(
+                &mut s,
+                &[Change::Idempotency(
+                    old_key.clone(),
+                    IdemRecord {
+                        proof: None,
+                        ..old_rec.clone()
+                    },
+                )],
+            )
+            .unwrap();
+            // What version 3 was: no proof column.
+            s.conn
+                .execute_batch(
+                    "ALTER TABLE idempotency DROP COLUMN proof; PRAGMA user_version = 3;",
+                )
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (k, rec) = idem("k1", 20);
+        write(&mut s, &[Change::Idempotency(k.clone(), rec.clone())]).unwrap();
+        assert_eq!(
+            s.idempotency(&[old_key, k]).unwrap(),
+            vec![
+                Some(IdemRecord {
+                    proof: None,
+                    ..old_rec
+                }),
+                Some(rec)
+            ]
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -790,7 +868,7 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::Version {
                 found: 2,
-                expected: 3
+                expected: SCHEMA_VERSION
             })
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -170,6 +170,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authn {
 /// its holder's `Baton-Proof` for this very request, checked here for
 /// every endpoint and recorded in the replay store.
 pub(crate) fn bearer(state: &AppState, authn: &Authn) -> Result<Token, ApiError> {
+    bearer_with_proof(state, authn).map(|(token, _)| token)
+}
+
+/// [`bearer`], with the id of the holder's proof when the token is bound:
+/// the idempotent endpoints keep it in their durable record.
+pub(crate) fn bearer_with_proof(
+    state: &AppState,
+    authn: &Authn,
+) -> Result<(Token, Option<crate::proof::ProofId>), ApiError> {
     let headers = &authn.headers;
     let value = headers
         .get(header::AUTHORIZATION)
@@ -196,10 +205,12 @@ pub(crate) fn bearer(state: &AppState, authn: &Authn) -> Result<Token, ApiError>
         };
         ApiError::new(status, e.code(), &e.to_string())
     })?;
-    if token.holder().is_some() {
-        check_proof(state, &verifier, &token, authn)?;
-    }
-    Ok(token)
+    let proof = if token.holder().is_some() {
+        check_proof(state, &verifier, &token, authn)?
+    } else {
+        None
+    };
+    Ok((token, proof))
 }
 
 /// Checks a bound token's proof for this request (spec/http.md §2.3).
@@ -208,7 +219,7 @@ fn check_proof(
     verifier: &crate::Verifier,
     token: &Token,
     authn: &Authn,
-) -> Result<(), ApiError> {
+) -> Result<Option<crate::proof::ProofId>, ApiError> {
     let proof_error = |e: crate::ProofError| {
         let status = if e == crate::ProofError::Unavailable {
             503
@@ -242,16 +253,13 @@ fn check_proof(
         (Some(v), None) => request.with_proof_header(v.to_str().unwrap_or("")),
         (Some(_), Some(_)) => request.with_proof_header(""),
     };
-    verifier
-        .check_proof(token, &request)
-        .map(drop)
-        .map_err(|e| match e {
-            crate::AuthorizeError::Proof(p) => proof_error(p),
-            crate::AuthorizeError::Invalid(crate::VerifyError::Revoked { .. }) => {
-                ApiError::new(403, e.code(), &e.to_string())
-            }
-            _ => ApiError::new(401, e.code(), &e.to_string()),
-        })
+    verifier.check_proof(token, &request).map_err(|e| match e {
+        crate::AuthorizeError::Proof(p) => proof_error(p),
+        crate::AuthorizeError::Invalid(crate::VerifyError::Revoked { .. }) => {
+            ApiError::new(403, e.code(), &e.to_string())
+        }
+        _ => ApiError::new(401, e.code(), &e.to_string()),
+    })
 }
 
 /// An action request as JSON.

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ActionBody, ApiError, DEFAULT_TTL_MS, amount, authorize, bearer, fingerprint, idem_key,
-    json_body, now_secs, respond, run, ttl, unavailable,
+    ActionBody, ApiError, DEFAULT_TTL_MS, amount, authorize, bearer, bearer_with_proof,
+    fingerprint, idem_key, json_body, now_secs, respond, run, ttl, unavailable,
 };
 use crate::caveat::Unit;
 use crate::ledger::{Command, Operation, Outcome, ResId, ReserveRequest};
@@ -61,7 +61,7 @@ async fn reserve_like(
     body: Result<Json<ReserveBody>, JsonRejection>,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&state, &headers)?;
+    let (token, proof) = bearer_with_proof(&state, &headers)?;
     let b = json_body(body)?;
     let amt = amount(&b.amount, "amount")?;
     if amt == 0 {
@@ -108,6 +108,7 @@ async fn reserve_like(
             let cmd = Command {
                 op: Operation::Replay,
                 idem: Some((idem, fp)),
+                proof,
             };
             return match run(&state, cmd, kind.name()).await? {
                 o @ (Outcome::Done { .. } | Outcome::Refused(_)) => {
@@ -128,6 +129,7 @@ async fn reserve_like(
     let cmd = Command {
         op: Operation::Reserve { req, actual },
         idem: Some((idem, fp)),
+        proof,
     };
     let outcome = run(&state, cmd, kind.name()).await?;
     Ok(respond(&state, &outcome, kind.name()))
@@ -171,6 +173,7 @@ pub(crate) async fn get_reservation(
             id,
         },
         idem: None,
+        proof: None,
     };
     let outcome = run(&state, cmd, "get").await?;
     Ok(respond(&state, &outcome, "get"))
@@ -211,7 +214,7 @@ async fn finish(
     body: Result<Json<FinishBody>, JsonRejection>,
     kind: Finish,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&state, &headers)?;
+    let (token, proof) = bearer_with_proof(&state, &headers)?;
     let b = json_body(body)?;
     let idem = idem_key(&token, &b.idempotency_key)?;
     let chain = token.block_ids().to_vec();
@@ -267,6 +270,7 @@ async fn finish(
     let cmd = Command {
         op,
         idem: Some((idem, fp)),
+        proof,
     };
     let outcome = run(&state, cmd, kind.name()).await?;
     Ok(respond(&state, &outcome, kind.name()))
