@@ -916,7 +916,11 @@ impl Ledger {
             }
         }
         for (k, v) in self.fetched_res.drain() {
-            if let Some(v) = v {
+            // Only a final state may be cached across groups: an active
+            // reservation read for a replay is another server's to change.
+            if let Some(v) = v
+                && v.state != ResState::Active
+            {
                 self.finalized.insert(k, v);
             }
         }
@@ -1085,6 +1089,20 @@ impl Ledger {
             self.fetched_idem.insert(key, rec);
         }
         next
+    }
+
+    /// Supplies the reservations that replayed records name, as
+    /// [`Self::supply`] returned them in [`Missing::reservations`]. They are
+    /// read, not locked, on a shared store (`Store::read_reservations`), so
+    /// they never join the working set, even when active: a replay only
+    /// shows them, and nothing in the group may change them.
+    pub fn supply_replayed(
+        &mut self,
+        reservations: impl IntoIterator<Item = (ResId, Option<Reservation>)>,
+    ) {
+        for (id, r) in reservations {
+            self.fetched_res.insert(id, r);
+        }
     }
 
     /// Applies one command at `now` (ms), with `grace` ms past a hold's
@@ -1922,6 +1940,37 @@ mod tests {
         assert_eq!(l.scope(&key(0), 0).spent, 200_000);
         assert!(l.pending_idem.is_empty() && l.pending_final.is_empty());
         l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_reservation_read_for_a_replay_is_never_changed_or_kept_while_active() {
+        // Two reservations as another server left them: one active and
+        // long due, one committed.
+        let mut other = Ledger::default();
+        for (n, key) in [(1, "a"), (2, "b")] {
+            let out = other.apply(&cmd(reserve(n, 2, 1), Some(key)), 0, 0);
+            assert!(matches!(out, Outcome::Done { created: true, .. }));
+        }
+        other.settle();
+        let active = other.active[&id(1)].clone();
+        let mut committed = other.active[&id(2)].clone();
+        committed.state = ResState::Committed;
+        committed.charged = Some(1);
+        committed.finalized_at = Some(5);
+
+        let mut l = Ledger::shared(vec![], CacheSizes::all(8));
+        l.supply_replayed([
+            (active.id, Some(active.clone())),
+            (committed.id, Some(committed.clone())),
+        ]);
+        assert_eq!(l.lookup(&active.id), Some(&active), "shown to the replay");
+        // Read without a lock: a tick in the same group must not expire it.
+        assert!(l.expire(u64::MAX / 2, 0).is_empty());
+        assert!(l.changes.is_empty());
+        l.settle();
+        // After the group only the final state is kept warm.
+        assert!(!l.in_memory(&active.id));
+        assert_eq!(l.lookup(&committed.id), Some(&committed));
     }
 
     #[test]

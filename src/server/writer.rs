@@ -366,8 +366,8 @@ fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<()
     if !next.reservations.is_empty() {
         next.reservations.sort();
         next.reservations.dedup();
-        let res = store.reservations(&next.reservations)?;
-        ledger.supply([], next.reservations.into_iter().zip(res));
+        let res = store.read_reservations(&next.reservations)?;
+        ledger.supply_replayed(next.reservations.into_iter().zip(res));
     }
     Ok(())
 }

@@ -171,6 +171,16 @@ pub trait Store: Send + 'static {
     /// Whether the store answers.
     fn ping(&mut self) -> Result<(), StoreError>;
 
+    /// Reservations read only to answer replays (their idempotency records
+    /// name them), inside the group's transaction. A shared store need not
+    /// lock them: the group changes none of them (every reservation a
+    /// command targets was read by [`Store::lookup`]), and locking them
+    /// after that look-up would break the one lock order. By default,
+    /// [`Store::reservations`].
+    fn read_reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+        self.reservations(ids)
+    }
+
     /// [`Store::idempotency`] and [`Store::reservations`] together, in that
     /// order: a backend may send both at once.
     fn lookup(&mut self, keys: &[IdemKey], ids: &[ResId]) -> Result<Looked, StoreError> {

@@ -1005,6 +1005,33 @@ impl Store for PgStore {
         self.lookup(&[], ids).map(|(_, r)| r)
     }
 
+    fn read_reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+        // No FOR UPDATE: a replay only shows the reservation's holder, which
+        // never changes; taking row locks here, after the look-up's, would
+        // lock reservations out of id order and deadlock with another
+        // server's group (PostgreSQL breaks it after deadlock_timeout).
+        let found: Vec<Reservation> = group_call!(self, c => async {
+            query(
+                c,
+                &format!(
+                    "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN holders h ON h.id = r.holder
+                     WHERE r.id = ANY($1)"
+                ),
+                &[&raw],
+            )
+            .await?
+            .iter()
+            .map(reservation_row)
+            .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut found: HashMap<ResId, Reservation> = found.into_iter().map(|r| (r.id, r)).collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
+    }
+
     fn lookup(&mut self, keys: &[IdemKey], ids: &[ResId]) -> Result<Looked, StoreError> {
         if keys.is_empty() && ids.is_empty() {
             return Ok((Vec::new(), Vec::new()));
