@@ -902,8 +902,22 @@ fn valid(
     seeds: Vec<Seed>,
     requests: Vec<Req>,
 ) -> Vector {
+    valid_for(name, description, keys, token, seeds, requests, None)
+}
+
+/// [`valid`], with the verifier's audience for holders' proofs.
+fn valid_for(
+    name: &str,
+    description: &str,
+    keys: &[&RootKey],
+    token: &Token,
+    seeds: Vec<Seed>,
+    requests: Vec<Req>,
+    audience: Option<&str>,
+) -> Vector {
     let root_public_keys: Vec<String> = keys.iter().map(|k| k.public().to_text()).collect();
     let v = verifier(&root_public_keys, CLOCK_SKEW).expect("the generator's keys are valid");
+    let v = with_audience(v, audience).expect("valid audience");
     let text = token.to_text();
     let verified = v
         .verify_text(&text)
@@ -931,7 +945,7 @@ fn valid(
         expected: Expected::Valid,
         root_public_keys,
         clock_skew_seconds: CLOCK_SKEW,
-        audience: None,
+        audience: audience.map(str::to_owned),
         token: text,
         token_hex: None,
         authority: Some(authority_json(&verified)),
@@ -2315,56 +2329,15 @@ fn valid_bound(
     seeds: Vec<Seed>,
     requests: Vec<Req>,
 ) -> Vector {
-    let mut v = valid_with(name, description, token, seeds, requests, Some(AUDIENCE));
-    v.audience = Some(AUDIENCE.to_owned());
-    v
-}
-
-fn valid_with(
-    name: &str,
-    description: &str,
-    token: &Token,
-    seeds: Vec<Seed>,
-    requests: Vec<Req>,
-    audience: Option<&str>,
-) -> Vector {
-    let root_public_keys = vec![issuer().public().to_text()];
-    let v = verifier(&root_public_keys, CLOCK_SKEW).expect("the generator's keys are valid");
-    let v = with_audience(v, audience).expect("valid audience");
-    let text = token.to_text();
-    let verified = v
-        .verify_text(&text)
-        .unwrap_or_else(|e| panic!("vector {name}: should verify, library says {}", e.code()));
-    let requests = requests
-        .into_iter()
-        .map(|r| {
-            let mut case = r.case;
-            let got = decide(&v, &verified, &case);
-            match (&got, r.deny) {
-                (Decision::Allow { .. }, None) => {}
-                (Decision::Deny { code }, Some(want)) if code == want => {}
-                _ => panic!(
-                    "vector {name}, request {:?}: stated {:?}, library decides {got:?}",
-                    case.note, r.deny
-                ),
-            }
-            case.expected = got;
-            case
-        })
-        .collect();
-    Vector {
-        name: name.to_owned(),
-        description: description.to_owned(),
-        expected: Expected::Valid,
-        root_public_keys,
-        clock_skew_seconds: CLOCK_SKEW,
-        audience: None,
-        token: text,
-        token_hex: None,
-        authority: Some(authority_json(&verified)),
-        requests,
+    valid_for(
+        name,
+        description,
+        &[&issuer()],
+        token,
         seeds,
-    }
+        requests,
+        Some(AUDIENCE),
+    )
 }
 
 fn holder_vectors() -> Vec<Vector> {
