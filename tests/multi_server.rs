@@ -1087,37 +1087,110 @@ fn summary(test: &str, sh: &Shared, logs: &[ClientLog], began: Instant) {
     );
 }
 
+/// One load test's world: its own database, `n` servers on it (through a
+/// cuttable proxy if asked), a minted tree and the clients' shared state.
+struct LoadTest {
+    test: &'static str,
+    began: Instant,
+    seed: u64,
+    db: TestDb,
+    proxy: Option<Proxy>,
+    work: WorkDir,
+    servers: Arc<Mutex<Vec<Server>>>,
+    sh: Arc<Shared>,
+    clients: usize,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl LoadTest {
+    /// `None` when PostgreSQL is not configured (the test then passes).
+    async fn start(
+        test: &'static str,
+        servers: usize,
+        clients: usize,
+        via_proxy: bool,
+    ) -> Option<Self> {
+        let base = postgres_or_skip(test)?;
+        let serial = ONE_AT_A_TIME.lock().await;
+        let began = Instant::now();
+        let db = TestDb::create(&base, test).await;
+        let proxy = match via_proxy {
+            true => Some(Proxy::start(db.url.addr()).await),
+            false => None,
+        };
+        let store = match &proxy {
+            Some(p) => db.url.via(p.addr).to_string(),
+            None => db.url.to_string(),
+        };
+        let work = WorkDir::new(&format!("multi-{test}"));
+        let (servers, admin) = start_servers(&work, &store, servers);
+        let http = common::http_client(clients);
+        let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let tree = mint_tree(&http, &urls[0], &admin).await;
+        Some(Self {
+            test,
+            began,
+            seed: seed(test),
+            db,
+            proxy,
+            work,
+            servers: Arc::new(Mutex::new(servers)),
+            sh: shared(http, urls, tree),
+            clients,
+            _serial: serial,
+        })
+    }
+
+    /// Runs the load with the database monitor beside it until `during`
+    /// ends; returns the clients' logs and how often the monitor read the
+    /// scopes.
+    async fn run<F>(&self, during: F) -> (Vec<ClientLog>, u64)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let stop_monitor = Arc::new(AtomicBool::new(false));
+        let monitor = tokio::spawn(monitor(
+            TestDbClient(self.db.connect().await),
+            stop_monitor.clone(),
+            self.sh.tree.spenders[0].block().to_owned(),
+        ));
+        let logs = run_load(&self.sh, self.clients, self.seed, during).await;
+        stop_monitor.store(true, Ordering::SeqCst);
+        let samples = monitor.await.expect("the monitor failed (see its panic)");
+        summary(self.test, &self.sh, &logs, self.began);
+        (logs, samples)
+    }
+
+    /// Checks the log against the database and the servers `live`, then
+    /// stops them.
+    async fn finish(mut self, logs: &[ClientLog], live: &[usize]) {
+        let client = self.db.connect().await;
+        verify(self.test, &self.sh, &client, logs, live).await;
+        let mut servers = self.servers.lock().expect("servers");
+        for &i in live {
+            servers[i].terminate();
+        }
+        drop(servers);
+        self.work.passed = true;
+        eprintln!(
+            "{}: done in {:.1} s",
+            self.test,
+            self.began.elapsed().as_secs_f64()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_keep_every_rule_under_load() {
-    const TEST: &str = "three_servers";
-    let Some(base) = postgres_or_skip(TEST) else {
+    let Some(t) = LoadTest::start("three_servers", 3, 64, false).await else {
         return;
     };
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let began = Instant::now();
-    let seed = seed(TEST);
-    let db = TestDb::create(&base, "multi").await;
-    let mut work = WorkDir::new("multi-server");
-    let (mut servers, admin) = start_servers(&work, &db.url.to_string(), 3);
-    let http = common::http_client(64);
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let tree = mint_tree(&http, &urls[0], &admin).await;
-    let sh = shared(http, urls, tree);
-
-    let stop_monitor = Arc::new(AtomicBool::new(false));
-    let monitor = tokio::spawn(monitor(
-        TestDbClient(db.connect().await),
-        stop_monitor.clone(),
-        sh.tree.spenders[0].block().to_owned(),
-    ));
-    let logs = run_load(&sh, 64, seed, tokio::time::sleep(Duration::from_secs(20))).await;
-    stop_monitor.store(true, Ordering::SeqCst);
-    let samples = monitor.await.expect("the monitor failed (see its panic)");
-    summary(TEST, &sh, &logs, began);
+    let (logs, samples) = t.run(tokio::time::sleep(Duration::from_secs(20))).await;
     assert!(
         samples > 10,
         "the monitor read the scopes only {samples} times"
     );
+    let sh = &t.sh;
     assert!(sh.acked() > 1000, "too little work to mean anything");
     for (i, a) in sh.acked_by.iter().enumerate() {
         assert!(a.load(Ordering::SeqCst) > 100, "server {i} did little work");
@@ -1126,38 +1199,21 @@ async fn three_servers_keep_every_rule_under_load() {
         sh.refused.load(Ordering::SeqCst) > 0,
         "no budget ran out: the ceilings were never tested"
     );
-    let client = db.connect().await;
-    verify(TEST, &sh, &client, &logs, &[0, 1, 2]).await;
-    for s in &mut servers {
-        s.terminate();
-    }
-    work.passed = true;
-    eprintln!("{TEST}: done in {:.1} s", began.elapsed().as_secs_f64());
+    t.finish(&logs, &[0, 1, 2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_one_server_loses_and_doubles_nothing() {
     const TEST: &str = "kill_9";
-    let Some(base) = postgres_or_skip(TEST) else {
+    let Some(t) = LoadTest::start(TEST, 3, 48, false).await else {
         return;
     };
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let began = Instant::now();
-    let seed = seed(TEST);
-    let db = TestDb::create(&base, "kill").await;
-    let mut work = WorkDir::new("multi-kill");
-    let (servers, admin) = start_servers(&work, &db.url.to_string(), 3);
-    let http = common::http_client(48);
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let tree = mint_tree(&http, &urls[0], &admin).await;
-    let sh = shared(http, urls, tree);
-    let servers = Arc::new(Mutex::new(servers));
-
     let killed_at = Arc::new(AtomicU64::new(0));
     let acked_at_kill = Arc::new(AtomicU64::new(0));
     let scenario = {
-        let sh = sh.clone();
-        let servers = servers.clone();
+        let sh = t.sh.clone();
+        let servers = t.servers.clone();
+        let seed = t.seed;
         let killed_at = killed_at.clone();
         let acked_at_kill = acked_at_kill.clone();
         async move {
@@ -1190,16 +1246,8 @@ async fn kill_9_of_one_server_loses_and_doubles_nothing() {
             );
         }
     };
-    let stop_monitor = Arc::new(AtomicBool::new(false));
-    let monitor = tokio::spawn(monitor(
-        TestDbClient(db.connect().await),
-        stop_monitor.clone(),
-        sh.tree.spenders[0].block().to_owned(),
-    ));
-    let logs = run_load(&sh, 48, seed, scenario).await;
-    stop_monitor.store(true, Ordering::SeqCst);
-    monitor.await.expect("the monitor failed (see its panic)");
-    summary(TEST, &sh, &logs, began);
+    let (logs, _) = t.run(scenario).await;
+    let sh = &t.sh;
     let killed_at = killed_at.load(Ordering::SeqCst);
     assert!(killed_at > 0, "the kill happened");
     // Nothing was acknowledged by the dead server after its death (a 2xx
@@ -1221,39 +1269,20 @@ async fn kill_9_of_one_server_loses_and_doubles_nothing() {
             "server {i} is not ready"
         );
     }
-    let client = db.connect().await;
-    verify(TEST, &sh, &client, &logs, &[0, 1]).await;
-    let mut servers = servers.lock().expect("servers");
-    for s in servers.iter_mut().take(2) {
-        s.terminate();
-    }
-    work.passed = true;
-    eprintln!("{TEST}: done in {:.1} s", began.elapsed().as_secs_f64());
+    t.finish(&logs, &[0, 1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_outage_answers_503_then_recovers() {
     const TEST: &str = "outage";
-    let Some(base) = postgres_or_skip(TEST) else {
+    let Some(t) = LoadTest::start(TEST, 2, 32, true).await else {
         return;
     };
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let began = Instant::now();
-    let seed = seed(TEST);
-    let db = TestDb::create(&base, "outage").await;
-    let proxy = Proxy::start(db.url.addr()).await;
-    let mut work = WorkDir::new("multi-outage");
-    let (mut servers, admin) = start_servers(&work, &db.url.via(proxy.addr).to_string(), 2);
-    let http = common::http_client(32);
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let tree = mint_tree(&http, &urls[0], &admin).await;
-    let sh = shared(http, urls, tree);
-
     let window = Arc::new(Mutex::new((0u64, 0u64)));
     let scenario = {
-        let sh = sh.clone();
+        let sh = t.sh.clone();
         let window = window.clone();
-        let proxy = &proxy;
+        let proxy = t.proxy.as_ref().expect("started with a proxy");
         async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let before = sh.acked();
@@ -1304,16 +1333,7 @@ async fn database_outage_answers_503_then_recovers() {
             );
         }
     };
-    let stop_monitor = Arc::new(AtomicBool::new(false));
-    let monitor = tokio::spawn(monitor(
-        TestDbClient(db.connect().await),
-        stop_monitor.clone(),
-        sh.tree.spenders[0].block().to_owned(),
-    ));
-    let logs = run_load(&sh, 32, seed, scenario).await;
-    stop_monitor.store(true, Ordering::SeqCst);
-    monitor.await.expect("the monitor failed (see its panic)");
-    summary(TEST, &sh, &logs, began);
+    let (logs, _) = t.run(scenario).await;
     let (cut_ms, restore_ms) = *window.lock().expect("window");
     // No change sent while the database was cut off was acknowledged: the
     // server had nowhere to commit it.
@@ -1332,13 +1352,7 @@ async fn database_outage_answers_503_then_recovers() {
         during.get(&503).copied().unwrap_or(0) > 0,
         "no 503 during the outage: {during:?}"
     );
-    let client = db.connect().await;
-    verify(TEST, &sh, &client, &logs, &[0, 1]).await;
-    for s in &mut servers {
-        s.terminate();
-    }
-    work.passed = true;
-    eprintln!("{TEST}: done in {:.1} s", began.elapsed().as_secs_f64());
+    t.finish(&logs, &[0, 1]).await;
 }
 
 /// The harness itself: the proxy forwards, cuts every open connection and
