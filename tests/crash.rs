@@ -18,15 +18,15 @@
 //! `BATON_CRASH_SEED` to replay a run.
 #![cfg(feature = "server")]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use baton::{Caveat, Unit, UnverifiedToken};
+use common::{Rng, Server, WorkDir};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 16;
@@ -36,139 +36,6 @@ const TTL_MS: u64 = 300_000;
 /// How long one request may go unanswered, retries included, before the
 /// test gives up: a restart takes well under a second.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
-
-/// A small xorshift generator: the test's only randomness, from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// One `baton serve` process.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    /// Kept open: the server's stdout must not turn into a broken pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-/// Starts `baton serve` on `data` and waits for its `listening on` line.
-fn start_server(data: &Path, log: &Path) -> Server {
-    let log_file = std::fs::File::create(log).expect("create the server log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .arg("serve")
-        .arg("--data")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .expect("spawn baton serve");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    // read_line blocks; a thread and a timeout keep a hung start from
-    // hanging the test.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let read = reader.read_line(&mut line).map(|_| line);
-        let _ = tx.send((read, reader));
-    });
-    let (line, reader) = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((Ok(line), reader)) => (line, reader),
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "baton serve did not report its address ({:?}); log:\n{}",
-                other.map(|(r, _)| r),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    };
-    let Some(url) = line.trim().strip_prefix("listening on ") else {
-        let _ = child.kill();
-        panic!("unexpected first line from baton serve: {line:?}");
-    };
-    Server {
-        url: url.to_owned(),
-        child,
-        log: log.to_owned(),
-        _stdout: reader,
-    }
-}
-
-impl Server {
-    /// SIGKILL: no drain, no clean close of the store.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-
-    /// SIGTERM, then waits for the drain; the exit must be clean.
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM failed: {status}");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match self.child.try_wait().expect("poll the server") {
-                Some(exit) => {
-                    assert!(
-                        exit.success(),
-                        "baton serve exited with {exit} after SIGTERM; log:\n{}",
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
-                    return;
-                }
-                None if Instant::now() > deadline => {
-                    let _ = self.child.kill();
-                    panic!("baton serve did not stop within 15 s of SIGTERM");
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-}
-
-/// The test's temp directory and the current server. Dropping it kills a
-/// server left running (a failed assertion), and removes the directory only
-/// after a pass, so a failure leaves the data and logs to look at.
-struct Harness {
-    work: PathBuf,
-    server: Option<Server>,
-    passed: bool,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
-        }
-        if self.passed {
-            let _ = std::fs::remove_dir_all(&self.work);
-        } else {
-            eprintln!(
-                "crash test: data directory and server logs kept in {}",
-                self.work.display()
-            );
-        }
-    }
-}
 
 /// A token that spends, with the block ids of its chain (authority first).
 struct Spender {
@@ -451,22 +318,20 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
     eprintln!("crash test seed: {seed} (BATON_CRASH_SEED={seed} replays it)");
     let mut rng = Rng(seed | 1);
 
-    let work = std::env::temp_dir().join(format!("baton-crash-{}-{seed}", std::process::id()));
-    std::fs::create_dir_all(&work).expect("create the test directory");
-    let data = work.join("data");
-    let mut h = Harness {
-        work: work.clone(),
-        server: None,
-        passed: false,
-    };
+    // Declared before the server, so dropped after it: a server left
+    // running by a failed assertion is killed before the directory is kept.
+    let mut work = WorkDir::new("crash");
+    let data = work.path.join("data");
+    let logs = work.path.clone();
     let mut starts = 0usize;
     let mut start = || {
         starts += 1;
+        let log = logs.join(format!("server-{starts}.log"));
         tokio::task::block_in_place(|| {
-            start_server(&data, &work.join(format!("server-{starts}.log")))
+            Server::spawn(&["--data".to_owned(), data.display().to_string()], &log)
         })
     };
-    h.server = Some(start());
+    let mut server = Some(start());
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -475,7 +340,7 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
         .build()
         .expect("HTTP client");
     let shared = Arc::new(Shared {
-        url: RwLock::new(h.server.as_ref().expect("started").url.clone()),
+        url: RwLock::new(server.as_ref().expect("started").url.clone()),
         stop: AtomicBool::new(false),
         acked: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -549,16 +414,16 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
         }
         tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
         let acked = shared.acked.load(Ordering::SeqCst);
-        h.server.take().expect("a running server").kill();
+        server.take().expect("a running server").kill_9();
         log.push(format!(
             "kill {}: {acked} acknowledged, {} refused{}",
             kill + 1,
             shared.refused.load(Ordering::SeqCst),
             if reached { "" } else { " (waited out)" }
         ));
-        let server = start();
-        *shared.url.write().expect("url lock") = server.url.clone();
-        h.server = Some(server);
+        let next = start();
+        *shared.url.write().expect("url lock") = next.url.clone();
+        server = Some(next);
     }
 
     // After the last restart: work on until every client's budget is spent
@@ -709,7 +574,7 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
         spent_of(&grandchild)
     );
 
-    h.server.take().expect("a running server").terminate();
-    h.passed = true;
+    server.take().expect("a running server").terminate();
+    work.passed = true;
     eprintln!("crash test: done in {:.1} s", began.elapsed().as_secs_f64());
 }

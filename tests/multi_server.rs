@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton::{Caveat, Unit, UnverifiedToken};
-use common::{Proxy, Server, TestDb, WorkDir, parse, postgres_or_skip, ready, request};
+use common::{Proxy, Rng, Server, TestDb, WorkDir, parse, postgres_or_skip, ready, request};
 use serde_json::{Value, json};
 
 /// Holds that are meant to be committed or released outlive the test.
@@ -70,24 +70,6 @@ const GRANDCHILD_CEILING: u64 = 300;
 /// and their bounds (work done, time to readiness) assume the machine is
 /// not also running the others.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A small xorshift generator: the tests' only randomness, from a seed
-/// printed at the start (`BATON_MULTI_SEED` replays it).
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn seed(test: &str) -> u64 {
     let seed = std::env::var("BATON_MULTI_SEED")

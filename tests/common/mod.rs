@@ -1,7 +1,8 @@
-//! Harness for tests that run `baton serve` processes on PostgreSQL: the
-//! opt-in switch, a database of the test's own that is dropped whatever
-//! happens, the real binary started and killed, and a TCP proxy that can
-//! cut the servers off their database and restore them.
+//! Harness for tests that run `baton serve` processes: the real binary
+//! started and killed, a work directory kept after a failure, a seeded
+//! generator; and for PostgreSQL, the opt-in switch, a database of the
+//! test's own that is dropped whatever happens, and a TCP proxy that can cut
+//! the servers off their database and restore them.
 //!
 //! The tests run only when `BATON_TEST_POSTGRES` names a PostgreSQL server
 //! whose user may create databases, e.g.
@@ -361,6 +362,24 @@ impl Drop for Server {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// A small xorshift generator: a test's only randomness, from a seed the
+/// test prints, so that a failing run can be replayed.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
 
