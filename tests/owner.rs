@@ -511,9 +511,22 @@ fn rotate_flags_are_checked_before_any_request() {
         "x\n",
         &[("BATON_DATA", path_str(&data))],
     );
+    // https is spoken (rustls): nothing listens there, so the call fails
+    // in transport, a local failure, after the URL was accepted.
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("https is not supported"),
+        stderr(&out).contains("calling https://127.0.0.1:9/v1/keys/rotate"),
+        "{}",
+        stderr(&out)
+    );
+    let out = baton(
+        &["keys", "rotate", "--url", "ftp://127.0.0.1:9"],
+        "x\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected http://HOST:PORT or https://"),
         "{}",
         stderr(&out)
     );

@@ -200,7 +200,7 @@ pub enum RotateError {
     /// Offline rotation could not open or change the data directory.
     #[error("{0}{hint}", hint = locked_hint(.0))]
     Offline(super::StartError),
-    /// `--url` is not an `http://` URL (this build has no TLS client).
+    /// `--url` is not an `http://` or `https://` URL of a host.
     #[error("reading --url {url}: {reason}")]
     BadUrl {
         /// The URL given.
@@ -384,17 +384,14 @@ fn rotate_live(url: &str, token: &str) -> Result<String, RotateError> {
         reason,
     };
     let parsed = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https is not supported by this build (no TLS client); use http:// to a local or tunnelled address",
-            ));
-        }
-        _ => return Err(bad("expected http://HOST:PORT")),
+    // https goes through reqwest's rustls client, with the platform's
+    // trust roots; the admin token never travels over anything else
+    // than what the operator named.
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("expected http://HOST:PORT or https://HOST[:PORT]"));
     }
     if parsed.host().is_none() || parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad("expected http://HOST:PORT"));
+        return Err(bad("expected http://HOST:PORT or https://HOST[:PORT]"));
     }
     let endpoint = format!("{}/v1/keys/rotate", parsed.as_str().trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -488,5 +485,26 @@ mod tests {
             Ok(std::time::Duration::from_secs(86_400))
         );
         assert!(parse_retain("soon").is_err());
+    }
+
+    #[test]
+    fn live_rotation_takes_http_and_https_urls_only() {
+        for url in [
+            "ftp://127.0.0.1:1",
+            "127.0.0.1:1",
+            "http://127.0.0.1:1/?x=1",
+        ] {
+            assert!(
+                matches!(rotate_live(url, "t"), Err(RotateError::BadUrl { .. })),
+                "{url}"
+            );
+        }
+        // Both schemes are tried: nothing listens on port 1.
+        for url in ["http://127.0.0.1:1", "https://127.0.0.1:1"] {
+            assert!(
+                matches!(rotate_live(url, "t"), Err(RotateError::Unreachable { .. })),
+                "{url}"
+            );
+        }
     }
 }
