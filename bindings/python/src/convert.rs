@@ -161,7 +161,9 @@ fn pattern_strings(py: Python<'_>, field: &str, v: &Bound<'_, PyAny>) -> PyResul
     if items.is_empty() {
         return Err(errors::caveat(
             py,
-            format!("{field}: give at least one pattern (an empty set allows nothing and cannot be encoded)"),
+            format!(
+                "{field}: give at least one pattern (an empty set allows nothing and cannot be encoded)"
+            ),
         ));
     }
     Ok(items)
@@ -203,7 +205,9 @@ fn unit_of(py: Python<'_>, s: &str) -> PyResult<Unit> {
 fn budget_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<Budget> {
     let parts: Vec<Bound<'_, PyAny>> = item
         .try_iter()
-        .map_err(|_| PyTypeError::new_err("each budget is a (unit, amount) or (unit, amount, tools) tuple"))?
+        .map_err(|_| {
+            PyTypeError::new_err("each budget is a (unit, amount) or (unit, amount, tools) tuple")
+        })?
         .collect::<PyResult<_>>()?;
     if item.is_instance_of::<PyString>() || !(2..=3).contains(&parts.len()) {
         return Err(PyTypeError::new_err(
@@ -213,7 +217,11 @@ fn budget_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<Budget> {
     let unit = unit_of(py, &str_of("budget unit", &parts[0])?)?;
     let ceiling = u64_of("budget amount", &parts[1])?;
     let tools = match parts.get(2) {
-        Some(t) if !t.is_none() => Some(action_pattern(py, "budget tools", &str_of("budget tools", t)?)?),
+        Some(t) if !t.is_none() => Some(action_pattern(
+            py,
+            "budget tools",
+            &str_of("budget tools", t)?,
+        )?),
         _ => None,
     };
     Ok(Budget::new(unit, ceiling, tools))
@@ -227,17 +235,31 @@ fn budgets(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Vec<Budget>> {
         for item in map.items()?.iter() {
             let (unit, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             let unit = str_of("budget unit", &unit)?;
-            let tuple = if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyBool>() || value.is_instance_of::<PyString>() || value.is_instance_of::<PyFloat>() {
-                (unit, value, py.None().into_bound(py)).into_pyobject(py)?.into_any()
+            let tuple = if value.is_instance_of::<PyInt>()
+                || value.is_instance_of::<PyBool>()
+                || value.is_instance_of::<PyString>()
+                || value.is_instance_of::<PyFloat>()
+            {
+                (unit, value, py.None().into_bound(py))
+                    .into_pyobject(py)?
+                    .into_any()
             } else {
                 let parts: Vec<Bound<'_, PyAny>> = value
                     .try_iter()
-                    .map_err(|_| PyTypeError::new_err(format!("budget {unit:?}: give an int amount or an (amount, tools) tuple")))?
+                    .map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "budget {unit:?}: give an int amount or an (amount, tools) tuple"
+                        ))
+                    })?
                     .collect::<PyResult<_>>()?;
                 if parts.len() != 2 {
-                    return Err(PyTypeError::new_err(format!("budget {unit:?}: give an int amount or an (amount, tools) tuple")));
+                    return Err(PyTypeError::new_err(format!(
+                        "budget {unit:?}: give an int amount or an (amount, tools) tuple"
+                    )));
                 }
-                (unit, parts[0].clone(), parts[1].clone()).into_pyobject(py)?.into_any()
+                (unit, parts[0].clone(), parts[1].clone())
+                    .into_pyobject(py)?
+                    .into_any()
             };
             out.push(budget_item(py, &tuple)?);
         }
@@ -268,7 +290,10 @@ fn arg_bounds(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Vec<Caveat>> {
         let (key, bound): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
         let key = str_of("args key", &key)?;
         let (action, name) = key.split_once(':').ok_or_else(|| {
-            errors::caveat(py, format!("args key {key:?}: expected \"ACTION:NAME\", like \"refund.issue:amount\""))
+            errors::caveat(
+                py,
+                format!("args key {key:?}: expected \"ACTION:NAME\", like \"refund.issue:amount\""),
+            )
         })?;
         let action = action_pattern(py, "args", action)?;
         if !valid_arg_name(name) {
@@ -282,7 +307,11 @@ fn arg_bounds(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Vec<Caveat>> {
             let mut max = None;
             for (k, val) in d.iter() {
                 let k = str_of("bound key", &k)?;
-                let n = if val.is_none() { None } else { Some(i64_of(&format!("{key} {k}"), &val)?) };
+                let n = if val.is_none() {
+                    None
+                } else {
+                    Some(i64_of(&format!("{key} {k}"), &val)?)
+                };
                 match k.as_str() {
                     "min" => min = n,
                     "max" => max = n,
@@ -357,7 +386,9 @@ impl CaveatArgs<'_> {
         if let Some(d) = some(&self.depth) {
             caveats.push(Caveat::Depth(u32_of("depth", &d)?));
         }
-        let not_before = some(&self.not_before).map(|v| time_of("not_before", &v)).transpose()?;
+        let not_before = some(&self.not_before)
+            .map(|v| time_of("not_before", &v))
+            .transpose()?;
         let not_after = match (some(&self.ttl), some(&self.expires)) {
             (Some(_), Some(_)) => {
                 return Err(PyValueError::new_err("give ttl or expires, not both"));
@@ -370,12 +401,17 @@ impl CaveatArgs<'_> {
             }
             (None, Some(e)) => Some(time_of("expires", &e)?),
             (None, None) if not_before.is_some() => Some(parent_end.ok_or_else(|| {
-                PyValueError::new_err("not_before needs ttl or expires: an expiry caveat always has an end")
+                PyValueError::new_err(
+                    "not_before needs ttl or expires: an expiry caveat always has an end",
+                )
             })?),
             (None, None) => None,
         };
         if let Some(not_after) = not_after {
-            caveats.push(Caveat::Expiry { not_after, not_before });
+            caveats.push(Caveat::Expiry {
+                not_after,
+                not_before,
+            });
         }
         if let Some(r) = some(&self.resources) {
             let set = pattern_strings(py, "resources", &r)?
@@ -442,7 +478,11 @@ pub fn json_to_py(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> 
             } else if let Some(i) = n.as_i64() {
                 i.into_pyobject(py)?.into_any().unbind()
             } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any().unbind()
+                n.as_f64()
+                    .unwrap_or(f64::NAN)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind()
             }
         }
         Value::String(s) => PyString::new(py, s).into_any().unbind(),

@@ -80,7 +80,13 @@ pub fn key(py: Python<'_>, e: &KeyError) -> PyErr {
 /// A caveat keyword argument the format cannot hold (a bad pattern, unit,
 /// argument name): `InvalidCaveat`, a `ValueError`.
 pub fn caveat(py: Python<'_>, message: impl AsRef<str>) -> PyErr {
-    raise(py, "InvalidCaveat", "invalid_caveat", message.as_ref(), None)
+    raise(
+        py,
+        "InvalidCaveat",
+        "invalid_caveat",
+        message.as_ref(),
+        None,
+    )
 }
 
 /// `ClientError` → `LedgerError` or one of its subclasses, with the

@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use baton::client::{
-    Action, Balance, Bearer, Client, ClientError, IdempotencyKey, Reservation, Reserve, RetryPolicy,
-    ScopeCounters,
+    Action, Balance, Bearer, Client, ClientError, IdempotencyKey, Reservation, Reserve,
+    RetryPolicy, ScopeCounters,
 };
 use baton::ledger::ResId;
-use baton::{ArgValue, BlockId, Unit};
+use baton::{BlockId, Unit};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -39,7 +39,9 @@ pub fn bearer_of(v: &Bound<'_, PyAny>) -> PyResult<Bearer> {
     if let Ok(t) = v.cast::<VerifiedToken>() {
         return Ok(Bearer::from(&t.get().0));
     }
-    Err(PyTypeError::new_err("a token is its text (str), a Token or a VerifiedToken"))
+    Err(PyTypeError::new_err(
+        "a token is its text (str), a Token or a VerifiedToken",
+    ))
 }
 
 /// One ledger operation, parsed.
@@ -68,7 +70,8 @@ impl<'py> Params<'_, 'py> {
     }
 
     fn need(&self, k: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.get(k)?.ok_or_else(|| PyTypeError::new_err(format!("{k} is required")))
+        self.get(k)?
+            .ok_or_else(|| PyTypeError::new_err(format!("{k} is required")))
     }
 
     fn string(&self, k: &str) -> PyResult<Option<String>> {
@@ -85,7 +88,9 @@ impl<'py> Params<'_, 'py> {
 
     fn res_id(&self) -> PyResult<ResId> {
         let s = convert::str_of("reservation", &self.need("reservation")?)?;
-        ResId::parse(&s).ok_or_else(|| PyValueError::new_err(format!("{s:?} is not a reservation id (rsv_...)")))
+        ResId::parse(&s).ok_or_else(|| {
+            PyValueError::new_err(format!("{s:?} is not a reservation id (rsv_...)"))
+        })
     }
 
     fn action(&self) -> PyResult<Action> {
@@ -103,7 +108,8 @@ impl<'py> Params<'_, 'py> {
 
     fn reserve(&self, py: Python<'_>) -> PyResult<Reserve> {
         let unit = convert::str_of("unit", &self.need("unit")?)?;
-        let unit = Unit::parse(&unit).map_err(|e| PyValueError::new_err(format!("unit {unit:?}: {e}")))?;
+        let unit =
+            Unit::parse(&unit).map_err(|e| PyValueError::new_err(format!("unit {unit:?}: {e}")))?;
         let amount = convert::u64_of("amount", &self.need("amount")?)?;
         let mut r = Reserve::new(self.action()?, unit, amount).key(&self.key(py)?);
         if let Some(ttl) = self.get("ttl")? {
@@ -117,10 +123,17 @@ fn parse(py: Python<'_>, op: &str, p: &Params<'_, '_>) -> PyResult<Op> {
     Ok(match op {
         "reserve" => Op::Reserve(p.reserve(py)?),
         "spend" => {
-            let actual = p.get("actual")?.map(|a| convert::u64_of("actual", &a)).transpose()?;
+            let actual = p
+                .get("actual")?
+                .map(|a| convert::u64_of("actual", &a))
+                .transpose()?;
             Op::Spend(p.reserve(py)?, actual)
         }
-        "commit" => Op::Commit(p.res_id()?, convert::u64_of("actual", &p.need("actual")?)?, p.key(py)?),
+        "commit" => Op::Commit(
+            p.res_id()?,
+            convert::u64_of("actual", &p.need("actual")?)?,
+            p.key(py)?,
+        ),
         "release" => Op::Release(p.res_id()?, p.key(py)?),
         "extend" => Op::Extend(
             p.res_id()?,
@@ -131,8 +144,9 @@ fn parse(py: Python<'_>, op: &str, p: &Params<'_, '_>) -> PyResult<Op> {
         "balances" => Op::Balances,
         "revoke" => {
             let s = convert::str_of("block_id", &p.need("block_id")?)?;
-            let id = BlockId::from_hex(&s)
-                .ok_or_else(|| PyValueError::new_err(format!("{s:?} is not a block id (64 hex characters)")))?;
+            let id = BlockId::from_hex(&s).ok_or_else(|| {
+                PyValueError::new_err(format!("{s:?} is not a block id (64 hex characters)"))
+            })?;
             Op::Revoke(id, p.get("target")?.map(|t| bearer_of(&t)).transpose()?)
         }
         "revocations" => Op::Revocations(match p.get("after")? {
@@ -144,10 +158,17 @@ fn parse(py: Python<'_>, op: &str, p: &Params<'_, '_>) -> PyResult<Op> {
         "ready" => Op::Ready,
         "mint" => {
             let body = p.need("body")?;
-            let text: String = py.import("json")?.call_method1("dumps", (body,))?.extract()?;
+            let text: String = py
+                .import("json")?
+                .call_method1("dumps", (body,))?
+                .extract()?;
             Op::Mint(serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))?)
         }
-        other => return Err(PyValueError::new_err(format!("unknown ledger operation {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown ledger operation {other:?}"
+            )));
+        }
     })
 }
 
@@ -270,12 +291,20 @@ impl LedgerCore {
     /// request that got no answer or a 503/408 (same idempotency key).
     #[new]
     #[pyo3(signature = (url, *, timeout=5.0, connect_timeout=2.0, retries=4))]
-    fn new(py: Python<'_>, url: &str, timeout: f64, connect_timeout: f64, retries: u32) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        url: &str,
+        timeout: f64,
+        connect_timeout: f64,
+        retries: u32,
+    ) -> PyResult<Self> {
         let secs = |name: &str, s: f64| {
             Duration::try_from_secs_f64(s)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive number of seconds")))
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+                })
         };
         let default = RetryPolicy::default();
         let retry = RetryPolicy::new(retries.max(1), default.base, default.max);
@@ -298,9 +327,18 @@ impl LedgerCore {
 
     /// Runs `op` and waits for its answer (GIL released meanwhile).
     #[pyo3(signature = (op, token, params))]
-    fn _call(&self, py: Python<'_>, op: &str, token: Option<Bound<'_, PyAny>>, params: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+    fn _call(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        token: Option<Bound<'_, PyAny>>,
+        params: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
         let op = parse(py, op, &Params(params))?;
-        let bearer = token.filter(|t| !t.is_none()).map(|t| bearer_of(&t)).transpose()?;
+        let bearer = token
+            .filter(|t| !t.is_none())
+            .map(|t| bearer_of(&t))
+            .transpose()?;
         let client = self.client.clone();
         let result = py.detach(|| runtime().block_on(run(client, bearer, op)));
         match result {
@@ -319,7 +357,10 @@ impl LedgerCore {
         params: &Bound<'py, PyDict>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let op = parse(py, op, &Params(params))?;
-        let bearer = token.filter(|t| !t.is_none()).map(|t| bearer_of(&t)).transpose()?;
+        let bearer = token
+            .filter(|t| !t.is_none())
+            .map(|t| bearer_of(&t))
+            .transpose()?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             match run(client, bearer, op).await {
@@ -329,7 +370,3 @@ impl LedgerCore {
         })
     }
 }
-
-// `ArgValue` is re-exported for the parameters above.
-#[allow(unused_imports)]
-use ArgValue as _;

@@ -23,8 +23,11 @@ const MAX_KEYSET_FILE: u64 = 1024 * 1024;
 /// Reads a secret key file (at most 1 KiB), warning when other users may
 /// read it, as the CLI does.
 fn read_secret(py: Python<'_>, path: &PathBuf) -> PyResult<Zeroizing<String>> {
-    let file = std::fs::File::open(path).map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
-    let meta = file.metadata().map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
     if meta.mode() & 0o077 != 0 {
         PyErr::warn(
             py,
@@ -43,7 +46,10 @@ fn read_secret(py: Python<'_>, path: &PathBuf) -> PyResult<Zeroizing<String>> {
         .read_to_string(&mut text)
         .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
     if text.len() as u64 > MAX_KEY_FILE {
-        return Err(PyValueError::new_err(format!("{}: not a key file (larger than 1 KiB)", path.display())));
+        return Err(PyValueError::new_err(format!(
+            "{}: not a key file (larger than 1 KiB)",
+            path.display()
+        )));
     }
     Ok(text)
 }
@@ -72,13 +78,17 @@ impl RootKey {
     /// A fresh key from the OS random generator.
     #[staticmethod]
     fn generate(py: Python<'_>) -> PyResult<Self> {
-        baton::RootKey::generate().map(Self).map_err(|e| errors::key(py, &e))
+        baton::RootKey::generate()
+            .map(Self)
+            .map_err(|e| errors::key(py, &e))
     }
 
     /// Reads the secret text form, `baton_sk1_...`.
     #[staticmethod]
     fn from_text(py: Python<'_>, text: &str) -> PyResult<Self> {
-        baton::RootKey::from_text(text.trim_end_matches('\n')).map(Self).map_err(|e| errors::key(py, &e))
+        baton::RootKey::from_text(text.trim_end_matches('\n'))
+            .map(Self)
+            .map_err(|e| errors::key(py, &e))
     }
 
     /// Reads a key file written by `baton keygen --out FILE`.
@@ -131,13 +141,17 @@ impl HolderKey {
     /// A fresh key pair from the OS random generator.
     #[staticmethod]
     fn generate(py: Python<'_>) -> PyResult<Self> {
-        baton::HolderKey::generate().map(Self).map_err(|e| errors::key(py, &e))
+        baton::HolderKey::generate()
+            .map(Self)
+            .map_err(|e| errors::key(py, &e))
     }
 
     /// Reads the secret text form, `baton_hsk1_...`.
     #[staticmethod]
     fn from_text(py: Python<'_>, text: &str) -> PyResult<Self> {
-        baton::HolderKey::from_text(text.trim_end_matches('\n')).map(Self).map_err(|e| errors::key(py, &e))
+        baton::HolderKey::from_text(text.trim_end_matches('\n'))
+            .map(Self)
+            .map_err(|e| errors::key(py, &e))
     }
 
     /// Reads a key file written by `baton keygen --holder --out FILE`.
@@ -222,7 +236,10 @@ impl Keyset {
             .and_then(|f| f.take(MAX_KEYSET_FILE + 1).read_to_string(&mut text))
             .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
         if text.len() as u64 > MAX_KEYSET_FILE {
-            return Err(PyValueError::new_err(format!("{}: larger than 1 MiB", path.display())));
+            return Err(PyValueError::new_err(format!(
+                "{}: larger than 1 MiB",
+                path.display()
+            )));
         }
         Self::from_text(py, &text)
     }
@@ -231,7 +248,8 @@ impl Keyset {
     fn add(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = key.py();
         if let Ok(r) = key.cast::<RootKey>() {
-            self.0.insert(r.get().0.public(), baton::keys::KeyStatus::Active);
+            self.0
+                .insert(r.get().0.public(), baton::keys::KeyStatus::Active);
         } else if key.is_instance_of::<PyString>() {
             let text: String = key.extract()?;
             let k = PublicKey::from_text(text.trim()).map_err(|e| errors::key(py, &e))?;
@@ -242,12 +260,16 @@ impl Keyset {
             }
         } else {
             let items = key.try_iter().map_err(|_| {
-                PyTypeError::new_err("a key is a baton_pk1_ str, a RootKey, a Keyset or an iterable of those")
+                PyTypeError::new_err(
+                    "a key is a baton_pk1_ str, a RootKey, a Keyset or an iterable of those",
+                )
             })?;
             for item in items {
                 let item = item?;
                 if !item.is_instance_of::<PyString>() && item.cast::<RootKey>().is_err() {
-                    return Err(PyTypeError::new_err("a key is a baton_pk1_ str or a RootKey"));
+                    return Err(PyTypeError::new_err(
+                        "a key is a baton_pk1_ str or a RootKey",
+                    ));
                 }
                 self.add(&item)?;
             }
@@ -285,7 +307,9 @@ fn parse_any(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<UnverifiedToken> 
     if let Ok(b) = v.cast::<PyBytes>() {
         return UnverifiedToken::from_bytes(b.as_bytes()).map_err(|e| errors::invalid(py, &e));
     }
-    Err(PyTypeError::new_err("a token is its text (str) or binary form (bytes)"))
+    Err(PyTypeError::new_err(
+        "a token is its text (str) or binary form (bytes)",
+    ))
 }
 
 macro_rules! common_methods {
@@ -465,8 +489,19 @@ impl Token {
         label: Option<Bound<'py, PyAny>>,
         holder: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
-        let caveats = CaveatArgs { budget, tools, depth, ttl, expires, not_before, resources, args, label, holder }
-            .to_caveats(py, None)?;
+        let caveats = CaveatArgs {
+            budget,
+            tools,
+            depth,
+            ttl,
+            expires,
+            not_before,
+            resources,
+            args,
+            label,
+            holder,
+        }
+        .to_caveats(py, None)?;
         baton::Token::mint(&root.0, caveats)
             .map(|t| Self(t.to_unverified()))
             .map_err(|e| errors::attenuate(py, &e))

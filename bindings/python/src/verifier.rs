@@ -140,7 +140,8 @@ impl Verifier {
             Some(s) => convert::seconds_of("skew", &s)?,
             None => 0,
         };
-        let cache = usize::try_from(cache).map_err(|_| PyValueError::new_err("cache is too large"))?;
+        let cache =
+            usize::try_from(cache).map_err(|_| PyValueError::new_err("cache is too large"))?;
         let mut v = baton::Verifier::new(keys)
             .with_skew(skew)
             .with_require_holder(require_holder);
@@ -174,9 +175,13 @@ impl Verifier {
             let bytes = b.as_bytes();
             py.detach(|| live.read(|v| v.verify_bytes(bytes)))
         } else {
-            return Err(PyTypeError::new_err("a token is its text (str) or binary form (bytes)"));
+            return Err(PyTypeError::new_err(
+                "a token is its text (str) or binary form (bytes)",
+            ));
         };
-        result.map(VerifiedToken).map_err(|e| errors::invalid(py, &e))
+        result
+            .map(VerifiedToken)
+            .map_err(|e| errors::invalid(py, &e))
     }
 
     /// Decides one request and returns the budget scopes a spend must
@@ -205,7 +210,16 @@ impl Verifier {
         };
         let live = &self.live;
         if let Ok(t) = token.cast::<VerifiedToken>() {
-            let req = build_request(py, action, resource, args.as_ref(), at, proof, operation, body)?;
+            let req = build_request(
+                py,
+                action,
+                resource,
+                args.as_ref(),
+                at,
+                proof,
+                operation,
+                body,
+            )?;
             let t = &t.get().0;
             // Only a proof needs a signature check here.
             let result = if proof.is_some() {
@@ -213,14 +227,25 @@ impl Verifier {
             } else {
                 live.authorize(t, &req)
             };
-            return result.map(|a| scopes(&a)).map_err(|e| errors::authorize(py, &e));
+            return result
+                .map(|a| scopes(&a))
+                .map_err(|e| errors::authorize(py, &e));
         }
         if let Ok(s) = token.cast::<PyString>() {
             let text = s.to_str()?;
             // Token errors come before request errors (spec/token.md §6.1):
             // a request that cannot be built is decided after the token
             // has verified.
-            let req = match build_request(py, action, resource, args.as_ref(), at, proof, operation, body) {
+            let req = match build_request(
+                py,
+                action,
+                resource,
+                args.as_ref(),
+                at,
+                proof,
+                operation,
+                body,
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     if let Err(v) = py.detach(|| live.verify_text(text)) {
@@ -230,7 +255,9 @@ impl Verifier {
                 }
             };
             let result = py.detach(|| live.read(|v| v.authorize_text(text, &req)));
-            return result.map(|(_, a)| scopes(&a)).map_err(|e| errors::authorize(py, &e));
+            return result
+                .map(|(_, a)| scopes(&a))
+                .map_err(|e| errors::authorize(py, &e));
         }
         Err(PyTypeError::new_err(
             "authorize takes a VerifiedToken (from Verifier.verify) or the token's text; an unverified Token must be verified first",
@@ -239,8 +266,11 @@ impl Verifier {
 
     /// Refuses every token containing `block_id` (hex) from now on.
     fn revoke(&self, block_id: &str) -> PyResult<()> {
-        let id = BlockId::from_hex(block_id)
-            .ok_or_else(|| PyValueError::new_err(format!("{block_id:?} is not a block id (64 hex characters)")))?;
+        let id = BlockId::from_hex(block_id).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{block_id:?} is not a block id (64 hex characters)"
+            ))
+        })?;
         self.live.update(|v| v.revoke(id));
         Ok(())
     }
@@ -259,14 +289,21 @@ impl Verifier {
         max_staleness: f64,
     ) -> PyResult<RevocationFeed> {
         let secs = |name: &str, s: f64| {
-            Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative number of seconds")))
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err(format!("{name} must be a non-negative number of seconds"))
+            })
         };
-        let policy = FeedPolicy::new(secs("interval", interval)?, secs("max_staleness", max_staleness)?);
+        let policy = FeedPolicy::new(
+            secs("interval", interval)?,
+            secs("max_staleness", max_staleness)?,
+        );
         let admin = bearer_of(admin)?;
         let client = ledger.client.clone();
         let live = self.live.clone();
         let feed = py.detach(|| {
-            runtime().block_on(baton::client::RevocationFeed::start(client, admin, live, policy))
+            runtime().block_on(baton::client::RevocationFeed::start(
+                client, admin, live, policy,
+            ))
         });
         feed.map(|f| RevocationFeed(Mutex::new(Some(f))))
             .map_err(|e| errors::client(py, &e))
@@ -280,7 +317,11 @@ pub struct RevocationFeed(Mutex<Option<baton::client::RevocationFeed>>);
 
 impl RevocationFeed {
     fn with<R>(&self, f: impl FnOnce(&baton::client::RevocationFeed) -> R) -> Option<R> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(f)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(f)
     }
 }
 
