@@ -40,7 +40,7 @@ def test_one_idempotency_key_applies_once(server, ledger):
     assert held_and_spent(ledger, token) == (2, 0)
     with pytest.raises(baton.LedgerError) as e:
         ledger.reserve(token, "tool.run", 3, idempotency_key="py-req-1")
-    assert e.value.status == 409 and e.value.code
+    assert e.value.status == 409 and e.value.code == "idempotency_mismatch"
 
 
 def test_ledger_errors_carry_code_and_status(server, ledger):
