@@ -40,6 +40,12 @@ fn int<'py>(field: &str, v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyInt>> {
 /// An unsigned integer field of at most `max`, checked.
 fn bounded_u64(field: &str, v: &Bound<'_, PyAny>, max: u64, what: &str) -> PyResult<u64> {
     let i = int(field, v)?;
+    // The common case first: one conversion, no comparisons.
+    if let Ok(n) = i.extract::<u64>()
+        && n <= max
+    {
+        return Ok(n);
+    }
     if i.lt(0)? {
         return Err(PyValueError::new_err(format!(
             "{field} must not be negative (got {i})"
@@ -66,6 +72,9 @@ pub fn u32_of(field: &str, v: &Bound<'_, PyAny>) -> PyResult<u32> {
 /// An i64: request arguments and argument bounds.
 pub fn i64_of(field: &str, v: &Bound<'_, PyAny>) -> PyResult<i64> {
     let i = int(field, v)?;
+    if let Ok(n) = i.extract::<i64>() {
+        return Ok(n);
+    }
     if i.lt(i64::MIN)? || i.gt(i64::MAX)? {
         return Err(PyValueError::new_err(format!(
             "{field} {i} does not fit in 64 bits (i64, {}..={})",
@@ -97,6 +106,9 @@ pub fn now() -> PyResult<u64> {
 
 /// A point in time: unix seconds (int) or a timezone-aware `datetime`.
 pub fn time_of(field: &str, v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if v.is_instance_of::<PyInt>() {
+        return u64_of(field, v);
+    }
     let py = v.py();
     let datetime = py.import("datetime")?.getattr("datetime")?;
     if v.is_instance(&datetime)? {
@@ -118,6 +130,9 @@ pub fn time_of(field: &str, v: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// A duration in whole seconds: an int or a `timedelta`.
 pub fn seconds_of(field: &str, v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if v.is_instance_of::<PyInt>() {
+        return u64_of(field, v);
+    }
     let py = v.py();
     let timedelta = py.import("datetime")?.getattr("timedelta")?;
     if v.is_instance(&timedelta)? {
@@ -441,15 +456,23 @@ impl CaveatArgs<'_> {
 
 /// Request arguments: a dict of str to int (i64) or str.
 pub fn request_args(v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, ArgValue)>> {
-    let map = v.cast::<PyMapping>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "args must be a dict of str to int or str, not {}",
-            type_name(v)
-        ))
-    })?;
-    let mut out = vec![];
-    for item in map.items()?.iter() {
-        let (k, val): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+    // A dict is read in place; another mapping through its items().
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = v.cast::<PyDict>() {
+        d.iter().collect()
+    } else {
+        let map = v.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "args must be a dict of str to int or str, not {}",
+                type_name(v)
+            ))
+        })?;
+        map.items()?
+            .iter()
+            .map(|item| item.extract())
+            .collect::<PyResult<_>>()?
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, val) in pairs {
         let name = str_of("argument name", &k)?;
         let value = if val.is_instance_of::<PyString>() {
             ArgValue::Str(val.extract()?)

@@ -44,7 +44,7 @@ def test_guard_charges_and_releases_on_exception(setup, ledger):
     # No token, or a token that does not allow the action: the tool never runs.
     with pytest.raises(baton.Denied) as e:
         lookup(9)
-    assert e.value.code == "token_missing"
+    assert e.value.code == "missing_token"
     narrow = baton.Token.from_text(token).attenuate(tools="tool.other")
     with baton.use_token(narrow), pytest.raises(baton.Denied) as e:
         lookup(10)

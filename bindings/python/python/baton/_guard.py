@@ -16,6 +16,7 @@ import inspect
 from typing import Any, Callable, Iterator, Optional, Union
 
 from ._errors import Denied
+from ._ledger import AsyncLedger
 
 _current: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("baton_token", default=None)
 
@@ -89,7 +90,7 @@ def guard(
             a = Arguments(bound.arguments)
             text = token(a) if token is not None else _current.get()
             if text is None:
-                raise Denied("no token: call inside baton.use_token(...) or give guard(token=...)", "token_missing")
+                raise Denied("no token: call inside baton.use_token(...) or give guard(token=...)", "missing_token")
             if not isinstance(text, str):
                 text = text.to_text()
             res = _value(resource, a)
@@ -106,7 +107,7 @@ def guard(
                 if amount is None:
                     return await fn(*call_args, **call_kwargs)
                 hold = ledger.hold(text, action, amount, unit, resource=res, args=request_args)
-                if hasattr(ledger, "_acall") and type(ledger).__name__ == "AsyncLedger":
+                if isinstance(ledger, AsyncLedger):
                     async with hold as h:
                         result = await fn(*call_args, **call_kwargs)
                         await h.commit(actual(result, a) if actual else amount)
