@@ -76,13 +76,8 @@ enum CaveatJson {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum BoundJson {
-    Range {
-        min: Option<i64>,
-        max: Option<i64>,
-    },
-    OneOf {
-        values: Vec<String>,
-    },
+    Range { min: Option<i64>, max: Option<i64> },
+    OneOf { values: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize)]
