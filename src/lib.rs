@@ -49,6 +49,7 @@
 //! * none (`default-features = false`): the core, enough to mint, verify,
 //!   attenuate and authorize. No async runtime, HTTP, CLI or logging crate.
 //! * `client`: `baton::client` (tokio, reqwest with rustls).
+//! * `inspect`: `baton::inspect`, the JSON description of a token (serde).
 //! * `tower`: `baton::tower` (axum, tower; implies `client`).
 //! * `server`: the ledger service, `baton::server` and `baton::store`.
 //! * `cli`: the `baton` binary (clap; implies `client`).
@@ -77,6 +78,7 @@
 //! * [`error`]: every rejection, with its stable reason code.
 //! * [`limits`]: the size caps applied before any crypto.
 //! * `client` (feature `client`): the ledger's HTTP API as typed calls.
+//! * `inspect` (feature `inspect`): a token described as JSON.
 //! * `tower` (feature `tower`): the gate layer and its extractors.
 //! * `mcp` (feature `mcp`): the MCP gateway behind `baton mcp-proxy`.
 //! * `server`, `store` (feature `server`): the ledger service.
@@ -98,6 +100,8 @@ pub mod error;
 pub mod forge;
 mod hex;
 pub mod holder;
+#[cfg(feature = "inspect")]
+pub mod inspect;
 pub mod keys;
 pub mod ledger;
 pub mod limits;

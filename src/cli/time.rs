@@ -5,12 +5,9 @@
 //! 3339 must be in UTC (`Z` or `+00:00`) and in whole seconds, because a
 //! time zone or a fraction silently dropped would move an expiry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::CliError;
-
-/// The last second humantime can format (the end of year 9999).
-const MAX_FORMATTABLE: u64 = 253_402_300_799;
 
 /// Parses `--expires`, `--not-before` and `--at`: unix seconds (digits
 /// only) or an RFC 3339 UTC timestamp such as `2030-01-01T00:00:00Z`.
@@ -40,14 +37,10 @@ pub fn now() -> Result<u64, CliError> {
         .map_err(|_| CliError::ReadingClock)
 }
 
-/// `secs` as RFC 3339 UTC, or `None` beyond year 9999 (token times are any
-/// u64, and humantime refuses to format those).
+/// `secs` as RFC 3339 UTC, or `None` beyond year 9999: the library's
+/// formatter, so `inspect` shows times the same way in text and JSON.
 pub fn rfc3339(secs: u64) -> Option<String> {
-    if secs > MAX_FORMATTABLE {
-        return None;
-    }
-    let t = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
-    Some(humantime::format_rfc3339_seconds(t).to_string())
+    baton::inspect::rfc3339(secs)
 }
 
 /// `secs` for people: `2030-01-01T00:00:00Z (unix 1893456000)`.
@@ -62,6 +55,9 @@ pub fn human(secs: u64) -> String {
 mod tests {
     use super::*;
 
+    /// The last second of year 9999.
+    const MAX_FORMATTABLE: u64 = baton::inspect::MAX_RFC3339;
+
     #[test]
     fn reads_both_forms_strictly() {
         assert_eq!(parse_time("0"), Ok(0));
@@ -73,6 +69,28 @@ mod tests {
         assert!(parse_time("99999999999999999999999").is_err());
         assert!(parse_time("").is_err());
         assert!(parse_time("é").is_err());
+    }
+
+    #[test]
+    fn formats_like_humantime() {
+        use std::time::Duration;
+        for secs in [
+            0,
+            1,
+            59,
+            86_399,
+            951_782_400,
+            1_800_000_000,
+            4_102_444_800,
+            MAX_FORMATTABLE,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(
+                rfc3339(secs),
+                Some(humantime::format_rfc3339_seconds(t).to_string()),
+                "{secs}"
+            );
+        }
     }
 
     #[test]
