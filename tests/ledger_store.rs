@@ -236,10 +236,10 @@ proptest! {
                     continue;
                 }
                 Step::Revoke { block } => {
-                    let a = reference.revoke(BlockId([0; 32]), BlockId([*block; 32]));
+                    let a = reference.revoke(BlockId([0; 32]), BlockId([*block; 32]), now);
                     reference.settle();
                     bounded.store.begin().expect("begin");
-                    let b = bounded.ledger.revoke(BlockId([0; 32]), BlockId([*block; 32]));
+                    let b = bounded.ledger.revoke(BlockId([0; 32]), BlockId([*block; 32]), now);
                     bounded.commit();
                     prop_assert_eq!(a, b);
                     continue;

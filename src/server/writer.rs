@@ -369,6 +369,12 @@ fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<()
         let res = store.reservations(&next.reservations)?;
         ledger.supply([], next.reservations.into_iter().zip(res));
     }
+    if !missing.allocations.is_empty() {
+        missing.allocations.sort();
+        missing.allocations.dedup();
+        let found = store.allocations(&missing.allocations)?;
+        ledger.supply_allocations(missing.allocations.into_iter().zip(found));
+    }
     Ok(())
 }
 
@@ -467,7 +473,7 @@ fn group(
     for job in batch {
         let answer = match &job.request {
             Request::Command(cmd) => Answer::Outcome(ledger.apply(cmd, now, config.grace_ms)),
-            Request::Revoke { tree, block } => Answer::Revoked(ledger.revoke(*tree, *block)),
+            Request::Revoke { tree, block } => Answer::Revoked(ledger.revoke(*tree, *block, now)),
             Request::Tick => {
                 ledger.expire(now, config.grace_ms);
                 ticked = true;

@@ -18,15 +18,48 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
-    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, scope_key, scope_state, sql_int,
-    tools_column,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_allocation,
+    decode_outcome, encode_allocation, encode_chain, encode_outcome, encode_scopes, idem_hash,
+    scope_key, scope_state, sql_int, tools_column,
 };
 use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
-use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
+use crate::ledger::{
+    ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation,
+};
 
-/// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+/// The version of [`SCHEMA`] plus [`MIGRATIONS`], kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 4;
+
+/// The version [`SCHEMA`] alone creates; [`MIGRATIONS`] take it on from there.
+const BASE_VERSION: i64 = 3;
+
+/// Each step after [`BASE_VERSION`], as (version it makes, SQL), in order.
+/// A database at any earlier version from the base on is brought up to
+/// date in one transaction per step.
+const MIGRATIONS: &[(i64, &str)] = &[(4, ALLOCATIONS)];
+
+/// 4: guaranteed sub-budgets (spec/http.md §3.7, §4). An allocation row
+/// keeps its state, times and its CBOR body (`codec::encode_allocation`);
+/// only active ones are read at start, through the partial index. A draw
+/// row exists exactly while a reservation drawing from an allocation is
+/// active, written in the same transaction as the reservation and the
+/// allocation, so a crash never separates them.
+const ALLOCATIONS: &str = "
+CREATE TABLE allocations (
+    id BLOB PRIMARY KEY CHECK (length(id) = 18),
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    body BLOB NOT NULL,
+    CHECK ((state = 0) = (finalized_at IS NULL))
+) WITHOUT ROWID;
+CREATE INDEX allocations_active ON allocations (state) WHERE state = 0;
+CREATE TABLE allocation_draws (
+    res_id BLOB PRIMARY KEY CHECK (length(res_id) = 18),
+    alloc_id BLOB NOT NULL CHECK (length(alloc_id) = 18),
+    drawn BIGINT NOT NULL CHECK (drawn > 0)
+) WITHOUT ROWID;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE scopes (
@@ -150,11 +183,23 @@ impl SqliteStore {
             0 => {
                 let tx = conn.unchecked_transaction().map_err(unavailable)?;
                 tx.execute_batch(SCHEMA).map_err(unavailable)?;
+                for (_, sql) in MIGRATIONS {
+                    tx.execute_batch(sql).map_err(unavailable)?;
+                }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(unavailable)?;
                 tx.commit().map_err(unavailable)?;
             }
             SCHEMA_VERSION => {}
+            found if (BASE_VERSION..SCHEMA_VERSION).contains(&found) => {
+                for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+                    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+                    tx.execute_batch(sql).map_err(unavailable)?;
+                    tx.pragma_update(None, "user_version", version)
+                        .map_err(unavailable)?;
+                    tx.commit().map_err(unavailable)?;
+                }
+            }
             found => {
                 return Err(StoreError::Version {
                     found,
@@ -270,6 +315,23 @@ impl SqliteStore {
                 .conn
                 .prepare_cached("INSERT INTO revocations (seq, tree, block_id) VALUES (?1, ?2, ?3)")
                 .map_err(unavailable)?;
+            let mut alloc = self.conn
+                .prepare_cached(
+                    "INSERT INTO allocations (id, state, expires_at, finalized_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at,
+                         finalized_at = excluded.finalized_at, body = excluded.body",
+                )
+                .map_err(unavailable)?;
+            let mut draw = self.conn
+                .prepare_cached(
+                    "INSERT INTO allocation_draws (res_id, alloc_id, drawn) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (res_id) DO UPDATE SET alloc_id = excluded.alloc_id, drawn = excluded.drawn",
+                )
+                .map_err(unavailable)?;
+            let mut undraw = self
+                .conn
+                .prepare_cached("DELETE FROM allocation_draws WHERE res_id = ?1")
+                .map_err(unavailable)?;
             for change in changes {
                 match *change {
                     Change::Scope(k, s) => scope
@@ -314,6 +376,24 @@ impl SqliteStore {
                             rec.fingerprint.as_slice(),
                             encode_outcome(&rec.outcome)
                         ])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Allocation(a) => alloc
+                        .execute(params![
+                            a.id.0.as_slice(),
+                            a.state.code(),
+                            sql_int(a.expires_at),
+                            a.finalized_at.map(sql_int),
+                            encode_allocation(a)
+                        ])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Draw(r, Some((a, d))) => draw
+                        .execute(params![r.0.as_slice(), a.0.as_slice(), sql_int(*d)])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Draw(r, None) => undraw
+                        .execute(params![r.0.as_slice()])
                         .map(drop)
                         .map_err(unavailable),
                     Change::Revoke { tree, block, seq } => revoke
@@ -381,7 +461,57 @@ impl Store for SqliteStore {
             .query_row("SELECT coalesce(max(id), 0) FROM holders", [], |r| r.get(0))
             .map_err(unavailable)?;
         state.next_holder = amount(max)?.saturating_add(1);
+        // Active allocations only, through the partial index, and what the
+        // active reservations draw from them.
+        let mut q = c
+            .prepare("SELECT body FROM allocations WHERE state = 0")
+            .map_err(unavailable)?;
+        let rows = q
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(unavailable)?;
+        for row in rows {
+            state
+                .allocations
+                .push(decode_allocation(&row.map_err(unavailable)?)?);
+        }
+        let mut q = c
+            .prepare("SELECT res_id, alloc_id, drawn FROM allocation_draws")
+            .map_err(unavailable)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            let (r, a, d) = row.map_err(unavailable)?;
+            state.draws.push((
+                ResId::from_slice(&r).ok_or_else(|| corrupt("draw reservation"))?,
+                AllocId::from_slice(&a).ok_or_else(|| corrupt("draw allocation"))?,
+                amount(d)?,
+            ));
+        }
         Ok(state)
+    }
+
+    fn allocations(&mut self, ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
+        self.begin_group()?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT body FROM allocations WHERE id = ?1")
+            .map_err(unavailable)?;
+        ids.iter()
+            .map(|id| {
+                q.query_row([id.0.as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(unavailable)?
+                    .map(|b| decode_allocation(&b))
+                    .transpose()
+            })
+            .collect()
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -790,7 +920,7 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::Version {
                 found: 2,
-                expected: 3
+                expected: 4
             })
         ));
         let _ = std::fs::remove_dir_all(&dir);
