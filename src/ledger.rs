@@ -400,8 +400,8 @@ pub struct Allocation {
     pub child: Vec<BlockId>,
     /// The unit allocated.
     pub unit: Unit,
-    /// The scopes held on: the parent chain's budgets in `unit` that apply
-    /// to every action, nearest first.
+    /// The scopes held on: the budgets in `unit` that apply to every
+    /// action of every block above the child, nearest first.
     pub scopes: Vec<ScopeKey>,
     /// The amount set aside.
     pub amount: u64,
@@ -458,8 +458,11 @@ pub struct AllocateRequest {
     pub child: Vec<BlockId>,
     /// The unit.
     pub unit: Unit,
-    /// The parent chain's budgets in `unit` that apply to every action,
-    /// with their ceilings, nearest first.
+    /// The budgets in `unit` that apply to every action of every block
+    /// above the child (its parent's and their ancestors', the allocating
+    /// token's among them), with their ceilings, nearest first. Holding on
+    /// all of them is what makes the allocation a guarantee: a scope left
+    /// out would be one siblings could still exhaust.
     pub scopes: Vec<(ScopeKey, u64)>,
     /// How much.
     pub amount: AllocAmount,
