@@ -559,6 +559,43 @@ mod tests {
         }
     }
 
+    fn allocation(state: AllocState, finalized_at: Option<u64>) -> Allocation {
+        let chain = vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([2; 32])];
+        Allocation {
+            id: AllocId::new(9, [1; 12]),
+            parent: chain[..2].to_vec(),
+            child: chain,
+            unit: Unit::Custom("gpu_seconds".into()),
+            scopes: vec![scope(1, None), scope(0, Some("crm.*"))],
+            amount: 10,
+            charged: 3,
+            drawn: 2,
+            overflow: Overflow::Shared,
+            state,
+            expires_at: 1_000,
+            finalized_at,
+            returned: 5,
+        }
+    }
+
+    #[test]
+    fn allocation_rows_round_trip_and_bad_ones_are_refused() {
+        let a = allocation(AllocState::Released, Some(5));
+        assert_eq!(decode_allocation(&encode_allocation(&a)).unwrap(), a);
+        // Charged and drawn above the amount: corrupt, not guessed.
+        let over = Allocation {
+            drawn: 8,
+            ..a.clone()
+        };
+        assert!(decode_allocation(&encode_allocation(&over)).is_err());
+        // A final state without its time.
+        let open = Allocation {
+            finalized_at: None,
+            ..a
+        };
+        assert!(decode_allocation(&encode_allocation(&open)).is_err());
+    }
+
     #[test]
     fn outcomes_round_trip() {
         let all = [
@@ -598,6 +635,24 @@ mod tests {
             Recorded::Refused(LedgerError::Finalized(ResState::Expired)),
             Recorded::Refused(LedgerError::Revoked(BlockId([9; 32]))),
             Recorded::Refused(LedgerError::CeilingConflict),
+            Recorded::Refused(LedgerError::AllocationExhausted {
+                id: AllocId::new(3, [4; 12]),
+                remaining: 7,
+            }),
+            Recorded::Refused(LedgerError::AllocationNotFound),
+            Recorded::Refused(LedgerError::AllocationFinalized(AllocState::Revoked)),
+            Recorded::Refused(LedgerError::AllocationExists(AllocId::new(3, [5; 12]))),
+            Recorded::Refused(LedgerError::ExceedsChildBudget { ceiling: 9 }),
+            Recorded::Refused(LedgerError::NotDescendant),
+            Recorded::Refused(LedgerError::AllocationsUnsupported),
+            Recorded::Allocation {
+                created: true,
+                alloc: allocation(AllocState::Active, None),
+            },
+            Recorded::Allocation {
+                created: false,
+                alloc: allocation(AllocState::Expired, Some(77)),
+            },
         ];
         for mut rec in all {
             let b = encode_outcome(&rec);

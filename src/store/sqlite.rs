@@ -907,6 +907,35 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_database_is_migrated_in_place() {
+        let dir = std::env::temp_dir().join(format!("baton-m-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.pragma_update(None, "user_version", BASE_VERSION).unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let v: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert!(s.load_active().unwrap().allocations.is_empty());
+        assert_eq!(
+            s.allocations(&[AllocId::new(1, [0; 12])]).unwrap(),
+            vec![None]
+        );
+        s.abort();
+        drop(s);
+        // Opening again finds it current.
+        SqliteStore::open(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_database_of_another_version_is_refused() {
         let dir = std::env::temp_dir().join(format!("baton-v-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
