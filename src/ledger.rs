@@ -1502,13 +1502,15 @@ impl Ledger {
             .filter(|a| !chain.is_empty() && a.child.starts_with(chain))
     }
 
-    /// The active allocations made by the token whose chain is `parent`,
-    /// by id.
+    /// The active allocations to descendants of the token whose chain is
+    /// `parent` (made by it or by one of its ancestors), by id.
     pub fn allocations_of(&self, parent: &[BlockId]) -> Vec<Allocation> {
         let mut v: Vec<Allocation> = self
             .allocs
             .values()
-            .filter(|a| a.parent == parent)
+            .filter(|a| {
+                !parent.is_empty() && a.child.len() > parent.len() && a.child.starts_with(parent)
+            })
             .cloned()
             .collect();
         v.sort_by_key(|a| a.id);
