@@ -384,7 +384,7 @@ impl AllocState {
 }
 
 /// A guaranteed sub-budget: an amount a parent set aside for one child at
-/// every scope of the parent's chain in one unit (spec/http.md §3.7).
+/// every scope above the child in one unit (spec/http.md §3.8).
 ///
 /// While active, its unused part (`amount - charged - drawn`) is counted
 /// in the `held` of each of its scopes, exactly like a reservation's hold,

@@ -1,4 +1,4 @@
-//! Guaranteed sub-budgets over HTTP (spec/http.md §3.7, §6.12–6.15): the
+//! Guaranteed sub-budgets over HTTP (spec/http.md §3.8, §6.16–6.19): the
 //! life of an allocation through the router, the starvation test over a
 //! real socket (sixteen greedy siblings against one allocated child), and
 //! the exact accounting of every release.

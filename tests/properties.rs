@@ -1091,7 +1091,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Ledger allocations (spec/http.md §3.7): random operations by the root,
+// Ledger allocations (spec/http.md §3.8): random operations by the root,
 // the parent, four children and one grandchild, with the invariants
 // checked after every step.
 

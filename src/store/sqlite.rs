@@ -38,7 +38,7 @@ const BASE_VERSION: i64 = 3;
 /// date in one transaction per step.
 const MIGRATIONS: &[(i64, &str)] = &[(4, ALLOCATIONS)];
 
-/// 4: guaranteed sub-budgets (spec/http.md §3.7, §4). An allocation row
+/// 4: guaranteed sub-budgets (spec/http.md §3.8, §4.3). An allocation row
 /// keeps its state, times and its CBOR body (`codec::encode_allocation`);
 /// only active ones are read at start, through the partial index. A draw
 /// row exists exactly while a reservation drawing from an allocation is

@@ -1,4 +1,4 @@
-//! Allocations: guaranteed sub-budgets (spec/http.md §3.7, §6.12–6.15).
+//! Allocations: guaranteed sub-budgets (spec/http.md §3.8, §6.16–6.19).
 //!
 //! A parent, holding its token, sets an amount aside for a child named by
 //! the child's token, at every budget scope above the child; the child's

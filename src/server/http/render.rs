@@ -106,7 +106,7 @@ pub(crate) fn outcome_reply(outcome: &Outcome) -> Reply {
     }
 }
 
-/// The JSON view of an allocation (spec/http.md §6.12). A `Value` map, so
+/// The JSON view of an allocation (spec/http.md §6.16). A `Value` map, so
 /// its keys print sorted like every other body.
 pub(crate) fn allocation_json(a: &Allocation) -> Value {
     json!({
