@@ -534,3 +534,51 @@ async fn starvation_sixteen_greedy_siblings_never_take_an_allocated_childs_budge
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// The typed client: allocate, spend under it, read, list and release.
+#[cfg(feature = "client")]
+#[tokio::test]
+async fn the_typed_client_allocates_and_releases() {
+    use baton::client::{Action, Allocate, Bearer, Client, ClientError, IdempotencyKey, Reserve};
+    use baton::ledger::AllocState;
+    let h = harness();
+    let (_, parent, kids) = h.tree(50, 2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(h.service.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let c = Client::new(&format!("http://{addr}")).unwrap();
+    let (p, k) = (Bearer::from(&parent), Bearer::from(&kids[0]));
+    let a = c
+        .allocate(&p, &Allocate::amount(&k, Unit::Calls, 10))
+        .await
+        .unwrap();
+    assert_eq!((a.amount, a.unused, a.state), (10, 10, AllocState::Active));
+    assert_eq!(a.child_block_id, kids[0].block_ids()[2]);
+    let spend = Reserve::new(Action::new("tool.run"), Unit::Calls, 4);
+    c.spend(&k, &spend, None).await.unwrap();
+    let over = Reserve::new(Action::new("tool.run"), Unit::Calls, 7);
+    let err = c.reserve(&k, &over).await.unwrap_err();
+    assert_eq!(err.code(), "allocation_exhausted");
+    assert!(matches!(err, ClientError::Api(_)));
+    assert_eq!(c.allocation(&k, &a.id).await.unwrap().unused, 6);
+    assert_eq!(c.allocations(&p).await.unwrap()[0].id, a.id);
+    let done = c
+        .release_allocation(&k, &a.id, &IdempotencyKey::new("done").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((done.state, done.returned), (AllocState::Released, 6));
+    let frac = c
+        .allocate(
+            &p,
+            &Allocate::fraction(&Bearer::from(&kids[1]), Unit::Calls, 0.1).shared(),
+        )
+        .await
+        .unwrap();
+    // 10% of the parent's remaining 46.
+    assert_eq!((frac.amount, frac.overflow.as_str()), (4, "shared"));
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
