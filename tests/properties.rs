@@ -1273,9 +1273,7 @@ mod allocations {
                 let n = n as u64;
                 match op {
                     Op::Reserve { b, amount } => {
-                        if reserve(&mut l, n, *b, *amount, now).is_ok() {
-                            made.push((*b, res_id(n)));
-                        }
+                        made.extend(reserve(&mut l, n, *b, *amount, now).ok().map(|()| (*b, res_id(n))));
                     }
                     Op::Commit { pick, actual } if !made.is_empty() => {
                         let (b, id) = made[pick % made.len()];
@@ -1288,9 +1286,8 @@ mod allocations {
                     Op::Allocate { by_root, c, amount, deny } => {
                         let by = if *by_root { 0 } else { 1 };
                         let overflow = if *deny { Overflow::Deny } else { Overflow::Shared };
-                        if allocate(&mut l, n, by, *c, *amount, overflow, now).is_ok() {
-                            allocs.push((*c, AllocId(res_id(n).0)));
-                        }
+                        let made = allocate(&mut l, n, by, *c, *amount, overflow, now).ok();
+                        allocs.extend(made.map(|()| (*c, AllocId(res_id(n).0))));
                     }
                     Op::ReleaseAllocation { pick, by_child } if !allocs.is_empty() => {
                         let (c, id) = allocs[pick % allocs.len()];

@@ -181,7 +181,7 @@ pub(crate) async fn allocate(
             )
         })
         .collect();
-    scopes.sort_by(|a, b| b.0.cmp(&a.0));
+    scopes.sort_by_key(|s| std::cmp::Reverse(s.0));
     let child_ceiling = budgets
         .iter()
         .filter(|(_, bud)| bud.unit == unit && bud.tools.is_none())
