@@ -582,3 +582,71 @@ async fn the_typed_client_allocates_and_releases() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// On a shared PostgreSQL store allocations are refused, clearly and
+/// before anything is written (spec/http.md §4.8), and the rest of the
+/// ledger is unaffected. Opt-in: `BATON_TEST_POSTGRES=postgres://…`.
+#[tokio::test]
+async fn a_shared_postgres_store_refuses_allocations_with_501() {
+    let Ok(url) = std::env::var("BATON_TEST_POSTGRES") else {
+        eprintln!("skipped: BATON_TEST_POSTGRES is not set");
+        return;
+    };
+    let schema = format!("baton_alloc_{}", std::process::id());
+    let mut opts = baton::store::postgres::PgOptions::new(&url);
+    opts.schema = schema.clone();
+    opts.pool_size = 3;
+    let store = baton::store::postgres::PgStore::connect(&opts).expect("postgres store");
+    let clock = Arc::new(ManualClock::new(T0));
+    let service =
+        Service::start(Box::new(store), clock.clone(), WriterConfig::default()).expect("start");
+    let h = Harness { service, clock };
+    let (_, parent, kids) = h.tree(20, 1);
+    let unsupported = |s: StatusCode, v: &Value| {
+        assert_eq!(
+            (s.as_u16(), code(v)),
+            (501, "allocations_unsupported"),
+            "{v}"
+        );
+    };
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/allocations",
+            &parent,
+            Some(allocate_body(&kids[0], 5, "deny", "pg")),
+        )
+        .await;
+    unsupported(s, &v);
+    let (s, v) = h.call("GET", "/v1/allocations", &parent, None).await;
+    unsupported(s, &v);
+    let id = "alc_000000000001020202020202020202020202";
+    let (s, v) = h
+        .call("GET", &format!("/v1/allocations/{id}"), &parent, None)
+        .await;
+    unsupported(s, &v);
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/v1/allocations/{id}/release"),
+            &parent,
+            Some(json!({ "idempotency_key": "pg-r" })),
+        )
+        .await;
+    unsupported(s, &v);
+    // Nothing was held; the ledger works as before.
+    assert_eq!(h.remaining(&parent).await, vec![1000, 20]);
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/spend",
+            &kids[0],
+            Some(reserve_body(20, "pg-s")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = h.call("GET", "/v1/balances", &kids[0], None).await;
+    assert_eq!(v["allocations"], json!([]));
+    drop(h);
+    baton::store::postgres::drop_schema(&url, &schema).expect("drop the test schema");
+}
