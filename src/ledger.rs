@@ -1377,6 +1377,12 @@ impl Ledger {
     }
 
     fn set_scope(&mut self, k: &ScopeKey, s: ScopeState) {
+        // An unchanged row is not written: a reserve drawn wholly from an
+        // allocation leaves the parent's and ancestors' rows as they were,
+        // which is what takes the hot rows out of a child's reserve.
+        if self.scopes.get(k) == Some(&s) {
+            return;
+        }
         let old = self.scopes.insert(k.clone(), s);
         self.undo.push(Undo::Scope(k.clone(), old));
         self.changes.push(Change::Scope(k.clone(), s));
