@@ -79,12 +79,14 @@ fn amount_of(b: &AllocateBody) -> Result<AllocAmount, ApiError> {
             Ok(AllocAmount::Fixed(n))
         }
         (None, Some(v)) => {
-            // Millionths, rounded down: the fraction never rounds up into
-            // money the parent does not have.
+            // To the nearest millionth (0.29 is 290 000 ppm, not the
+            // 289 999 that binary floating point would floor to); the
+            // amount itself is then rounded down by the ledger, so it never
+            // exceeds the share asked for by more than a millionth.
             let ppm = v
                 .as_f64()
                 .filter(|f| *f > 0.0 && *f <= 1.0)
-                .map(|f| (f * 1_000_000.0).floor())
+                .map(|f| (f * 1_000_000.0).round())
                 .filter(|p| *p >= 1.0)
                 .ok_or_else(|| invalid("fraction must be a number in (0, 1], at least 0.000001"))?;
             // In 1..=1e6 by the filters above.
