@@ -1859,7 +1859,7 @@ impl Ledger {
         if drawn > 0
             && let Some(mut a) = alloc.take()
         {
-            a.drawn += drawn;
+            a.drawn = a.drawn.saturating_add(drawn);
             self.set_draw(req.id, Some((a.id, drawn)));
             self.set_alloc(a);
         }
@@ -1969,7 +1969,8 @@ impl Ledger {
             self.set_scope(k, *s);
         }
         if let Some(mut a) = alloc.take() {
-            a.drawn -= d;
+            // drawn >= d by the invariant; saturate rather than panic.
+            a.drawn = a.drawn.saturating_sub(d);
             a.charged = a
                 .charged
                 .saturating_add(actual.min(d))
@@ -2035,7 +2036,7 @@ impl Ledger {
             }
         }
         if let Some(mut a) = alloc {
-            a.drawn -= back;
+            a.drawn = a.drawn.saturating_sub(back);
             self.set_alloc(a);
         }
         if draw.is_some() {
