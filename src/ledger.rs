@@ -42,8 +42,20 @@
 //! in both modes. Finalized reservations, idempotency records, holders and
 //! revocations never change once written, so their caches stay valid.
 //!
+//! # Allocations
+//! An [`Allocation`] is a guaranteed sub-budget (spec/http.md §3.8): an
+//! amount set aside for one child at every scope above it, represented as
+//! a special hold. While it is active its unused part (`amount - charged -
+//! drawn`) is counted in `held` at each of its scopes; reserves by the child
+//! and its descendants draw from it there (what they drew is kept per
+//! reservation, in `draws`), and ending it, once, takes the unused part out
+//! of `held`. Only active allocations are in memory; a shared ledger
+//! refuses them ([`LedgerError::AllocationsUnsupported`]).
+//!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
-//! `remaining = ceiling - spent - held` never goes below zero.
+//! `remaining = ceiling - spent - held` never goes below zero; `held` is
+//! exactly the active reservations' amounts plus the unused parts of the
+//! active allocations over the scope ([`Ledger::check_invariant`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -1214,13 +1226,20 @@ impl Ledger {
         let mut last_res: HashMap<ResId, usize> = HashMap::new();
         let mut last_alloc: HashMap<AllocId, usize> = HashMap::new();
         let mut last_draw: HashMap<ResId, usize> = HashMap::new();
+        // Draws recorded in this group: a draw row exists only from its
+        // reserve to its end, so one both made and ended in this group
+        // (a spend) never needs writing at all.
+        let mut drawn_here: BTreeSet<ResId> = BTreeSet::new();
         for (i, c) in self.changes.iter().enumerate() {
             match c {
                 Change::Allocation(a) => {
                     last_alloc.insert(a.id, i);
                 }
-                Change::Draw(r, _) => {
+                Change::Draw(r, d) => {
                     last_draw.insert(*r, i);
+                    if d.is_some() {
+                        drawn_here.insert(*r);
+                    }
                 }
                 Change::Scope(k, _) => {
                     last_scope.insert(k, i);
@@ -1238,6 +1257,7 @@ impl Ledger {
                 Change::Scope(k, _) => last_scope.get(k) == Some(i),
                 Change::Reservation(r) => last_res.get(&r.id) == Some(i),
                 Change::Allocation(a) => last_alloc.get(&a.id) == Some(i),
+                Change::Draw(r, None) if drawn_here.contains(r) => false,
                 Change::Draw(r, _) => last_draw.get(r) == Some(i),
                 _ => true,
             })
@@ -3157,6 +3177,39 @@ mod tests {
         );
         assert_eq!(r.scope(&key(1), 8).held, 4);
         r.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_draw_made_and_ended_in_one_group_writes_no_row() {
+        let mut l = Ledger::default();
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        l.settle();
+        let spend = Operation::Reserve {
+            req: req(10, 2, 2),
+            actual: Some(2),
+        };
+        l.apply(&cmd(spend, None), 0, 0);
+        l.reserve(&req(11, 2, 1), 0).unwrap();
+        let draws: Vec<&Change> = l
+            .coalesced_changes()
+            .into_iter()
+            .filter(|c| matches!(c, Change::Draw(..)))
+            .collect();
+        assert_eq!(
+            draws,
+            vec![&Change::Draw(id(11), Some((aid(1), 1)))],
+            "only the hold still active has a draw row"
+        );
+        l.settle();
+        l.release(&chain(2), &id(11), 1, 0).unwrap();
+        assert_eq!(
+            l.coalesced_changes()
+                .into_iter()
+                .filter(|c| matches!(c, Change::Draw(..)))
+                .collect::<Vec<_>>(),
+            vec![&Change::Draw(id(11), None)],
+            "a row from an earlier group is deleted"
+        );
     }
 
     #[test]
