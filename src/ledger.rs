@@ -49,7 +49,9 @@
 //! drawn`) is counted in `held` at each of its scopes; reserves by the child
 //! and its descendants draw from it there (what they drew is kept per
 //! reservation, in `draws`), and ending it, once, takes the unused part out
-//! of `held`. Only active allocations are in memory; a shared ledger
+//! of `held`. An allocation to a child whose parent draws from one is
+//! carved from that one first, and gives back what it did not use when it
+//! ends (`source`). Only active allocations are in memory; a shared ledger
 //! refuses them ([`LedgerError::AllocationsUnsupported`]).
 //!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
@@ -430,8 +432,12 @@ pub struct Allocation {
     pub expires_at: u64,
     /// When it reached its final state; `None` while active.
     pub finalized_at: Option<u64>,
-    /// The unused part returned to the pool when it ended (0 while active).
+    /// The unused part returned when it ended (0 while active).
     pub returned: u64,
+    /// The enclosing allocation it was carved from, if the block above the
+    /// child itself draws from one, with the amount it drew from it: a
+    /// nested allocation comes out of its parent's guarantee first.
+    pub source: Option<(AllocId, u64)>,
 }
 
 impl Allocation {
@@ -2150,6 +2156,21 @@ impl Ledger {
             }
             states.push((key, s));
         }
+        // The allocation the child's parent draws from, if any: the new
+        // one is carved from it first, at the scopes it covers, exactly as
+        // a reserve by the parent would draw from it.
+        let above = &req.child[..req.child.len() - 1];
+        let mut source = self
+            .allocation_for(above, &req.unit)
+            .filter(|e| {
+                now <= e.expires_at
+                    && e.scopes
+                        .iter()
+                        .all(|k| req.scopes.iter().any(|(s, _)| s == k))
+            })
+            .cloned();
+        let covered = |k: &ScopeKey| source.as_ref().is_some_and(|e| e.scopes.contains(k));
+        let source_unused = source.as_ref().map_or(0, Allocation::unused);
         let child_ceiling = req.child_ceiling.min(MAX_AMOUNT);
         let amount = match req.amount {
             AllocAmount::Fixed(x) => {
@@ -2167,7 +2188,16 @@ impl Ledger {
                 if ppm == 0 || ppm > 1_000_000 {
                     return Err(LedgerError::InvalidAmount);
                 }
-                let least = states.iter().map(|(_, s)| s.remaining()).min().unwrap_or(0);
+                // What the parent could reserve: the pool, plus its own
+                // allocation where that covers the scope.
+                let least = states
+                    .iter()
+                    .map(|(k, s)| {
+                        let own = if covered(k) { source_unused } else { 0 };
+                        s.remaining().saturating_add(own)
+                    })
+                    .min()
+                    .unwrap_or(0);
                 let part = u128::from(least) * u128::from(ppm) / 1_000_000;
                 u64::try_from(part).unwrap_or(MAX_AMOUNT).min(child_ceiling)
             }
@@ -2182,23 +2212,40 @@ impl Ledger {
                 remaining: s.remaining(),
             });
         }
+        let drawn = match &source {
+            Some(e) if e.overflow == Overflow::Deny && amount > source_unused => {
+                return Err(LedgerError::AllocationExhausted {
+                    id: e.id,
+                    remaining: source_unused,
+                });
+            }
+            Some(_) => amount.min(source_unused),
+            None => 0,
+        };
         let mut updated = Vec::with_capacity(states.len());
         for (key, s) in &states {
-            if s.remaining() < amount {
+            let need = if covered(key) { amount - drawn } else { amount };
+            if s.remaining() < need {
                 return Err(LedgerError::InsufficientBudget {
                     scope: (*key).clone(),
                     remaining: s.remaining(),
                 });
             }
-            let held = s
-                .held
-                .checked_add(amount)
-                .ok_or(LedgerError::InvalidAmount)?;
+            let held = s.held.checked_add(need).ok_or(LedgerError::InvalidAmount)?;
             updated.push(((*key).clone(), ScopeState { held, ..*s }));
         }
         for (k, s) in &updated {
             self.set_scope(k, *s);
         }
+        let source = match source.take() {
+            Some(mut e) if drawn > 0 => {
+                e.drawn = e.drawn.saturating_add(drawn);
+                let id = e.id;
+                self.set_alloc(e);
+                Some((id, drawn))
+            }
+            _ => None,
+        };
         let a = Allocation {
             id: req.id,
             parent: req.parent.clone(),
@@ -2215,6 +2262,7 @@ impl Ledger {
                 .min(req.not_after_ms.unwrap_or(u64::MAX)),
             finalized_at: None,
             returned: 0,
+            source,
         };
         self.set_alloc(a.clone());
         Ok(a)
@@ -2260,6 +2308,29 @@ impl Ledger {
         a.state = state;
         a.finalized_at = Some(now);
         self.set_alloc(a.clone());
+        // Carved from an enclosing allocation still active: what it took
+        // from it and did not use goes back to it (and stays held for its
+        // child); what it used counts as charged there.
+        if let Some((eid, d)) = a.source
+            && let Some(mut e) = self.allocs.get(&eid).cloned()
+        {
+            let used = a.amount.saturating_sub(unused).min(d);
+            let back = d - used;
+            for key in &e.scopes {
+                if let Some(s) = self.scopes.get(key).copied() {
+                    self.set_scope(
+                        key,
+                        ScopeState {
+                            held: s.held.saturating_add(back),
+                            ..s
+                        },
+                    );
+                }
+            }
+            e.drawn = e.drawn.saturating_sub(d);
+            e.charged = e.charged.saturating_add(used);
+            self.set_alloc(e);
+        }
         a
     }
 
@@ -2336,6 +2407,9 @@ impl Ledger {
             if self.active.contains_key(r) {
                 *drawn.entry(*a).or_default() += d;
             }
+        }
+        for (e, d) in self.allocs.values().filter_map(|a| a.source) {
+            *drawn.entry(e).or_default() += d;
         }
         for a in self.allocs.values() {
             let consistent = drawn.get(&a.id).copied().unwrap_or(0) == a.drawn
@@ -3177,6 +3251,59 @@ mod tests {
         );
         assert_eq!(r.scope(&key(1), 8).held, 4);
         r.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_nested_allocation_is_carved_from_its_parents_allocation_and_given_back() {
+        let mut l = Ledger::default();
+        // The root allocates 5 to child 2; child 2 then allocates 3 to its
+        // own child 7: carved from the 5, not from the parent's pool.
+        let mut outer = alloc_req(1, 2, 5, Overflow::Deny);
+        outer.parent = chain(2)[..1].to_vec();
+        l.allocate(&outer, 0).unwrap();
+        let mut grand = chain(2);
+        grand.push(BlockId([7; 32]));
+        let inner = AllocateRequest {
+            id: aid(2),
+            parent: chain(2),
+            child: grand.clone(),
+            scopes: vec![(key(2), 5), (key(1), 8), (key(0), 100)],
+            ..alloc_req(2, 2, 3, Overflow::Deny)
+        };
+        let n = l.allocate(&inner, 0).unwrap();
+        assert_eq!(n.source, Some((aid(1), 3)));
+        assert_eq!(l.scope(&key(1), 8).held, 5, "nothing more from the pool");
+        assert_eq!(l.scope(&key(2), 5).held, 3, "held at the child's own scope");
+        assert_eq!(
+            l.allocation_for(&chain(2), &Unit::Calls).unwrap().unused(),
+            2
+        );
+        // A sibling of child 2 still finds only 3 in the parent's pool.
+        assert!(l.reserve(&req(9, 3, 4), 0).is_err());
+        l.check_invariant().unwrap();
+        // The grandchild spends 1 and is done: 2 go back to child 2's
+        // allocation, not to the pool.
+        let spend = ReserveRequest {
+            id: id(10),
+            chain: grand.clone(),
+            unit: Unit::Calls,
+            scopes: vec![scope(7, 4), scope(2, 5), scope(1, 8), scope(0, 100)],
+            amount: 1,
+            ttl_ms: 1_000,
+        };
+        l.reserve(&spend, 0).unwrap();
+        l.commit(&grand, &id(10), 1, 0, 0).unwrap();
+        let r = l.release_allocation(&chain(2), &aid(2), 1).unwrap();
+        assert_eq!(r.returned, 2);
+        let outer = l.allocation_for(&chain(2), &Unit::Calls).unwrap().clone();
+        assert_eq!((outer.charged, outer.drawn, outer.unused()), (1, 0, 4));
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held, s.remaining()), (1, 4, 3));
+        l.check_invariant().unwrap();
+        // Releasing the outer one returns its 4 to the pool.
+        l.release_allocation(&chain(2), &aid(1), 2).unwrap();
+        assert_eq!(l.scope(&key(1), 8).remaining(), 7);
+        l.check_invariant().unwrap();
     }
 
     #[test]

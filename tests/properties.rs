@@ -1293,17 +1293,32 @@ mod allocations {
                         let (c, id) = allocs[pick % allocs.len()];
                         let who = if *by_child { chain(c) } else { chain(1) };
                         let before: Vec<u64> = [0u8, 1].iter().map(|b| remaining(&l, *b)).collect();
+                        // A nested allocation gives what it took from an
+                        // enclosing one and did not use back to it, not to
+                        // the pool: that part stays held at its scopes.
                         let unused = l.allocation_for(&chain(c), &Unit::Calls)
                             .filter(|a| a.id == id)
-                            .map(|a| (a.unused(), a.scopes.clone()));
+                            .map(|a| {
+                                let kept = a.source
+                                    .and_then(|(e, d)| {
+                                        let e = l.allocation_for(&chain(c)[..chain(c).len() - 1], &Unit::Calls)
+                                            .filter(|x| x.id == e)?;
+                                        Some((e.scopes.clone(), d - (a.amount - a.unused()).min(d)))
+                                    });
+                                (a.unused(), a.scopes.clone(), kept)
+                            });
                         match l.release_allocation(&who, &id, now) {
                             Ok(a) => {
-                                let (u, sc) = unused.expect("an active allocation was released");
+                                let (u, sc, kept) = unused.expect("an active allocation was released");
                                 prop_assert_eq!(a.returned, u);
                                 prop_assert_eq!(a.state, AllocState::Released);
                                 for (i, b) in [0u8, 1].iter().enumerate() {
                                     let gained = remaining(&l, *b) - before[i];
-                                    let expect = if sc.contains(&key(*b)) { u } else { 0 };
+                                    let back = match &kept {
+                                        Some((esc, back)) if esc.contains(&key(*b)) => *back,
+                                        _ => 0,
+                                    };
+                                    let expect = if sc.contains(&key(*b)) { u - back } else { 0 };
                                     prop_assert_eq!(gained, expect, "scope {}", b);
                                 }
                                 // Once: a second release changes nothing.

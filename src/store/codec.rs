@@ -259,7 +259,8 @@ const ALLOCATION: u64 = 2;
 
 /// An allocation as one CBOR value: `[id, parent chain, child chain, unit,
 /// [[block, unit, tools or null], ...], amount, charged, drawn, overflow,
-/// state, expires_at, finalized_at or null, returned]`. Self-contained (the
+/// state, expires_at, finalized_at or null, returned, [source id, drawn]
+/// or null]`. Self-contained (the
 /// scopes carry their block ids), so it serves both the store's rows and
 /// idempotency records.
 fn allocation_value(a: &Allocation) -> Value {
@@ -289,12 +290,15 @@ fn allocation_value(a: &Allocation) -> Value {
         n(a.expires_at),
         a.finalized_at.map_or(Value::Null, n),
         n(a.returned),
+        a.source.map_or(Value::Null, |(id, d)| {
+            Value::Array(vec![Value::Bytes(id.0.to_vec()), n(d)])
+        }),
     ])
 }
 
 /// Reads [`allocation_value`]'s output, checking what a valid allocation is.
 fn allocation_from(a: &[Value]) -> Result<Allocation, StoreError> {
-    if a.len() != 13 {
+    if a.len() != 14 {
         return Err(corrupt("allocation length"));
     }
     let bytes = |v: &Value, what| v.as_bytes().cloned().ok_or_else(|| corrupt(what));
@@ -336,6 +340,13 @@ fn allocation_from(a: &[Value]) -> Result<Allocation, StoreError> {
         expires_at: uint(a.get(10), "expires_at")?,
         finalized_at,
         returned: uint(a.get(12), "returned")?,
+        source: match &a[13] {
+            Value::Null => None,
+            Value::Array(s) if s.len() == 2 => {
+                Some((alloc_id(s.first())?, uint(s.get(1), "source drawn")?))
+            }
+            _ => return Err(corrupt("allocation source")),
+        },
     };
     let sane = alloc.child.len() > alloc.parent.len()
         && alloc.child.starts_with(&alloc.parent)
@@ -575,6 +586,7 @@ mod tests {
             expires_at: 1_000,
             finalized_at,
             returned: 5,
+            source: Some((AllocId::new(8, [3; 12]), 4)),
         }
     }
 
