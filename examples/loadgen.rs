@@ -183,6 +183,12 @@ mod imp {
         /// Also measure the ledger, the store and the router without sockets.
         #[arg(long, conflicts_with = "soak")]
         direct: bool,
+        /// Run the load twice, side by side on the same servers: on a tree
+        /// without allocations, then on a fresh tree where the parent has
+        /// allocated a guaranteed sub-budget (overflow shared) to each child
+        /// (spec/http.md §3.8).
+        #[arg(long, conflicts_with = "soak")]
+        allocations: bool,
 
         /// Soak: run `baton serve` as a child process and watch its RSS, disk,
         /// idle CPU, SIGTERM and restart time (see the module docs).
@@ -268,7 +274,28 @@ mod imp {
     /// socket-free measurements follow.
     async fn load(args: &Args, urls: &[String], admin: &str, where_: &str) -> Result<(), BoxError> {
         let http = http_client(args.clients)?;
-        let tokens = tree(&http, &urls[0], admin, args.children).await?;
+        if args.allocations {
+            for allocate in [false, true] {
+                let tokens = tree(&http, &urls[0], admin, args.children, allocate).await?;
+                println!(
+                    "baton loadgen: {} clients, {} s measured after {} ms warm-up, {where_}; \
+                     {} children → 1 grandchild each, {}",
+                    args.clients,
+                    args.seconds,
+                    args.warmup_ms,
+                    args.children,
+                    if allocate {
+                        "WITH a per-child allocation (overflow shared)"
+                    } else {
+                        "without allocations"
+                    }
+                );
+                http_load(&http, urls, &tokens, args).await?.print();
+                println!();
+            }
+            return Ok(());
+        }
+        let tokens = tree(&http, &urls[0], admin, args.children, false).await?;
         println!(
             "baton loadgen: {} clients, {} s measured after {} ms warm-up, {where_}",
             args.clients, args.seconds, args.warmup_ms,
@@ -409,6 +436,7 @@ mod imp {
         url: &str,
         admin: &str,
         children: usize,
+        allocate: bool,
     ) -> Result<Vec<String>, BoxError> {
         let (status, body) = send(
             http,
@@ -430,6 +458,30 @@ mod imp {
         let mut kids = Vec::with_capacity(children);
         for _ in 0..children {
             kids.push(parent.attenuate(vec![Caveat::budget(Unit::Calls, CHILD_CEILING)])?);
+        }
+        if allocate {
+            // Half of each child's ceiling, far more than a run spends, so
+            // every pair draws from its child's allocation.
+            for (i, k) in kids.iter().enumerate() {
+                let (status, body) = send(
+                    http,
+                    reqwest::Method::POST,
+                    &format!("{url}/v1/allocations"),
+                    &format!("Bearer {}", parent.to_text()),
+                    Some(&json!({
+                        "child_token": k.to_text(),
+                        "unit": "calls",
+                        "amount": CHILD_CEILING / 2,
+                        "overflow": "shared",
+                        "ttl_ms": 86_400_000,
+                        "idempotency_key": format!("loadgen-alloc-{i}"),
+                    })),
+                )
+                .await?;
+                if status != 201 {
+                    return Err(format!("allocating to child {i}: {status} {body}").into());
+                }
+            }
         }
         let mut leaves: Vec<String> = kids.iter().map(|k| k.to_text()).collect();
         for k in &kids {
@@ -1595,7 +1647,7 @@ mod imp {
             let start_to_ready = server.wait_ready(&http, started).await?;
             let admin = read_token(&dir.join("admin.token"))
                 .map_err(|e| format!("{}/admin.token: {e}", dir.display()))?;
-            let tokens = tree(&http, &server.url, &admin, args.children).await?;
+            let tokens = tree(&http, &server.url, &admin, args.children, false).await?;
             println!(
                 "baton loadgen soak: {} serve (pid {}) at {} on {}{}",
                 bin.display(),

@@ -6,6 +6,12 @@
 //! $2 lookup agent read access only. Each hop appends a signed block offline;
 //! a gateway then checks the whole chain with the issuer's public key alone.
 //!
+//! At the end, the spend ledger's rules (`baton::ledger`, the same code
+//! `baton serve` runs behind `POST /v1/allocations`) show the orchestrator
+//! carving a guaranteed $5 for the refund agent at delegation time, so a
+//! greedy sibling cannot starve it, and releasing the unused part when the
+//! refund agent is done.
+//!
 //! Run with `cargo run --example support_refund --features forge`. Keys, ephemeral seeds and
 //! the clock are fixed so that the output (block ids, sizes) is reproducible;
 //! real code uses [`RootKey::generate`], [`Token::mint`] and
@@ -14,6 +20,10 @@
 
 use std::error::Error;
 
+use baton::ledger::{
+    AllocAmount, AllocId, AllocateRequest, Ledger, LedgerError, Overflow, ResId, ReserveRequest,
+    ScopeKey,
+};
 use baton::pattern::ActionPattern;
 use baton::{
     ArgBound, ArgConstraint, ArgValue, Authority, Caveat, Keyset, Request, RootKey, Token, Unit,
@@ -275,5 +285,138 @@ pub fn main() -> Result<(), Box<dyn Error>> {
         exhausted.code()
     );
     assert_eq!(exhausted.code(), "depth_exceeded");
+
+    guaranteed_sub_budget(&chain, &gateway)
+}
+
+/// The orchestrator sets $5 aside for the refund agent when it delegates,
+/// a greedy sibling agent spends what is left of the $50, the refund agent
+/// still gets its money, and the orchestrator releases the unused part
+/// when the refund agent finishes. In production these are
+/// `POST /v1/allocations`, `/v1/spend` and
+/// `POST /v1/allocations/{id}/release` (`baton ledger allocate`,
+/// `baton ledger release-allocation`); here the ledger's rules run in
+/// memory.
+fn guaranteed_sub_budget(chain: &Chain, gateway: &Verifier) -> Result<(), Box<dyn Error>> {
+    let now_ms = NOW * 1000;
+    let mut ledger = Ledger::default();
+    let orchestrator = gateway.verify_text(&chain.orchestrator.to_text())?;
+    let refund_agent = gateway.verify_text(&chain.refund_agent.to_text())?;
+    let ids = refund_agent.block_ids();
+    // Held above the refund agent: every unfiltered usd budget of blocks
+    // 0-1, nearest first (`budgets()` lists them root first).
+    let scopes: Vec<(ScopeKey, u64)> = refund_agent
+        .authority()
+        .budgets()
+        .iter()
+        .rev()
+        .filter(|(b, bud)| {
+            *b + 1 < ids.len() && bud.unit == Unit::UsdMicrocents && bud.tools.is_none()
+        })
+        .map(|(b, bud)| {
+            let key = ScopeKey {
+                block: ids[*b],
+                unit: Unit::UsdMicrocents,
+                tools: None,
+            };
+            (key, bud.ceiling)
+        })
+        .collect();
+    let carved = ledger.allocate(
+        &AllocateRequest {
+            id: AllocId::new(now_ms, [1; 12]),
+            parent: orchestrator.block_ids().to_vec(),
+            child: ids.to_vec(),
+            unit: Unit::UsdMicrocents,
+            scopes,
+            amount: AllocAmount::Fixed(5 * USD),
+            child_ceiling: 5 * USD,
+            overflow: Overflow::Deny,
+            ttl_ms: 3_600_000,
+            not_after_ms: refund_agent.authority().not_after().map(|s| s * 1000),
+        },
+        now_ms,
+    )?;
+    println!(
+        "== ledger, orchestrator carves {} for the refund agent ({})",
+        dollars(carved.amount),
+        carved.id
+    );
+    let orchestrator_scope = ScopeKey {
+        block: ids[1],
+        unit: Unit::UsdMicrocents,
+        tools: None,
+    };
+    let left = |l: &Ledger| l.scope(&orchestrator_scope, 50 * USD).remaining();
+    println!(
+        "   orchestrator's $50: {} left for everyone else",
+        dollars(left(&ledger))
+    );
+
+    // A greedy sibling agent with its own $50 cap tries to take it all.
+    let sibling = chain.orchestrator.attenuate_with_seed(
+        vec![
+            Caveat::budget(Unit::UsdMicrocents, 50 * USD),
+            Caveat::tools(["crm.read"])?,
+        ],
+        &[0xb0; 32],
+    )?;
+    let sibling = gateway.verify_text(&sibling.to_text())?;
+    let spend = |l: &mut Ledger, n: u8, token: &Token, action: Request, amount: u64| {
+        let budgets = gateway.authorize(token, &action).map(|a| a.budgets);
+        budgets
+            .map_err(|e| Box::new(e) as Box<dyn Error>)
+            .and_then(|scopes| {
+                let req = ReserveRequest {
+                    id: ResId::new(now_ms, [n; 12]),
+                    chain: token.block_ids().to_vec(),
+                    unit: Unit::UsdMicrocents,
+                    scopes,
+                    amount,
+                    ttl_ms: 60_000,
+                };
+                let r = l.reserve(&req, now_ms)?;
+                Ok(l.commit(token.block_ids(), &r.id, amount, now_ms, 0)?)
+            })
+    };
+    let read = Request::new("crm.read", NOW)?;
+    let greedy = spend(&mut ledger, 2, &sibling, read.clone(), 48 * USD);
+    println!(
+        "   sibling spends $48: refused ({})",
+        greedy.err().map_or("?".into(), |e| e.to_string())
+    );
+    spend(&mut ledger, 3, &sibling, read, 45 * USD)?;
+    println!(
+        "   sibling spends $45: ok; orchestrator's pool: {} left",
+        dollars(left(&ledger))
+    );
+
+    // The refund agent's $2.50 lookup-and-refund fee comes from its allocation.
+    let fee = Request::new("refund.issue", NOW)?
+        .resource(CUSTOMER)?
+        .arg("amount", amount(40)?)?;
+    spend(&mut ledger, 4, &refund_agent, fee.clone(), 250 * USD / 100)?;
+    println!("   refund agent spends $2.50: ok, from its allocation");
+    // Past its $5 the allocation says no (overflow: deny), naming itself.
+    let over = spend(&mut ledger, 5, &refund_agent, fee, 3 * USD);
+    let refused = over.err().and_then(|e| e.downcast::<LedgerError>().ok());
+    assert!(matches!(
+        refused.as_deref(),
+        Some(LedgerError::AllocationExhausted { .. })
+    ));
+    println!("   refund agent asks for $3 more: refused, allocation_exhausted");
+
+    // Done: the orchestrator releases the unused part, exactly once.
+    let released = ledger.release_allocation(orchestrator.block_ids(), &carved.id, now_ms)?;
+    println!(
+        "== refund agent done: orchestrator releases {}, its pool has {} again",
+        dollars(released.returned),
+        dollars(left(&ledger))
+    );
+    assert_eq!(released.returned, 250 * USD / 100);
+    assert_eq!(left(&ledger), 250 * USD / 100);
+    ledger
+        .check_invariant()
+        .map_err(|k| format!("invariant broken at {k}"))?;
     Ok(())
 }

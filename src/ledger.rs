@@ -42,8 +42,22 @@
 //! in both modes. Finalized reservations, idempotency records, holders and
 //! revocations never change once written, so their caches stay valid.
 //!
+//! # Allocations
+//! An [`Allocation`] is a guaranteed sub-budget (spec/http.md §3.8): an
+//! amount set aside for one child at every scope above it, represented as
+//! a special hold. While it is active its unused part (`amount - charged -
+//! drawn`) is counted in `held` at each of its scopes; reserves by the child
+//! and its descendants draw from it there (what they drew is kept per
+//! reservation, in `draws`), and ending it, once, takes the unused part out
+//! of `held`. An allocation to a child whose parent draws from one is
+//! carved from that one first, and gives back what it did not use when it
+//! ends (`source`). Only active allocations are in memory; a shared ledger
+//! refuses them ([`LedgerError::AllocationsUnsupported`]).
+//!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
-//! `remaining = ceiling - spent - held` never goes below zero.
+//! `remaining = ceiling - spent - held` never goes below zero; `held` is
+//! exactly the active reservations' amounts plus the unused parts of the
+//! active allocations over the scope ([`Ledger::check_invariant`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -252,6 +266,236 @@ pub struct Reservation {
     pub finalized_at: Option<u64>,
 }
 
+/// An allocation id: the same shape as a [`ResId`] (6 bytes of the
+/// server's millisecond clock, 12 random bytes); its text form is `alc_`
+/// and 36 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocId(pub [u8; 18]);
+
+impl AllocId {
+    /// The id made at `now_ms` with `random` bytes.
+    pub fn new(now_ms: u64, random: [u8; 12]) -> Self {
+        Self(ResId::new(now_ms, random).0)
+    }
+
+    /// Reads the text form; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("alc_")?;
+        ResId::parse(&format!("rsv_{hex}")).map(|r| Self(r.0))
+    }
+
+    /// Reads the stored form.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        b.try_into().ok().map(Self)
+    }
+}
+
+impl fmt::Display for AllocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("alc_")?;
+        f.write_str(crate::hex::encode(&self.0, &mut [0u8; 36]))
+    }
+}
+
+impl fmt::Debug for AllocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What a reserve under an allocation does when the allocation has less
+/// unused than it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Refuse with `allocation_exhausted`: the child lives within its allocation.
+    Deny,
+    /// Take what the allocation has left, the rest from the parent's pool.
+    Shared,
+}
+
+impl Overflow {
+    /// The policy's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Shared => "shared",
+        }
+    }
+
+    /// Reads a policy name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "deny" => Some(Self::Deny),
+            "shared" => Some(Self::Shared),
+            _ => None,
+        }
+    }
+
+    /// The policy's code in the store.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Deny => 0,
+            Self::Shared => 1,
+        }
+    }
+
+    /// Reads a stored policy code.
+    pub fn from_code(c: u64) -> Option<Self> {
+        match c {
+            0 => Some(Self::Deny),
+            1 => Some(Self::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// Where an allocation is in its life. Active ends in exactly one of the
+/// others, and only that transition returns the unused part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AllocState {
+    /// Holding its unused part at the parent's scopes.
+    Active,
+    /// Released by the parent, an ancestor or the child; final.
+    Released,
+    /// Its TTL or the child token's expiry passed; final.
+    Expired,
+    /// A block of the child's chain was revoked; final.
+    Revoked,
+}
+
+impl AllocState {
+    /// The state's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// The state's code in the store.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Active => 0,
+            Self::Released => 1,
+            Self::Expired => 2,
+            Self::Revoked => 3,
+        }
+    }
+
+    /// Reads a stored state code.
+    pub fn from_code(c: u64) -> Option<Self> {
+        Some(match c {
+            0 => Self::Active,
+            1 => Self::Released,
+            2 => Self::Expired,
+            3 => Self::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// A guaranteed sub-budget: an amount a parent set aside for one child at
+/// every scope above the child in one unit (spec/http.md §3.8).
+///
+/// While active, its unused part (`amount - charged - drawn`) is counted
+/// in the `held` of each of its scopes, exactly like a reservation's hold,
+/// so siblings cannot take it. The child's (and its descendants')
+/// reservations draw from it at those scopes instead of from the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// Server-chosen id.
+    pub id: AllocId,
+    /// The chain of the token that allocated, root first.
+    pub parent: Vec<BlockId>,
+    /// The child's chain, root first; `parent` is a strict prefix of it.
+    pub child: Vec<BlockId>,
+    /// The unit allocated.
+    pub unit: Unit,
+    /// The scopes held on: the budgets in `unit` that apply to every
+    /// action of every block above the child, nearest first.
+    pub scopes: Vec<ScopeKey>,
+    /// The amount set aside.
+    pub amount: u64,
+    /// What the child's reservations under it have charged so far.
+    pub charged: u64,
+    /// What the child's active reservations under it hold now.
+    pub drawn: u64,
+    /// What happens when a reserve asks for more than is unused.
+    pub overflow: Overflow,
+    /// The state.
+    pub state: AllocState,
+    /// When it lapses (ms since the epoch): its TTL or the child token's
+    /// expiry, whichever comes first.
+    pub expires_at: u64,
+    /// When it reached its final state; `None` while active.
+    pub finalized_at: Option<u64>,
+    /// The unused part returned when it ended (0 while active).
+    pub returned: u64,
+    /// The enclosing allocation it was carved from, if the block above the
+    /// child itself draws from one, with the amount it drew from it: a
+    /// nested allocation comes out of its parent's guarantee first.
+    pub source: Option<(AllocId, u64)>,
+}
+
+impl Allocation {
+    /// What is neither charged nor held by the child's reservations: what
+    /// the child can still reserve from it, and what a release returns.
+    pub fn unused(&self) -> u64 {
+        self.amount
+            .saturating_sub(self.charged)
+            .saturating_sub(self.drawn)
+    }
+}
+
+/// How much an allocation sets aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AllocAmount {
+    /// A fixed amount of the unit.
+    Fixed(u64),
+    /// A fraction of the parent's current remaining (the smallest over its
+    /// scopes), in millionths, rounded down and capped at the child's ceiling.
+    Fraction {
+        /// Parts per million, 1 to 1 000 000.
+        ppm: u32,
+    },
+}
+
+/// What an allocate asks for, once both tokens have been verified and the
+/// child found to descend from the parent by the caller.
+#[derive(Debug, Clone)]
+pub struct AllocateRequest {
+    /// The id to give the allocation.
+    pub id: AllocId,
+    /// The allocating token's chain, root first.
+    pub parent: Vec<BlockId>,
+    /// The child token's chain, root first.
+    pub child: Vec<BlockId>,
+    /// The unit.
+    pub unit: Unit,
+    /// The budgets in `unit` that apply to every action of every block
+    /// above the child (its parent's and their ancestors', the allocating
+    /// token's among them), with their ceilings, nearest first. Holding on
+    /// all of them is what makes the allocation a guarantee: a scope left
+    /// out would be one siblings could still exhaust.
+    pub scopes: Vec<(ScopeKey, u64)>,
+    /// How much.
+    pub amount: AllocAmount,
+    /// The smallest ceiling in `unit` of the child's chain: an allocation
+    /// never exceeds what the child could spend.
+    pub child_ceiling: u64,
+    /// The overflow policy.
+    pub overflow: Overflow,
+    /// How long it lasts, from when it is applied (ms).
+    pub ttl_ms: u64,
+    /// When the child token expires (ms since the epoch), if it does.
+    pub not_after_ms: Option<u64>,
+}
+
 /// Why the ledger refused an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -283,6 +527,36 @@ pub enum LedgerError {
     /// happen for tokens from one issuer key; refused rather than guessed).
     #[error("scope ceiling conflicts with the recorded one")]
     CeilingConflict,
+    /// A reserve under an allocation with the `deny` policy asked for more
+    /// than the allocation has unused; nothing was held.
+    #[error("allocation {id} has {remaining} unused")]
+    AllocationExhausted {
+        /// The allocation.
+        id: AllocId,
+        /// Its unused part.
+        remaining: u64,
+    },
+    /// No such allocation visible to this token.
+    #[error("allocation not found")]
+    AllocationNotFound,
+    /// The allocation already reached a final state.
+    #[error("allocation is already {}", .0.as_str())]
+    AllocationFinalized(AllocState),
+    /// The child already has an active allocation in this unit.
+    #[error("the child already has allocation {0} in this unit")]
+    AllocationExists(AllocId),
+    /// The amount asked for is more than the child's own ceiling.
+    #[error("the child's ceiling is {ceiling}")]
+    ExceedsChildBudget {
+        /// The child's smallest ceiling in the unit.
+        ceiling: u64,
+    },
+    /// The child token does not descend from the allocating token.
+    #[error("the child token does not descend from this token")]
+    NotDescendant,
+    /// This store does not support allocations (a shared PostgreSQL store).
+    #[error("allocations are not supported by this ledger's store")]
+    AllocationsUnsupported,
 }
 
 impl LedgerError {
@@ -296,6 +570,13 @@ impl LedgerError {
             Self::Finalized(_) => "reservation_finalized",
             Self::Revoked(_) => "revoked",
             Self::CeilingConflict => "ceiling_conflict",
+            Self::AllocationExhausted { .. } => "allocation_exhausted",
+            Self::AllocationNotFound => "allocation_not_found",
+            Self::AllocationFinalized(_) => "allocation_finalized",
+            Self::AllocationExists(_) => "allocation_exists",
+            Self::ExceedsChildBudget { .. } => "allocation_exceeds_child_budget",
+            Self::NotDescendant => "not_descendant",
+            Self::AllocationsUnsupported => "allocations_unsupported",
         }
     }
 }
@@ -344,6 +625,14 @@ pub enum Recorded {
     },
     /// The ledger refused it.
     Refused(LedgerError),
+    /// The operation succeeded on an allocation: the allocation as the
+    /// answer showed it (self-contained, so a replay needs no look-up).
+    Allocation {
+        /// Whether it made the allocation.
+        created: bool,
+        /// The allocation after the operation.
+        alloc: Allocation,
+    },
 }
 
 /// The stored outcome of an idempotent request.
@@ -372,6 +661,11 @@ pub enum Change {
     Reservation(Reservation),
     /// Record the outcome of an idempotent request.
     Idempotency(IdemKey, IdemRecord),
+    /// Insert or update an allocation.
+    Allocation(Allocation),
+    /// Record what an active reservation draws from an allocation
+    /// (`Some`), or forget it once the reservation has ended (`None`).
+    Draw(ResId, Option<(AllocId, u64)>),
     /// Record a revoked block.
     Revoke {
         /// The tree the block belongs to.
@@ -448,6 +742,25 @@ pub enum Operation {
     /// Only answer from the idempotency record, if there is one: for a
     /// request whose token no longer authorizes it (expired since).
     Replay,
+    /// Set an amount aside for a child.
+    Allocate {
+        /// What to allocate.
+        req: AllocateRequest,
+    },
+    /// Return an allocation's unused part.
+    ReleaseAllocation {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The allocation.
+        id: AllocId,
+    },
+    /// Read an allocation.
+    GetAllocation {
+        /// The caller's chain.
+        chain: Vec<BlockId>,
+        /// The allocation.
+        id: AllocId,
+    },
 }
 
 impl Operation {
@@ -458,7 +771,15 @@ impl Operation {
             | Self::Release { id, .. }
             | Self::Extend { id, .. }
             | Self::Get { id, .. } => Some(*id),
-            Self::Reserve { .. } | Self::Replay => None,
+            _ => None,
+        }
+    }
+
+    /// The allocation the operation names, if any.
+    fn alloc_target(&self) -> Option<AllocId> {
+        match self {
+            Self::ReleaseAllocation { id, .. } | Self::GetAllocation { id, .. } => Some(*id),
+            _ => None,
         }
     }
 }
@@ -504,6 +825,13 @@ pub enum Outcome {
     KeyReused,
     /// [`Operation::Replay`] found no record for the key.
     NotRecorded,
+    /// Done on an allocation; `created` for a new one.
+    Allocation {
+        /// Whether the allocation was made by this command.
+        created: bool,
+        /// The allocation afterwards.
+        alloc: Allocation,
+    },
 }
 
 /// Records a command needs that are not in memory: the writer reads them
@@ -514,12 +842,14 @@ pub struct Missing {
     pub idem: Vec<IdemKey>,
     /// Reservations to look up.
     pub reservations: Vec<ResId>,
+    /// Allocations to look up (finalized ones: active ones are in memory).
+    pub allocations: Vec<AllocId>,
 }
 
 impl Missing {
     /// Whether nothing is missing.
     pub fn is_empty(&self) -> bool {
-        self.idem.is_empty() && self.reservations.is_empty()
+        self.idem.is_empty() && self.reservations.is_empty() && self.allocations.is_empty()
     }
 }
 
@@ -554,6 +884,10 @@ pub struct ActiveState {
     pub revoked: Vec<(BlockId, u64)>,
     /// The next free holder id.
     pub next_holder: u64,
+    /// Every active allocation.
+    pub allocations: Vec<Allocation>,
+    /// What active reservations draw from active allocations.
+    pub draws: Vec<(ResId, AllocId, u64)>,
 }
 
 /// The sizes of the in-memory caches, in entries.
@@ -602,6 +936,8 @@ pub struct Population {
     pub holders: usize,
     /// Revoked blocks.
     pub revoked: usize,
+    /// Active allocations.
+    pub allocations: usize,
 }
 
 /// What a holder holds on, borrowed: how the holder cache is searched
@@ -652,6 +988,8 @@ enum Undo {
     Scope(ScopeKey, Option<ScopeState>),
     Active(ResId, Option<Reservation>),
     Revoke(BlockId),
+    Alloc(AllocId, Option<Allocation>),
+    Draw(ResId, Option<(AllocId, u64)>),
 }
 
 fn cache<K: Eq + std::hash::Hash + Clone, V: Clone>(n: usize) -> quick_cache::unsync::Cache<K, V> {
@@ -687,6 +1025,18 @@ pub struct Ledger {
     /// Holder ids below this are ours to give (shared mode takes ranges
     /// from the store; otherwise unbounded).
     holder_end: u64,
+    /// Active allocations, with their expiry index and the child block and
+    /// unit each is for (one active allocation per child and unit).
+    allocs: HashMap<AllocId, Allocation>,
+    alloc_expiry: BTreeSet<(u64, AllocId)>,
+    alloc_by_child: HashMap<(BlockId, Unit), AllocId>,
+    /// What each active reservation under an allocation drew from it.
+    draws: HashMap<ResId, (AllocId, u64)>,
+    /// Recently finalized allocations; this group's, never evicted before
+    /// [`Self::settle`]; what the store returned for this group.
+    alloc_final: quick_cache::unsync::Cache<AllocId, Allocation>,
+    pending_alloc_final: HashMap<AllocId, Allocation>,
+    fetched_alloc: HashMap<AllocId, Option<Allocation>>,
 }
 
 impl Default for Ledger {
@@ -718,6 +1068,13 @@ impl Ledger {
             undo: Vec::new(),
             shared: false,
             holder_end: u64::MAX,
+            allocs: HashMap::new(),
+            alloc_expiry: BTreeSet::new(),
+            alloc_by_child: HashMap::new(),
+            draws: HashMap::new(),
+            alloc_final: cache(sizes.finalized),
+            pending_alloc_final: HashMap::new(),
+            fetched_alloc: HashMap::new(),
         }
     }
 
@@ -843,6 +1200,16 @@ impl Ledger {
             l.revoke_seq = l.revoke_seq.max(seq);
         }
         l.next_holder = state.next_holder.max(1);
+        for a in state.allocations {
+            if a.state == AllocState::Active {
+                l.put_alloc(a);
+            }
+        }
+        for (r, a, d) in state.draws {
+            if l.active.contains_key(&r) {
+                l.draws.insert(r, (a, d));
+            }
+        }
         l
     }
 
@@ -856,6 +1223,7 @@ impl Ledger {
             idempotency: self.idem.len(),
             holders: self.holders.len(),
             revoked: self.revoked.len(),
+            allocations: self.allocs.len(),
         }
     }
 
@@ -872,8 +1240,23 @@ impl Ledger {
     pub fn coalesced_changes(&self) -> Vec<&Change> {
         let mut last_scope: HashMap<&ScopeKey, usize> = HashMap::new();
         let mut last_res: HashMap<ResId, usize> = HashMap::new();
+        let mut last_alloc: HashMap<AllocId, usize> = HashMap::new();
+        let mut last_draw: HashMap<ResId, usize> = HashMap::new();
+        // Draws recorded in this group: a draw row exists only from its
+        // reserve to its end, so one both made and ended in this group
+        // (a spend) never needs writing at all.
+        let mut drawn_here: BTreeSet<ResId> = BTreeSet::new();
         for (i, c) in self.changes.iter().enumerate() {
             match c {
+                Change::Allocation(a) => {
+                    last_alloc.insert(a.id, i);
+                }
+                Change::Draw(r, d) => {
+                    last_draw.insert(*r, i);
+                    if d.is_some() {
+                        drawn_here.insert(*r);
+                    }
+                }
                 Change::Scope(k, _) => {
                     last_scope.insert(k, i);
                 }
@@ -889,6 +1272,9 @@ impl Ledger {
             .filter(|(i, c)| match c {
                 Change::Scope(k, _) => last_scope.get(k) == Some(i),
                 Change::Reservation(r) => last_res.get(&r.id) == Some(i),
+                Change::Allocation(a) => last_alloc.get(&a.id) == Some(i),
+                Change::Draw(r, None) if drawn_here.contains(r) => false,
+                Change::Draw(r, _) => last_draw.get(r) == Some(i),
                 _ => true,
             })
             .map(|(_, c)| c)
@@ -924,6 +1310,14 @@ impl Ledger {
                 self.finalized.insert(k, v);
             }
         }
+        for (k, v) in self.pending_alloc_final.drain() {
+            self.alloc_final.insert(k, v);
+        }
+        for (k, v) in self.fetched_alloc.drain() {
+            if let Some(v) = v {
+                self.alloc_final.insert(k, v);
+            }
+        }
         self.forget_working_set();
     }
 
@@ -952,6 +1346,18 @@ impl Ledger {
                     self.feed.remove(&self.revoke_seq);
                     self.revoke_seq -= 1;
                 }
+                Undo::Alloc(id, before) => {
+                    self.take_alloc(&id);
+                    if let Some(a) = before {
+                        self.put_alloc(a);
+                    }
+                }
+                Undo::Draw(r, Some(d)) => {
+                    self.draws.insert(r, d);
+                }
+                Undo::Draw(r, None) => {
+                    self.draws.remove(&r);
+                }
             }
         }
         self.changes.clear();
@@ -960,10 +1366,63 @@ impl Ledger {
         self.pending_holders.clear();
         self.fetched_idem.clear();
         self.fetched_res.clear();
+        self.pending_alloc_final.clear();
+        self.fetched_alloc.clear();
         self.forget_working_set();
     }
 
+    /// Adds an active allocation to the map and its indexes.
+    fn put_alloc(&mut self, a: Allocation) {
+        self.alloc_expiry.insert((a.expires_at, a.id));
+        if let Some(last) = a.child.last() {
+            self.alloc_by_child.insert((*last, a.unit.clone()), a.id);
+        }
+        self.allocs.insert(a.id, a);
+    }
+
+    /// Removes an active allocation from the map and its indexes.
+    fn take_alloc(&mut self, id: &AllocId) -> Option<Allocation> {
+        let a = self.allocs.remove(id)?;
+        self.alloc_expiry.remove(&(a.expires_at, a.id));
+        if let Some(last) = a.child.last() {
+            let k = (*last, a.unit.clone());
+            if self.alloc_by_child.get(&k) == Some(id) {
+                self.alloc_by_child.remove(&k);
+            }
+        }
+        Some(a)
+    }
+
+    /// Writes an allocation: active ones live in memory with their
+    /// indexes, final ones move to this group's pending map.
+    fn set_alloc(&mut self, a: Allocation) {
+        let before = self.take_alloc(&a.id);
+        self.undo.push(Undo::Alloc(a.id, before));
+        if a.state == AllocState::Active {
+            self.put_alloc(a.clone());
+        } else {
+            self.pending_alloc_final.insert(a.id, a.clone());
+        }
+        self.changes.push(Change::Allocation(a));
+    }
+
+    /// Records (or forgets) what a reservation drew from an allocation.
+    fn set_draw(&mut self, r: ResId, d: Option<(AllocId, u64)>) {
+        let before = match d {
+            Some(d) => self.draws.insert(r, d),
+            None => self.draws.remove(&r),
+        };
+        self.undo.push(Undo::Draw(r, before));
+        self.changes.push(Change::Draw(r, d));
+    }
+
     fn set_scope(&mut self, k: &ScopeKey, s: ScopeState) {
+        // An unchanged row is not written: a reserve drawn wholly from an
+        // allocation leaves the parent's and ancestors' rows as they were,
+        // which is what takes the hot rows out of a child's reserve.
+        if self.scopes.get(k) == Some(&s) {
+            return;
+        }
         let old = self.scopes.insert(k.clone(), s);
         self.undo.push(Undo::Scope(k.clone(), old));
         self.changes.push(Change::Scope(k.clone(), s));
@@ -1048,6 +1507,79 @@ impl Ledger {
         {
             out.reservations.push(id);
         }
+        // A shared ledger refuses allocations without reading anything.
+        if let Some(id) = cmd.op.alloc_target()
+            && !self.shared
+            && self.alloc_lookup(&id).is_none()
+            && !self.fetched_alloc.contains_key(&id)
+        {
+            out.allocations.push(id);
+        }
+    }
+
+    /// Hands over the allocations the store returned for [`Self::missing`]
+    /// (only finalized ones can be missing: active ones are in memory).
+    pub fn supply_allocations(
+        &mut self,
+        allocs: impl IntoIterator<Item = (AllocId, Option<Allocation>)>,
+    ) {
+        for (id, a) in allocs {
+            // An active row not in memory cannot be (memory holds them
+            // all); never let it shadow the truth.
+            let a = a.filter(|a| a.state != AllocState::Active);
+            self.fetched_alloc.insert(id, a);
+        }
+    }
+
+    /// An allocation from memory or from what the store supplied.
+    fn alloc_lookup(&self, id: &AllocId) -> Option<&Allocation> {
+        self.allocs
+            .get(id)
+            .or_else(|| self.pending_alloc_final.get(id))
+            .or_else(|| self.alloc_final.peek(id))
+            .or_else(|| self.fetched_alloc.get(id).and_then(Option::as_ref))
+    }
+
+    /// An allocation as seen by the holder of `chain`: the child and its
+    /// ancestors (the parent among them) see it; nobody else, in or out
+    /// of the tree, learns that it exists.
+    fn alloc_visible(&self, chain: &[BlockId], id: &AllocId) -> Option<&Allocation> {
+        self.alloc_lookup(id)
+            .filter(|a| !chain.is_empty() && a.child.starts_with(chain))
+    }
+
+    /// The active allocations to descendants of the token whose chain is
+    /// `parent` (made by it or by one of its ancestors), by id.
+    pub fn allocations_of(&self, parent: &[BlockId]) -> Vec<Allocation> {
+        let mut v: Vec<Allocation> = self
+            .allocs
+            .values()
+            .filter(|a| {
+                !parent.is_empty() && a.child.len() > parent.len() && a.child.starts_with(parent)
+            })
+            .cloned()
+            .collect();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+
+    /// The active allocation a reservation by `chain` in `unit` draws
+    /// from: the nearest one, made for the deepest block of the chain
+    /// that has one.
+    pub fn allocation_for(&self, chain: &[BlockId], unit: &Unit) -> Option<&Allocation> {
+        chain.iter().enumerate().rev().find_map(|(i, b)| {
+            let id = self.alloc_by_child.get(&(*b, unit.clone()))?;
+            self.allocs.get(id).filter(|a| a.child == chain[..=i])
+        })
+    }
+
+    /// The unused part of active allocations counted in a scope's `held`.
+    /// Costs the number of active allocations.
+    pub fn allocated(&self, key: &ScopeKey) -> u64 {
+        self.allocs
+            .values()
+            .filter(|a| a.scopes.contains(key))
+            .fold(0u64, |t, a| t.saturating_add(a.unused()))
     }
 
     /// Hands over what the store returned for [`Self::missing`]. Returns
@@ -1145,6 +1677,26 @@ impl Ledger {
             Operation::Extend { chain, id, ttl_ms } => self
                 .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
                 .map(|r| (false, r)),
+            Operation::GetAllocation { chain, id } => {
+                if self.shared {
+                    return Outcome::Refused(LedgerError::AllocationsUnsupported);
+                }
+                return match self.alloc_visible(chain, id) {
+                    Some(a) => Outcome::Allocation {
+                        created: false,
+                        alloc: a.clone(),
+                    },
+                    None => Outcome::Refused(LedgerError::AllocationNotFound),
+                };
+            }
+            Operation::Allocate { req } => {
+                let out = self.allocate(req, now).map(|a| (true, a));
+                return self.record_alloc(cmd, out, now);
+            }
+            Operation::ReleaseAllocation { chain, id } => {
+                let out = self.release_allocation(chain, id, now).map(|a| (false, a));
+                return self.record_alloc(cmd, out, now);
+            }
         };
         let (outcome, recorded) = match out {
             Ok((created, r)) => {
@@ -1170,9 +1722,43 @@ impl Ledger {
         outcome
     }
 
+    /// Records (if keyed) and returns the outcome of an allocation command.
+    fn record_alloc(
+        &mut self,
+        cmd: &Command,
+        out: Result<(bool, Allocation), LedgerError>,
+        now: u64,
+    ) -> Outcome {
+        let (outcome, recorded) = match out {
+            Ok((created, alloc)) => (
+                Outcome::Allocation {
+                    created,
+                    alloc: alloc.clone(),
+                },
+                Recorded::Allocation { created, alloc },
+            ),
+            Err(e) => (Outcome::Refused(e.clone()), Recorded::Refused(e)),
+        };
+        if let Some((key, fingerprint)) = &cmd.idem {
+            let rec = IdemRecord {
+                fingerprint: *fingerprint,
+                at: now,
+                outcome: recorded,
+                proof: cmd.proof,
+            };
+            self.pending_idem.insert(key.clone(), rec.clone());
+            self.changes.push(Change::Idempotency(key.clone(), rec));
+        }
+        outcome
+    }
+
     fn replay(&self, rec: &Recorded) -> Option<Outcome> {
         Some(match rec {
             Recorded::Refused(e) => Outcome::Refused(e.clone()),
+            Recorded::Allocation { created, alloc } => Outcome::Allocation {
+                created: *created,
+                alloc: alloc.clone(),
+            },
             Recorded::Done { created, snapshot } => {
                 let holder = self.lookup(&snapshot.id)?.holder.clone();
                 let mut snapshot = snapshot.clone();
@@ -1281,27 +1867,57 @@ impl Ledger {
         if scopes.is_empty() {
             return Err(LedgerError::NoBudget);
         }
-        // Check every scope before touching any: all or nothing.
+        // The allocation this chain draws from, if it covers scopes this
+        // reserve holds on (budgets that apply to every action always are).
+        let mut alloc = self
+            .allocation_for(&req.chain, &req.unit)
+            .filter(|a| {
+                now <= a.expires_at && a.scopes.iter().all(|k| scopes.iter().any(|(s, _)| s == k))
+            })
+            .cloned();
+        let drawn = match &alloc {
+            Some(a) if a.overflow == Overflow::Deny && req.amount > a.unused() => {
+                return Err(LedgerError::AllocationExhausted {
+                    id: a.id,
+                    remaining: a.unused(),
+                });
+            }
+            Some(a) => req.amount.min(a.unused()),
+            None => 0,
+        };
+        // Check every scope before touching any: all or nothing. At the
+        // allocation's scopes, the drawn part is already in `held` (as the
+        // allocation's unused part): only the rest comes from the pool.
         let mut updated = Vec::with_capacity(scopes.len());
         for (key, ceiling) in &scopes {
             let s = self.scope(key, *ceiling);
             if s.ceiling != *ceiling {
                 return Err(LedgerError::CeilingConflict);
             }
-            if s.remaining() < req.amount {
+            let covered = drawn > 0 && alloc.as_ref().is_some_and(|a| a.scopes.contains(key));
+            let need = if covered {
+                req.amount - drawn
+            } else {
+                req.amount
+            };
+            if s.remaining() < need {
                 return Err(LedgerError::InsufficientBudget {
                     scope: key.clone(),
                     remaining: s.remaining(),
                 });
             }
-            let held = s
-                .held
-                .checked_add(req.amount)
-                .ok_or(LedgerError::InvalidAmount)?;
+            let held = s.held.checked_add(need).ok_or(LedgerError::InvalidAmount)?;
             updated.push((key.clone(), ScopeState { held, ..s }));
         }
         for (k, s) in &updated {
             self.set_scope(k, *s);
+        }
+        if drawn > 0
+            && let Some(mut a) = alloc.take()
+        {
+            a.drawn = a.drawn.saturating_add(drawn);
+            self.set_draw(req.id, Some((a.id, drawn)));
+            self.set_alloc(a);
         }
         let holder = self.holder(
             &req.chain,
@@ -1355,10 +1971,39 @@ impl Ledger {
         let mut r = self.active(chain, id, now, grace)?;
         self.check_chain_not_revoked(&r)?;
         let extra = actual.saturating_sub(r.amount);
+        // Under an allocation still active: the charge is taken from what
+        // the hold drew first; what it drew and did not charge goes back
+        // to the allocation; a charge above the hold draws from the
+        // allocation's unused part before the pool.
+        let draw = self.draws.get(id).copied();
+        let mut alloc = draw.and_then(|(a, _)| self.allocs.get(&a).cloned());
+        let d = match (&alloc, draw) {
+            (Some(_), Some((_, d))) => d,
+            _ => 0,
+        };
+        let extra_drawn = match &alloc {
+            Some(a) if extra > 0 => {
+                if a.overflow == Overflow::Deny && extra > a.unused() {
+                    return Err(LedgerError::AllocationExhausted {
+                        id: a.id,
+                        remaining: a.unused(),
+                    });
+                }
+                extra.min(a.unused())
+            }
+            _ => 0,
+        };
+        let back = d - actual.min(d);
         let mut updated = Vec::with_capacity(r.holder.scopes.len());
         for key in &r.holder.scopes {
             let s = self.scopes.get(key).copied().ok_or(LedgerError::NotFound)?;
-            if s.remaining() < extra {
+            let covered = alloc.as_ref().is_some_and(|a| a.scopes.contains(key));
+            let (need, back, taken) = if covered {
+                (extra - extra_drawn, back, extra_drawn)
+            } else {
+                (extra, 0, 0)
+            };
+            if s.remaining() < need {
                 return Err(LedgerError::InsufficientBudget {
                     scope: key.clone(),
                     remaining: s.remaining(),
@@ -1367,6 +2012,8 @@ impl Ledger {
             let held = s
                 .held
                 .checked_sub(r.amount)
+                .and_then(|h| h.checked_add(back))
+                .and_then(|h| h.checked_sub(taken))
                 .ok_or(LedgerError::InvalidAmount)?;
             let spent = s
                 .spent
@@ -1376,6 +2023,18 @@ impl Ledger {
         }
         for (k, s) in &updated {
             self.set_scope(k, *s);
+        }
+        if let Some(mut a) = alloc.take() {
+            // drawn >= d by the invariant; saturate rather than panic.
+            a.drawn = a.drawn.saturating_sub(d);
+            a.charged = a
+                .charged
+                .saturating_add(actual.min(d))
+                .saturating_add(extra_drawn);
+            self.set_alloc(a);
+        }
+        if draw.is_some() {
+            self.set_draw(*id, None);
         }
         r.state = ResState::Committed;
         r.charged = Some(actual);
@@ -1407,17 +2066,37 @@ impl Ledger {
     }
 
     fn finish(&mut self, mut r: Reservation, state: ResState, now: u64) -> Reservation {
+        // What the hold drew from an allocation still active goes back to
+        // it (and stays held for the child); otherwise to the pool.
+        let draw = self.draws.get(&r.id).copied();
+        let alloc = draw.and_then(|(a, _)| self.allocs.get(&a).cloned());
+        let back = match (&alloc, draw) {
+            (Some(_), Some((_, d))) => d,
+            _ => 0,
+        };
         for key in &r.holder.scopes {
             if let Some(s) = self.scopes.get(key).copied() {
+                let back = if alloc.as_ref().is_some_and(|a| a.scopes.contains(key)) {
+                    back
+                } else {
+                    0
+                };
                 // held >= amount by the invariant; saturate rather than panic.
                 self.set_scope(
                     key,
                     ScopeState {
-                        held: s.held.saturating_sub(r.amount),
+                        held: s.held.saturating_sub(r.amount).saturating_add(back),
                         ..s
                     },
                 );
             }
+        }
+        if let Some(mut a) = alloc {
+            a.drawn = a.drawn.saturating_sub(back);
+            self.set_alloc(a);
+        }
+        if draw.is_some() {
+            self.set_draw(r.id, None);
         }
         r.state = state;
         r.finalized_at = Some(now);
@@ -1452,12 +2131,237 @@ impl Ledger {
             }
             due.push(*id);
         }
-        due.into_iter()
+        let expired = due
+            .into_iter()
             .filter_map(|id| {
                 let r = self.active.get(&id)?.clone();
                 Some(self.finish(r, ResState::Expired, now).id)
             })
-            .collect()
+            .collect();
+        // Allocations lapse at their own time, with no grace: nothing
+        // finishes an allocation late, it only stops guaranteeing.
+        let due: Vec<AllocId> = self
+            .alloc_expiry
+            .iter()
+            .take_while(|(at, _)| now > *at)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in due {
+            if let Some(a) = self.allocs.get(&id).cloned() {
+                self.end_allocation(a, AllocState::Expired, now);
+            }
+        }
+        expired
+    }
+
+    /// Sets an amount aside for a child at every scope of the parent's
+    /// chain, or at none, exactly as a reserve of that amount would hold.
+    pub fn allocate(&mut self, req: &AllocateRequest, now: u64) -> Result<Allocation, LedgerError> {
+        if self.shared {
+            return Err(LedgerError::AllocationsUnsupported);
+        }
+        if req.parent.is_empty()
+            || req.child.len() <= req.parent.len()
+            || !req.child.starts_with(&req.parent)
+        {
+            return Err(LedgerError::NotDescendant);
+        }
+        if let Some(b) = req.child.iter().find(|b| self.revoked.contains_key(b)) {
+            return Err(LedgerError::Revoked(*b));
+        }
+        if let Some(last) = req.child.last()
+            && let Some(id) = self.alloc_by_child.get(&(*last, req.unit.clone()))
+        {
+            return Err(LedgerError::AllocationExists(*id));
+        }
+        if req.scopes.is_empty() {
+            return Err(LedgerError::NoBudget);
+        }
+        let mut states = Vec::with_capacity(req.scopes.len());
+        for (key, ceiling) in &req.scopes {
+            let ceiling = (*ceiling).min(MAX_AMOUNT);
+            let s = self.scope(key, ceiling);
+            if s.ceiling != ceiling {
+                return Err(LedgerError::CeilingConflict);
+            }
+            states.push((key, s));
+        }
+        // The allocation the child's parent draws from, if any: the new
+        // one is carved from it first, at the scopes it covers, exactly as
+        // a reserve by the parent would draw from it.
+        let above = &req.child[..req.child.len() - 1];
+        let mut source = self
+            .allocation_for(above, &req.unit)
+            .filter(|e| {
+                now <= e.expires_at
+                    && e.scopes
+                        .iter()
+                        .all(|k| req.scopes.iter().any(|(s, _)| s == k))
+            })
+            .cloned();
+        let covered = |k: &ScopeKey| source.as_ref().is_some_and(|e| e.scopes.contains(k));
+        let source_unused = source.as_ref().map_or(0, Allocation::unused);
+        let child_ceiling = req.child_ceiling.min(MAX_AMOUNT);
+        let amount = match req.amount {
+            AllocAmount::Fixed(x) => {
+                if x == 0 || x > MAX_AMOUNT {
+                    return Err(LedgerError::InvalidAmount);
+                }
+                if x > child_ceiling {
+                    return Err(LedgerError::ExceedsChildBudget {
+                        ceiling: child_ceiling,
+                    });
+                }
+                x
+            }
+            AllocAmount::Fraction { ppm } => {
+                if ppm == 0 || ppm > 1_000_000 {
+                    return Err(LedgerError::InvalidAmount);
+                }
+                // What the parent could reserve: the pool, plus its own
+                // allocation where that covers the scope.
+                let least = states
+                    .iter()
+                    .map(|(k, s)| {
+                        let own = if covered(k) { source_unused } else { 0 };
+                        s.remaining().saturating_add(own)
+                    })
+                    .min()
+                    .unwrap_or(0);
+                let part = u128::from(least) * u128::from(ppm) / 1_000_000;
+                u64::try_from(part).unwrap_or(MAX_AMOUNT).min(child_ceiling)
+            }
+        };
+        if amount == 0 {
+            let (key, s) = states
+                .iter()
+                .min_by_key(|(_, s)| s.remaining())
+                .ok_or(LedgerError::NoBudget)?;
+            return Err(LedgerError::InsufficientBudget {
+                scope: (*key).clone(),
+                remaining: s.remaining(),
+            });
+        }
+        let drawn = match &source {
+            Some(e) if e.overflow == Overflow::Deny && amount > source_unused => {
+                return Err(LedgerError::AllocationExhausted {
+                    id: e.id,
+                    remaining: source_unused,
+                });
+            }
+            Some(_) => amount.min(source_unused),
+            None => 0,
+        };
+        let mut updated = Vec::with_capacity(states.len());
+        for (key, s) in &states {
+            let need = if covered(key) { amount - drawn } else { amount };
+            if s.remaining() < need {
+                return Err(LedgerError::InsufficientBudget {
+                    scope: (*key).clone(),
+                    remaining: s.remaining(),
+                });
+            }
+            let held = s.held.checked_add(need).ok_or(LedgerError::InvalidAmount)?;
+            updated.push(((*key).clone(), ScopeState { held, ..*s }));
+        }
+        for (k, s) in &updated {
+            self.set_scope(k, *s);
+        }
+        let source = match source.take() {
+            Some(mut e) if drawn > 0 => {
+                e.drawn = e.drawn.saturating_add(drawn);
+                let id = e.id;
+                self.set_alloc(e);
+                Some((id, drawn))
+            }
+            _ => None,
+        };
+        let a = Allocation {
+            id: req.id,
+            parent: req.parent.clone(),
+            child: req.child.clone(),
+            unit: req.unit.clone(),
+            scopes: req.scopes.iter().map(|(k, _)| k.clone()).collect(),
+            amount,
+            charged: 0,
+            drawn: 0,
+            overflow: req.overflow,
+            state: AllocState::Active,
+            expires_at: now
+                .saturating_add(req.ttl_ms)
+                .min(req.not_after_ms.unwrap_or(u64::MAX)),
+            finalized_at: None,
+            returned: 0,
+            source,
+        };
+        self.set_alloc(a.clone());
+        Ok(a)
+    }
+
+    /// Returns an allocation's unused part, once. Holds still active under
+    /// it keep their money until they end; then it goes to the pool.
+    pub fn release_allocation(
+        &mut self,
+        chain: &[BlockId],
+        id: &AllocId,
+        now: u64,
+    ) -> Result<Allocation, LedgerError> {
+        if self.shared {
+            return Err(LedgerError::AllocationsUnsupported);
+        }
+        let a = self
+            .alloc_visible(chain, id)
+            .ok_or(LedgerError::AllocationNotFound)?
+            .clone();
+        if a.state != AllocState::Active {
+            return Err(LedgerError::AllocationFinalized(a.state));
+        }
+        Ok(self.end_allocation(a, AllocState::Released, now))
+    }
+
+    /// Ends an active allocation: its unused part leaves `held` at every
+    /// one of its scopes. Only called on an active one, so it happens once.
+    fn end_allocation(&mut self, mut a: Allocation, state: AllocState, now: u64) -> Allocation {
+        let unused = a.unused();
+        for key in &a.scopes {
+            if let Some(s) = self.scopes.get(key).copied() {
+                self.set_scope(
+                    key,
+                    ScopeState {
+                        held: s.held.saturating_sub(unused),
+                        ..s
+                    },
+                );
+            }
+        }
+        a.returned = unused;
+        a.state = state;
+        a.finalized_at = Some(now);
+        self.set_alloc(a.clone());
+        // Carved from an enclosing allocation still active: what it took
+        // from it and did not use goes back to it (and stays held for its
+        // child); what it used counts as charged there.
+        if let Some((eid, d)) = a.source
+            && let Some(mut e) = self.allocs.get(&eid).cloned()
+        {
+            let used = a.amount.saturating_sub(unused).min(d);
+            let back = d - used;
+            for key in &e.scopes {
+                if let Some(s) = self.scopes.get(key).copied() {
+                    self.set_scope(
+                        key,
+                        ScopeState {
+                            held: s.held.saturating_add(back),
+                            ..s
+                        },
+                    );
+                }
+            }
+            e.drawn = e.drawn.saturating_sub(d);
+            e.charged = e.charged.saturating_add(used);
+            self.set_alloc(e);
+        }
+        a
     }
 
     /// Up to `limit` revocations with a feed position above `after`, in order.
@@ -1481,7 +2385,9 @@ impl Ledger {
 
     /// Revokes `block` of `tree`. Revoking twice changes nothing and
     /// reports the first revocation's feed position.
-    pub fn revoke(&mut self, tree: BlockId, block: BlockId) -> Revocation {
+    /// Revoking a block ends, at `now`, every active allocation whose
+    /// child's chain contains it.
+    pub fn revoke(&mut self, tree: BlockId, block: BlockId, now: u64) -> Revocation {
         if let Some(seq) = self.revoked.get(&block) {
             return Revocation {
                 seq: *seq,
@@ -1497,6 +2403,16 @@ impl Ledger {
             block,
             seq: self.revoke_seq,
         });
+        let mut hit: Vec<Allocation> = self
+            .allocs
+            .values()
+            .filter(|a| a.child.contains(&block))
+            .cloned()
+            .collect();
+        hit.sort_by_key(|a| a.id);
+        for a in hit {
+            self.end_allocation(a, AllocState::Revoked, now);
+        }
         Revocation {
             seq: self.revoke_seq,
             new: true,
@@ -1512,6 +2428,34 @@ impl Ledger {
             for k in &r.holder.scopes {
                 let h = held.entry(k).or_default();
                 *h = h.saturating_add(r.amount);
+            }
+        }
+        // An active allocation's unused part is held at each of its scopes,
+        // and what it says is drawn is what its active holds drew.
+        let mut drawn: HashMap<AllocId, u64> = HashMap::new();
+        for (r, (a, d)) in &self.draws {
+            if self.active.contains_key(r) {
+                *drawn.entry(*a).or_default() += d;
+            }
+        }
+        for (e, d) in self.allocs.values().filter_map(|a| a.source) {
+            *drawn.entry(e).or_default() += d;
+        }
+        for a in self.allocs.values() {
+            let consistent = drawn.get(&a.id).copied().unwrap_or(0) == a.drawn
+                && a.charged
+                    .checked_add(a.drawn)
+                    .is_some_and(|u| u <= a.amount);
+            if !consistent {
+                return Err(a.scopes.first().cloned().unwrap_or(ScopeKey {
+                    block: a.parent.last().copied().unwrap_or(BlockId([0; 32])),
+                    unit: a.unit.clone(),
+                    tools: None,
+                }));
+            }
+            for k in &a.scopes {
+                let h = held.entry(k).or_default();
+                *h = h.saturating_add(a.unused());
             }
         }
         for (k, s) in &self.scopes {
@@ -1725,7 +2669,7 @@ mod tests {
         let before = l.population();
         l.reserve(&req(2, 3, 1), 0).unwrap();
         l.commit(&chain(2), &id(1), 4, 10, 0).unwrap();
-        l.revoke(BlockId([0; 32]), BlockId([3; 32]));
+        l.revoke(BlockId([0; 32]), BlockId([3; 32]), 0);
         l.apply(&cmd(reserve(3, 2, 1), Some("k")), 0, 0);
         l.rollback();
         assert!(l.lookup(&id(2)).is_none());
@@ -1777,7 +2721,7 @@ mod tests {
     fn a_revoked_makers_hold_can_be_released_but_not_charged() {
         let mut l = Ledger::default();
         l.reserve(&req(1, 2, 1), 0).unwrap();
-        l.revoke(BlockId([0; 32]), BlockId([2; 32]));
+        l.revoke(BlockId([0; 32]), BlockId([2; 32]), 0);
         let ancestor = &chain(2)[..2];
         let revoked = Err(LedgerError::Revoked(BlockId([2; 32])));
         assert_eq!(l.commit(ancestor, &id(1), 1, 10, 0), revoked);
@@ -1788,7 +2732,7 @@ mod tests {
         );
         assert_eq!(l.reserve(&req(2, 2, 1), 0), revoked);
         assert_eq!(
-            l.revoke(BlockId([0; 32]), BlockId([2; 32])),
+            l.revoke(BlockId([0; 32]), BlockId([2; 32]), 0),
             Revocation { seq: 1, new: false }
         );
     }
@@ -1925,6 +2869,7 @@ mod tests {
                     expiry: peak.expiry.max(p.expiry),
                     scopes: peak.scopes.max(p.scopes),
                     revoked: 0,
+                    allocations: 0,
                 };
             }
         }
@@ -2084,6 +3029,409 @@ mod tests {
         assert_eq!(l.scope(&key(2), 5).held, 0);
         assert_eq!(l.population().active, 0);
         l.check_invariant().unwrap();
+    }
+
+    fn aid(n: u64) -> AllocId {
+        AllocId(id(n).0)
+    }
+
+    /// Parent [0, 1] (ceilings 100 and 8) allocates to child [0, 1, leaf] (5).
+    fn alloc_req(n: u64, leaf: u8, amount: u64, overflow: Overflow) -> AllocateRequest {
+        AllocateRequest {
+            id: aid(n),
+            parent: chain(leaf)[..2].to_vec(),
+            child: chain(leaf),
+            unit: Unit::Calls,
+            scopes: vec![(key(1), 8), (key(0), 100)],
+            amount: AllocAmount::Fixed(amount),
+            child_ceiling: 5,
+            overflow,
+            ttl_ms: 10_000,
+            not_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_allocation_is_held_like_a_reserve_and_guarantees_the_child() {
+        let mut l = Ledger::default();
+        let a = l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        assert_eq!((a.amount, a.unused(), a.state), (4, 4, AllocState::Active));
+        assert_eq!(l.scope(&key(1), 8).held, 4);
+        assert_eq!(l.scope(&key(0), 100).held, 4);
+        assert_eq!(
+            l.scope(&key(2), 5).held,
+            0,
+            "not held at the child's own scope"
+        );
+        assert_eq!(l.allocated(&key(1)), 4);
+        // A sibling finds only the rest of the parent's pool.
+        assert_eq!(
+            l.reserve(&req(10, 3, 5), 0),
+            Err(LedgerError::InsufficientBudget {
+                scope: key(1),
+                remaining: 4
+            })
+        );
+        l.reserve(&req(11, 3, 4), 0).unwrap();
+        // The child still gets its whole allocation.
+        l.reserve(&req(12, 2, 4), 0).unwrap();
+        assert_eq!(l.scope(&key(1), 8).held, 8);
+        assert_eq!(l.scope(&key(2), 5).held, 4);
+        assert_eq!(l.allocation_for(&chain(2), &Unit::Calls).unwrap().drawn, 4);
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn overflow_deny_refuses_naming_the_allocation_and_shared_takes_the_pool() {
+        let mut l = Ledger::default();
+        l.allocate(&alloc_req(1, 2, 3, Overflow::Deny), 0).unwrap();
+        assert_eq!(
+            l.reserve(&req(10, 2, 4), 0),
+            Err(LedgerError::AllocationExhausted {
+                id: aid(1),
+                remaining: 3
+            })
+        );
+        assert_eq!(l.scope(&key(2), 5).held, 0, "nothing held by the refusal");
+        l.allocate(&alloc_req(2, 3, 3, Overflow::Shared), 0)
+            .unwrap();
+        l.reserve(&req(11, 3, 4), 0).unwrap();
+        // 3 from the allocation, 1 from the pool: held 3 (alloc 1) + 4 (res).
+        assert_eq!(l.scope(&key(1), 8).held, 7);
+        assert_eq!(
+            l.allocation_for(&chain(3), &Unit::Calls).unwrap().unused(),
+            0
+        );
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn commit_charges_the_allocation_and_release_returns_the_unused_part_once() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        l.reserve(&req(10, 2, 3), 0).unwrap();
+        l.commit(&c, &id(10), 2, 1, 0).unwrap();
+        let a = l.allocation_for(&c, &Unit::Calls).unwrap().clone();
+        assert_eq!((a.charged, a.drawn, a.unused()), (2, 0, 2));
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held, s.remaining()), (2, 2, 4));
+        // The parent releases: exactly the unused 2 come back, once.
+        let r = l.release_allocation(&c[..2], &aid(1), 5).unwrap();
+        assert_eq!(
+            (r.state, r.returned, r.finalized_at),
+            (AllocState::Released, 2, Some(5))
+        );
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held, s.remaining()), (2, 0, 6));
+        assert_eq!(
+            l.release_allocation(&c, &aid(1), 6),
+            Err(LedgerError::AllocationFinalized(AllocState::Released))
+        );
+        assert_eq!(l.scope(&key(1), 8).remaining(), 6);
+        // The child is an ordinary child again.
+        assert!(l.allocation_for(&c, &Unit::Calls).is_none());
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn holds_active_at_release_keep_their_money_until_they_end() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        l.reserve(&req(10, 2, 3), 0).unwrap();
+        l.reserve(&req(11, 2, 1), 0).unwrap();
+        let r = l.release_allocation(&c, &aid(1), 1).unwrap();
+        assert_eq!(r.returned, 0, "everything was drawn");
+        assert_eq!(l.scope(&key(1), 8).held, 4);
+        // Ending a hold now returns its money to the pool, not the allocation.
+        l.release(&c, &id(10), 2, 0).unwrap();
+        assert_eq!(l.scope(&key(1), 8).held, 1);
+        l.commit(&c, &id(11), 1, 2, 0).unwrap();
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held, s.remaining()), (1, 0, 7));
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_released_hold_returns_to_the_allocation_and_a_larger_commit_draws_from_it() {
+        let mut l = Ledger::default();
+        let c = chain(2);
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Shared), 0)
+            .unwrap();
+        l.reserve(&req(10, 2, 2), 0).unwrap();
+        l.release(&c, &id(10), 1, 0).unwrap();
+        assert_eq!(l.allocation_for(&c, &Unit::Calls).unwrap().unused(), 4);
+        assert_eq!(l.scope(&key(1), 8).held, 4);
+        l.reserve(&req(11, 2, 1), 0).unwrap();
+        l.commit(&c, &id(11), 3, 2, 0).unwrap();
+        let a = l.allocation_for(&c, &Unit::Calls).unwrap().clone();
+        assert_eq!((a.charged, a.drawn, a.unused()), (3, 0, 1));
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held), (3, 1));
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn allocations_end_on_their_ttl_on_the_child_expiry_and_on_revocation() {
+        let mut l = Ledger::default();
+        let mut short = alloc_req(1, 2, 2, Overflow::Deny);
+        short.not_after_ms = Some(500);
+        assert_eq!(l.allocate(&short, 0).unwrap().expires_at, 500);
+        l.allocate(&alloc_req(2, 3, 3, Overflow::Deny), 0).unwrap();
+        assert_eq!(l.scope(&key(1), 8).held, 5);
+        l.expire(500, 0);
+        assert_eq!(l.population().allocations, 2, "not before its time");
+        l.expire(501, 0);
+        assert_eq!(l.population().allocations, 1);
+        assert_eq!(l.scope(&key(1), 8).held, 3);
+        l.revoke(BlockId([0; 32]), BlockId([3; 32]), 600);
+        assert_eq!(l.population().allocations, 0);
+        assert_eq!(l.scope(&key(1), 8).held, 0);
+        let c = chain(3);
+        assert_eq!(
+            l.apply(
+                &cmd(
+                    Operation::GetAllocation {
+                        chain: c[..2].to_vec(),
+                        id: aid(2)
+                    },
+                    None
+                ),
+                601,
+                0
+            ),
+            Outcome::Allocation {
+                created: false,
+                alloc: Allocation {
+                    state: AllocState::Revoked,
+                    finalized_at: Some(600),
+                    returned: 3,
+                    ..l.alloc_lookup(&aid(2)).unwrap().clone()
+                }
+            }
+        );
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn who_may_allocate_see_and_release() {
+        let mut l = Ledger::default();
+        let mut bad = alloc_req(1, 2, 2, Overflow::Deny);
+        bad.child = vec![BlockId([0; 32]), BlockId([9; 32]), BlockId([2; 32])];
+        assert_eq!(l.allocate(&bad, 0), Err(LedgerError::NotDescendant));
+        bad.child = chain(2)[..2].to_vec();
+        assert_eq!(l.allocate(&bad, 0), Err(LedgerError::NotDescendant));
+        assert_eq!(
+            l.allocate(&alloc_req(1, 2, 6, Overflow::Deny), 0),
+            Err(LedgerError::ExceedsChildBudget { ceiling: 5 })
+        );
+        l.allocate(&alloc_req(1, 2, 2, Overflow::Deny), 0).unwrap();
+        assert_eq!(
+            l.allocate(&alloc_req(2, 2, 1, Overflow::Deny), 0),
+            Err(LedgerError::AllocationExists(aid(1)))
+        );
+        // A sibling and a descendant of the child do not see it.
+        let mut below = chain(2);
+        below.push(BlockId([7; 32]));
+        for c in [chain(3), below] {
+            assert_eq!(
+                l.release_allocation(&c, &aid(1), 1),
+                Err(LedgerError::AllocationNotFound)
+            );
+        }
+        // The root (an ancestor of the parent) does.
+        l.release_allocation(&chain(2)[..1], &aid(1), 1).unwrap();
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_fraction_of_the_remaining_is_capped_at_the_child_ceiling() {
+        let mut l = Ledger::default();
+        l.reserve(&req(10, 3, 2), 0).unwrap(); // parent remaining 6
+        let mut half = alloc_req(1, 2, 0, Overflow::Deny);
+        half.amount = AllocAmount::Fraction { ppm: 500_000 };
+        assert_eq!(l.allocate(&half, 0).unwrap().amount, 3);
+        let mut all = alloc_req(2, 4, 0, Overflow::Deny);
+        all.amount = AllocAmount::Fraction { ppm: 1_000_000 };
+        all.child_ceiling = 2;
+        assert_eq!(l.allocate(&all, 0).unwrap().amount, 2);
+        let mut none = alloc_req(3, 5, 0, Overflow::Deny);
+        none.amount = AllocAmount::Fraction { ppm: 1 };
+        assert!(matches!(
+            l.allocate(&none, 0),
+            Err(LedgerError::InsufficientBudget { .. })
+        ));
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn allocate_is_idempotent_and_rolls_back() {
+        let mut l = Ledger::default();
+        let c = cmd(
+            Operation::Allocate {
+                req: alloc_req(1, 2, 3, Overflow::Deny),
+            },
+            Some("a"),
+        );
+        let first = l.apply(&c, 0, 0);
+        assert!(matches!(first, Outcome::Allocation { created: true, .. }));
+        l.settle();
+        assert_eq!(l.apply(&c, 1, 0), first);
+        assert_eq!(l.scope(&key(1), 8).held, 3, "held once");
+        l.reserve(&req(10, 2, 1), 0).unwrap();
+        l.release_allocation(&chain(2), &aid(1), 1).unwrap();
+        l.rollback();
+        let a = l.allocation_for(&chain(2), &Unit::Calls).unwrap();
+        assert_eq!((a.drawn, a.state), (0, AllocState::Active));
+        assert_eq!(l.scope(&key(1), 8).held, 3);
+        assert!(l.lookup(&id(10)).is_none());
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_restored_ledger_has_the_same_allocations_and_draws() {
+        let mut l = Ledger::default();
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        l.reserve(&req(10, 2, 3), 0).unwrap();
+        let mut state = ActiveState::default();
+        for c in l.coalesced_changes() {
+            match c {
+                Change::Scope(k, s) => state.scopes.push((k.clone(), *s)),
+                Change::Reservation(r) => state.reservations.push(r.clone()),
+                Change::Allocation(a) => state.allocations.push(a.clone()),
+                Change::Draw(r, Some((a, d))) => state.draws.push((*r, *a, *d)),
+                _ => {}
+            }
+        }
+        let mut r = Ledger::restore(state, CacheSizes::default());
+        r.check_invariant().unwrap();
+        r.release(&chain(2), &id(10), 1, 0).unwrap();
+        assert_eq!(
+            r.allocation_for(&chain(2), &Unit::Calls).unwrap().unused(),
+            4
+        );
+        assert_eq!(r.scope(&key(1), 8).held, 4);
+        r.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_nested_allocation_is_carved_from_its_parents_allocation_and_given_back() {
+        let mut l = Ledger::default();
+        // The root allocates 5 to child 2; child 2 then allocates 3 to its
+        // own child 7: carved from the 5, not from the parent's pool.
+        let mut outer = alloc_req(1, 2, 5, Overflow::Deny);
+        outer.parent = chain(2)[..1].to_vec();
+        l.allocate(&outer, 0).unwrap();
+        let mut grand = chain(2);
+        grand.push(BlockId([7; 32]));
+        let inner = AllocateRequest {
+            id: aid(2),
+            parent: chain(2),
+            child: grand.clone(),
+            scopes: vec![(key(2), 5), (key(1), 8), (key(0), 100)],
+            ..alloc_req(2, 2, 3, Overflow::Deny)
+        };
+        let n = l.allocate(&inner, 0).unwrap();
+        assert_eq!(n.source, Some((aid(1), 3)));
+        assert_eq!(l.scope(&key(1), 8).held, 5, "nothing more from the pool");
+        assert_eq!(l.scope(&key(2), 5).held, 3, "held at the child's own scope");
+        assert_eq!(
+            l.allocation_for(&chain(2), &Unit::Calls).unwrap().unused(),
+            2
+        );
+        // A sibling of child 2 still finds only 3 in the parent's pool.
+        assert!(l.reserve(&req(9, 3, 4), 0).is_err());
+        l.check_invariant().unwrap();
+        // The grandchild spends 1 and is done: 2 go back to child 2's
+        // allocation, not to the pool.
+        let spend = ReserveRequest {
+            id: id(10),
+            chain: grand.clone(),
+            unit: Unit::Calls,
+            scopes: vec![scope(7, 4), scope(2, 5), scope(1, 8), scope(0, 100)],
+            amount: 1,
+            ttl_ms: 1_000,
+        };
+        l.reserve(&spend, 0).unwrap();
+        l.commit(&grand, &id(10), 1, 0, 0).unwrap();
+        let r = l.release_allocation(&chain(2), &aid(2), 1).unwrap();
+        assert_eq!(r.returned, 2);
+        let outer = l.allocation_for(&chain(2), &Unit::Calls).unwrap().clone();
+        assert_eq!((outer.charged, outer.drawn, outer.unused()), (1, 0, 4));
+        let s = l.scope(&key(1), 8);
+        assert_eq!((s.spent, s.held, s.remaining()), (1, 4, 3));
+        l.check_invariant().unwrap();
+        // Releasing the outer one returns its 4 to the pool.
+        l.release_allocation(&chain(2), &aid(1), 2).unwrap();
+        assert_eq!(l.scope(&key(1), 8).remaining(), 7);
+        l.check_invariant().unwrap();
+    }
+
+    #[test]
+    fn a_draw_made_and_ended_in_one_group_writes_no_row() {
+        let mut l = Ledger::default();
+        l.allocate(&alloc_req(1, 2, 4, Overflow::Deny), 0).unwrap();
+        l.settle();
+        let spend = Operation::Reserve {
+            req: req(10, 2, 2),
+            actual: Some(2),
+        };
+        l.apply(&cmd(spend, None), 0, 0);
+        l.reserve(&req(11, 2, 1), 0).unwrap();
+        let draws: Vec<&Change> = l
+            .coalesced_changes()
+            .into_iter()
+            .filter(|c| matches!(c, Change::Draw(..)))
+            .collect();
+        assert_eq!(
+            draws,
+            vec![&Change::Draw(id(11), Some((aid(1), 1)))],
+            "only the hold still active has a draw row"
+        );
+        l.settle();
+        l.release(&chain(2), &id(11), 1, 0).unwrap();
+        assert_eq!(
+            l.coalesced_changes()
+                .into_iter()
+                .filter(|c| matches!(c, Change::Draw(..)))
+                .collect::<Vec<_>>(),
+            vec![&Change::Draw(id(11), None)],
+            "a row from an earlier group is deleted"
+        );
+    }
+
+    #[test]
+    fn a_shared_ledger_refuses_allocations() {
+        let mut l = Ledger::shared(vec![], CacheSizes::all(8));
+        assert_eq!(
+            l.allocate(&alloc_req(1, 2, 1, Overflow::Deny), 0),
+            Err(LedgerError::AllocationsUnsupported)
+        );
+        let mut m = Missing::default();
+        l.missing(
+            &cmd(
+                Operation::GetAllocation {
+                    chain: chain(2),
+                    id: aid(1),
+                },
+                None,
+            ),
+            &mut m,
+        );
+        assert!(m.is_empty(), "nothing is read for a refusal");
+    }
+
+    #[test]
+    fn allocation_ids_round_trip() {
+        let a = AllocId::new(0x0102_0304_0506, [0xab; 12]);
+        assert_eq!(a.to_string(), "alc_010203040506abababababababababababab");
+        assert_eq!(AllocId::parse(&a.to_string()), Some(a));
+        assert_eq!(
+            AllocId::parse("rsv_010203040506abababababababababababab"),
+            None
+        );
+        assert_eq!(AllocId::parse("alc_"), None);
     }
 
     #[test]

@@ -191,3 +191,99 @@ fn completions_are_generated_for_each_shell() {
         );
     }
 }
+
+/// `baton ledger allocate` carves a guaranteed sub-budget for a child;
+/// `baton ledger release-allocation` returns its unused part, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_allocate_and_release_allocations() {
+    let service = Service::start(
+        Box::new(SqliteStore::in_memory().unwrap()),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .unwrap();
+    let parent = service
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 10),
+            Caveat::tools(["tool.*"]).unwrap(),
+        ])
+        .unwrap();
+    let child = parent
+        .attenuate(vec![Caveat::budget(Unit::Calls, 6)])
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("baton-cli-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child_file = dir.join("child.tok");
+    std::fs::write(&child_file, child.to_text()).unwrap();
+    let child_file = child_file.to_str().unwrap().to_owned();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(service.serve(l, async move {
+        let _ = stopped.await;
+    }));
+    let p = parent.to_text();
+    let run = |args: Vec<String>, stdin: String| {
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            baton(&a, &stdin)
+        })
+    };
+    let base = |rest: &[&str]| -> Vec<String> {
+        ["ledger", "--url", &url, "--json"]
+            .iter()
+            .chain(rest)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    // More than the child's own ceiling is refused with the ledger's code.
+    let out = run(
+        base(&[
+            "allocate",
+            "--child-token-file",
+            &child_file,
+            "--unit",
+            "calls",
+            "--amount",
+            "7",
+        ]),
+        p.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allocation_exceeds_child_budget"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        base(&[
+            "allocate",
+            "--child-token-file",
+            &child_file,
+            "--unit",
+            "calls",
+            "--amount",
+            "4",
+            "--key",
+            "carve",
+        ]),
+        p.clone(),
+    )
+    .await
+    .unwrap();
+    let v = json(&out);
+    assert_eq!(v["allocation"]["unused"], 4);
+    let id = v["allocation"]["id"].as_str().unwrap().to_owned();
+    // The child releases it: the whole 4 come back.
+    let out = run(base(&["release-allocation", &id]), child.to_text())
+        .await
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["allocation"]["state"], "released");
+    assert_eq!(v["allocation"]["returned"], 4);
+    let out = run(base(&["allocation", &id]), p.clone()).await.unwrap();
+    assert_eq!(json(&out)["allocation"]["state"], "released");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,8 +11,14 @@
 //! * replaying any acknowledged request with its key returns the identical
 //!   status and body, and changes nothing;
 //! * at every scope of the tree, `spent` is the sum of the charges of the
-//!   reservations beneath it, nothing is held, and `spent + held <= ceiling`:
-//!   no acknowledged change was lost and no retried one was applied twice.
+//!   reservations beneath it, nothing is held but the unused part of the
+//!   allocation, and `spent + held <= ceiling`: no acknowledged change was
+//!   lost and no retried one was applied twice;
+//! * child1 spends under an allocation (overflow `shared`) made before the
+//!   first kill: afterwards it is still active with nothing drawn,
+//!   `charged + unused = amount`, that `unused` is exactly what its scopes
+//!   hold, a replay of its creation is identical, and releasing it returns
+//!   exactly the unused part.
 //!
 //! The moments of the kills come from a seed printed at the start; set
 //! `BATON_CRASH_SEED` to replay a run.
@@ -382,6 +388,47 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
     let spenders = Arc::new(spenders);
     let viewers = [spender("root", &root), spender("parent", &parent)];
 
+    // The parent carves 500 for child1, before any kill: child1's spends
+    // draw from it, then (overflow shared) from the pool like the others.
+    const ALLOCATED: u64 = 500;
+    let allocate = json!({ "child_token": kids[1].to_text(), "unit": "calls", "amount": ALLOCATED,
+                           "overflow": "shared", "ttl_ms": 86_400_000, "idempotency_key": "crash-alloc" });
+    let (status, alloc_text, _) = call(
+        &http,
+        &shared,
+        reqwest::Method::POST,
+        "/v1/allocations",
+        &viewers[1].auth,
+        Some(&allocate),
+    )
+    .await;
+    assert_eq!(status, 201, "allocating to child1: {alloc_text}");
+    let alloc_id = parse(&alloc_text)["allocation"]["id"]
+        .as_str()
+        .expect("an allocation id")
+        .to_owned();
+    // And 100 for a fifth child that never spends: it must come through
+    // every kill whole, held at the parent and the root all along.
+    const IDLE: u64 = 100;
+    let idle_child = budget(&parent, 200);
+    let (status, text, _) = call(
+        &http,
+        &shared,
+        reqwest::Method::POST,
+        "/v1/allocations",
+        &viewers[1].auth,
+        Some(
+            &json!({ "child_token": idle_child.to_text(), "unit": "calls", "amount": IDLE,
+                      "ttl_ms": 86_400_000, "idempotency_key": "crash-idle" }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "allocating to the idle child: {text}");
+    let idle_id = parse(&text)["allocation"]["id"]
+        .as_str()
+        .expect("an allocation id")
+        .to_owned();
+
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
             tokio::spawn(client(
@@ -460,6 +507,47 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
     );
 
     let get = reqwest::Method::GET;
+
+    // The allocation survived every kill, consistent with the spends.
+    let (status, text, _) = call(
+        &http,
+        &shared,
+        get.clone(),
+        &format!("/v1/allocations/{alloc_id}"),
+        &viewers[1].auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "GET allocation: {text}");
+    let a = parse(&text)["allocation"].clone();
+    let field = |f: &str| a[f].as_u64().unwrap_or_else(|| panic!("{f} in {a}"));
+    assert_eq!(a["state"], "active", "{a}");
+    assert_eq!(field("drawn"), 0, "no hold is active: {a}");
+    assert_eq!(field("charged") + field("unused"), ALLOCATED, "{a}");
+    let child1_charged: u64 = granted
+        .values()
+        .filter(|g| g.spender == 1)
+        .map(|g| g.charged)
+        .sum();
+    assert!(
+        field("charged") <= child1_charged,
+        "{a}: child1 charged {child1_charged}"
+    );
+    let unused = field("unused");
+    let (status, text, _) = call(
+        &http,
+        &shared,
+        reqwest::Method::POST,
+        "/v1/allocations",
+        &viewers[1].auth,
+        Some(&allocate),
+    )
+    .await;
+    assert_eq!(
+        (status, &text),
+        (201, &alloc_text),
+        "replay of the allocation"
+    );
 
     // Every granted reservation is there, committed, charged as acknowledged.
     for (rid, g) in &granted {
@@ -540,7 +628,22 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
                 s.name
             );
             assert_eq!(remaining, ceiling - spent - held, "{}: {scope}", s.name);
-            assert_eq!(held, 0, "{}: a hold nobody was given at {scope}", s.name);
+            // At the parent and the root, the allocations' unused parts are
+            // held; nothing else anywhere.
+            let allocated = if kids[1].block_ids()[..2]
+                .iter()
+                .any(|b| b.to_string() == *block)
+            {
+                unused + IDLE
+            } else {
+                0
+            };
+            assert_eq!(n("allocated"), allocated, "{}: {scope}", s.name);
+            assert_eq!(
+                held, allocated,
+                "{}: a hold nobody was given at {scope}",
+                s.name
+            );
             let want = expected.get(block.as_str()).copied().unwrap_or(0);
             assert_eq!(
                 spent, want,
@@ -573,6 +676,59 @@ async fn acknowledged_spend_survives_kill_9_and_retries_apply_once() {
         kids.iter().map(spent_of).collect::<Vec<_>>(),
         spent_of(&grandchild)
     );
+
+    // Releasing returns exactly the unused part to the parent, once each.
+    let parent_remaining = |text: &str| {
+        parse(text)["scopes"][0]["remaining"]
+            .as_u64()
+            .expect("remaining")
+    };
+    let (_, before, _) = call(
+        &http,
+        &shared,
+        get.clone(),
+        "/v1/balances",
+        &viewers[1].auth,
+        None,
+    )
+    .await;
+    let (status, text, _) = call(
+        &http,
+        &shared,
+        reqwest::Method::POST,
+        &format!("/v1/allocations/{alloc_id}/release"),
+        &spenders[1].auth,
+        Some(&json!({ "idempotency_key": "crash-release" })),
+    )
+    .await;
+    assert_eq!(status, 200, "release: {text}");
+    assert_eq!(parse(&text)["allocation"]["returned"], unused, "{text}");
+    let (status, text, _) = call(
+        &http,
+        &shared,
+        reqwest::Method::POST,
+        &format!("/v1/allocations/{idle_id}/release"),
+        &viewers[1].auth,
+        Some(&json!({ "idempotency_key": "crash-release-idle" })),
+    )
+    .await;
+    assert_eq!(status, 200, "release: {text}");
+    assert_eq!(parse(&text)["allocation"]["returned"], IDLE, "{text}");
+    let (_, after, _) = call(
+        &http,
+        &shared,
+        get.clone(),
+        "/v1/balances",
+        &viewers[1].auth,
+        None,
+    )
+    .await;
+    assert_eq!(
+        parent_remaining(&after),
+        parent_remaining(&before) + unused + IDLE
+    );
+    assert_eq!(parse(&after)["scopes"][0]["held"], 0, "{after}");
+    eprintln!("crash test: allocation {ALLOCATED}: {a}");
 
     server.take().expect("a running server").terminate();
     work.passed = true;

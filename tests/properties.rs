@@ -1089,3 +1089,279 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Ledger allocations (spec/http.md §3.8): random operations by the root,
+// the parent, four children and one grandchild, with the invariants
+// checked after every step.
+
+mod allocations {
+    use baton::Unit;
+    use baton::authority::BudgetScope;
+    use baton::keys::BlockId;
+    use baton::ledger::{
+        AllocAmount, AllocId, AllocState, AllocateRequest, Ledger, LedgerError, Overflow, ResId,
+        ReserveRequest, ScopeKey,
+    };
+    use proptest::prelude::*;
+
+    /// Root 0 (40) → parent 1 (20) → children 2..=5 (8 each); grandchild
+    /// 6 (4) under child 2.
+    fn chain(b: u8) -> Vec<BlockId> {
+        let ids = match b {
+            0 => vec![0],
+            1 => vec![0, 1],
+            6 => vec![0, 1, 2, 6],
+            c => vec![0, 1, c],
+        };
+        ids.into_iter().map(|i| BlockId([i; 32])).collect()
+    }
+
+    fn ceiling(b: u8) -> u64 {
+        match b {
+            0 => 40,
+            1 => 20,
+            6 => 4,
+            _ => 8,
+        }
+    }
+
+    fn key(b: u8) -> ScopeKey {
+        ScopeKey {
+            block: BlockId([b; 32]),
+            unit: Unit::Calls,
+            tools: None,
+        }
+    }
+
+    fn scopes(b: u8) -> Vec<BudgetScope> {
+        chain(b)
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, id)| BudgetScope {
+                block: i,
+                block_id: *id,
+                unit: Unit::Calls,
+                ceiling: ceiling(id.0[0]),
+                tools: None,
+            })
+            .collect()
+    }
+
+    fn res_id(n: u64) -> ResId {
+        ResId::new(1, {
+            let mut r = [0u8; 12];
+            r[4..].copy_from_slice(&n.to_be_bytes());
+            r
+        })
+    }
+
+    fn reserve(l: &mut Ledger, n: u64, b: u8, amount: u64, now: u64) -> Result<(), LedgerError> {
+        l.reserve(
+            &ReserveRequest {
+                id: res_id(n),
+                chain: chain(b),
+                unit: Unit::Calls,
+                scopes: scopes(b),
+                amount,
+                ttl_ms: 50,
+            },
+            now,
+        )
+        .map(drop)
+    }
+
+    /// The parent (1) or the root (0) allocates to child `c`.
+    fn allocate(
+        l: &mut Ledger,
+        n: u64,
+        by: u8,
+        c: u8,
+        amount: u64,
+        overflow: Overflow,
+        now: u64,
+    ) -> Result<(), LedgerError> {
+        let parent = chain(by);
+        l.allocate(
+            &AllocateRequest {
+                id: AllocId(res_id(n).0),
+                // Every scope above the child: its parent's and their ancestors'.
+                scopes: chain(c)[..chain(c).len() - 1]
+                    .iter()
+                    .rev()
+                    .map(|b| (key(b.0[0]), ceiling(b.0[0])))
+                    .collect(),
+                parent,
+                child: chain(c),
+                unit: Unit::Calls,
+                amount: AllocAmount::Fixed(amount),
+                child_ceiling: chain(c).iter().map(|b| ceiling(b.0[0])).min().unwrap_or(0),
+                overflow,
+                ttl_ms: 80,
+                not_after_ms: None,
+            },
+            now,
+        )
+        .map(drop)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Reserve {
+            b: u8,
+            amount: u64,
+        },
+        Commit {
+            pick: usize,
+            actual: u64,
+        },
+        Release {
+            pick: usize,
+        },
+        Allocate {
+            by_root: bool,
+            c: u8,
+            amount: u64,
+            deny: bool,
+        },
+        ReleaseAllocation {
+            pick: usize,
+            by_child: bool,
+        },
+        Tick {
+            ms: u64,
+        },
+        Revoke {
+            b: u8,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..=6, 1u64..=9).prop_map(|(b, amount)| Op::Reserve { b, amount }),
+            2 => (any::<usize>(), 0u64..=10).prop_map(|(pick, actual)| Op::Commit { pick, actual }),
+            2 => any::<usize>().prop_map(|pick| Op::Release { pick }),
+            2 => (any::<bool>(), 2u8..=6, 1u64..=8, any::<bool>())
+                .prop_map(|(by_root, c, amount, deny)| Op::Allocate { by_root, c, amount, deny }),
+            1 => (any::<usize>(), any::<bool>())
+                .prop_map(|(pick, by_child)| Op::ReleaseAllocation { pick, by_child }),
+            1 => (1u64..=40).prop_map(|ms| Op::Tick { ms }),
+            1 => prop_oneof![Just(5u8), Just(6u8)].prop_map(|b| Op::Revoke { b }),
+        ]
+    }
+
+    /// Remaining at a scope.
+    fn remaining(l: &Ledger, b: u8) -> u64 {
+        l.scope(&key(b), ceiling(b)).remaining()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever happens: at every scope spent + held ≤ ceiling, where
+        /// held is exactly the active holds plus the unused part of the
+        /// active allocations over it; a release returns exactly the
+        /// unused part at every scope, and only once.
+        #[test]
+        fn allocations_keep_the_ledger_invariant_and_release_exactly(ops in prop::collection::vec(op(), 1..60)) {
+            let mut l = Ledger::default();
+            let mut now = 1_000u64;
+            let mut made: Vec<(u8, ResId)> = Vec::new();
+            let mut allocs: Vec<(u8, AllocId)> = Vec::new();
+            for (n, op) in ops.iter().enumerate() {
+                let n = n as u64;
+                match op {
+                    Op::Reserve { b, amount } => {
+                        made.extend(reserve(&mut l, n, *b, *amount, now).ok().map(|()| (*b, res_id(n))));
+                    }
+                    Op::Commit { pick, actual } if !made.is_empty() => {
+                        let (b, id) = made[pick % made.len()];
+                        let _ = l.commit(&chain(b), &id, *actual, now, 0);
+                    }
+                    Op::Release { pick } if !made.is_empty() => {
+                        let (b, id) = made[pick % made.len()];
+                        let _ = l.release(&chain(b), &id, now, 0);
+                    }
+                    Op::Allocate { by_root, c, amount, deny } => {
+                        let by = if *by_root { 0 } else { 1 };
+                        let overflow = if *deny { Overflow::Deny } else { Overflow::Shared };
+                        let made = allocate(&mut l, n, by, *c, *amount, overflow, now).ok();
+                        allocs.extend(made.map(|()| (*c, AllocId(res_id(n).0))));
+                    }
+                    Op::ReleaseAllocation { pick, by_child } if !allocs.is_empty() => {
+                        let (c, id) = allocs[pick % allocs.len()];
+                        let who = if *by_child { chain(c) } else { chain(1) };
+                        let before: Vec<u64> = [0u8, 1].iter().map(|b| remaining(&l, *b)).collect();
+                        // A nested allocation gives what it took from an
+                        // enclosing one and did not use back to it, not to
+                        // the pool: that part stays held at its scopes.
+                        let unused = l.allocation_for(&chain(c), &Unit::Calls)
+                            .filter(|a| a.id == id)
+                            .map(|a| {
+                                let kept = a.source
+                                    .and_then(|(e, d)| {
+                                        let e = l.allocation_for(&chain(c)[..chain(c).len() - 1], &Unit::Calls)
+                                            .filter(|x| x.id == e)?;
+                                        Some((e.scopes.clone(), d - (a.amount - a.unused()).min(d)))
+                                    });
+                                (a.unused(), a.scopes.clone(), kept)
+                            });
+                        match l.release_allocation(&who, &id, now) {
+                            Ok(a) => {
+                                let (u, sc, kept) = unused.expect("an active allocation was released");
+                                prop_assert_eq!(a.returned, u);
+                                prop_assert_eq!(a.state, AllocState::Released);
+                                for (i, b) in [0u8, 1].iter().enumerate() {
+                                    let gained = remaining(&l, *b) - before[i];
+                                    let back = match &kept {
+                                        Some((esc, back)) if esc.contains(&key(*b)) => *back,
+                                        _ => 0,
+                                    };
+                                    let expect = if sc.contains(&key(*b)) { u - back } else { 0 };
+                                    prop_assert_eq!(gained, expect, "scope {}", b);
+                                }
+                                // Once: a second release changes nothing.
+                                let again = l.release_allocation(&who, &id, now);
+                                prop_assert_eq!(again, Err(LedgerError::AllocationFinalized(AllocState::Released)));
+                            }
+                            Err(e) => prop_assert!(unused.is_none() || matches!(e, LedgerError::AllocationNotFound), "{:?}", e),
+                        }
+                    }
+                    Op::Tick { ms } => {
+                        now += ms;
+                        l.expire(now, 0);
+                    }
+                    Op::Revoke { b } => {
+                        l.revoke(BlockId([0; 32]), BlockId([*b; 32]), now);
+                    }
+                    _ => {}
+                }
+                prop_assert!(l.check_invariant().is_ok(), "after {:?}: {:?}", op, l.check_invariant());
+                l.settle();
+            }
+        }
+
+        /// A child allocated X can reserve X whatever its siblings, its
+        /// parent and the root did in between.
+        #[test]
+        fn an_allocated_child_can_always_reserve_its_allocation(
+            x in 1u64..=8,
+            deny in any::<bool>(),
+            by_root in any::<bool>(),
+            greedy in prop::collection::vec((prop_oneof![Just(0u8), Just(1u8), Just(3u8), Just(4u8), Just(5u8)], 1u64..=9, any::<bool>()), 0..40),
+        ) {
+            let mut l = Ledger::default();
+            let overflow = if deny { Overflow::Deny } else { Overflow::Shared };
+            allocate(&mut l, 0, if by_root { 0 } else { 1 }, 2, x, overflow, 0).expect("room for it");
+            for (i, (b, amount, commit)) in greedy.iter().enumerate() {
+                let n = i as u64 + 1;
+                if reserve(&mut l, n, *b, *amount, 0).is_ok() && *commit {
+                    l.commit(&chain(*b), &res_id(n), *amount, 0, 0).expect("commit of the hold");
+                }
+            }
+            prop_assert_eq!(reserve(&mut l, 999, 2, x, 0), Ok(()));
+            prop_assert!(l.check_invariant().is_ok());
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `baton ledger ...`: an operator's view of a running ledger through
-//! [`baton::client`]: balances, revocation, the revocation feed, and
-//! reservations. Human output by default, the ledger's data as JSON with
+//! [`baton::client`]: balances, revocation, the revocation feed,
+//! reservations, and allocations (guaranteed sub-budgets). Human output by default, the ledger's data as JSON with
 //! `--json`.
 //!
 //! The bearer token comes from `--token-file FILE`, else the environment
@@ -9,9 +9,9 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use baton::client::{Balance, Bearer, Client, IdempotencyKey, Reservation};
+use baton::client::{Allocate, Allocation, Balance, Bearer, Client, IdempotencyKey, Reservation};
 use baton::keys::BlockId;
-use baton::ledger::ResId;
+use baton::ledger::{AllocId, ResId};
 use serde_json::{Value, json};
 
 use super::{CliError, Outcome, io};
@@ -58,6 +58,45 @@ enum LedgerCommand {
     /// Read, commit or release a reservation.
     #[command(subcommand)]
     Reservation(ReservationCommand),
+    /// Set part of the token's pool aside for a descendant (a guaranteed
+    /// sub-budget), named by the descendant's token.
+    #[command(group(clap::ArgGroup::new("how").required(true).args(["amount", "fraction"])))]
+    Allocate {
+        /// The child's token, read from FILE.
+        #[arg(long, value_name = "FILE")]
+        child_token_file: PathBuf,
+        /// The unit (e.g. usd_microcents, calls).
+        #[arg(long)]
+        unit: String,
+        /// A fixed amount of the unit.
+        #[arg(long)]
+        amount: Option<u64>,
+        /// A fraction of the current remaining, in (0, 1].
+        #[arg(long)]
+        fraction: Option<f64>,
+        /// Past the allocation, take from the parent's pool instead of refusing.
+        #[arg(long)]
+        shared: bool,
+        /// How long it lasts, in ms (default 3600000; the child token's expiry also ends it).
+        #[arg(long, value_name = "MS")]
+        ttl_ms: Option<u64>,
+        /// The idempotency key (default: a fresh one). Reuse it to retry.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Return an allocation's unused part to the pool (the child, its parent or an ancestor).
+    ReleaseAllocation {
+        /// The allocation id (alc_...).
+        id: String,
+        /// The idempotency key (default: a fresh one). Reuse it to retry.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show an allocation.
+    Allocation {
+        /// The allocation id (alc_...).
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -161,6 +200,51 @@ pub fn run(args: LedgerArgs) -> Result<Outcome, CliError> {
                     out + &format!("next {}\n", page.next)
                 })
             }
+            LedgerCommand::Allocate {
+                child_token_file,
+                unit,
+                amount,
+                fraction,
+                shared,
+                ttl_ms,
+                key,
+            } => {
+                let child = token_file(&child_token_file)?;
+                let unit = baton::Unit::parse(&unit)
+                    .map_err(|_| CliError::LedgerInput("not a valid unit name"))?;
+                let mut req = match (amount, fraction) {
+                    (Some(a), None) => Allocate::amount(&child, unit, a),
+                    (None, Some(f)) => Allocate::fraction(&child, unit, f),
+                    _ => {
+                        return Err(CliError::LedgerInput(
+                            "give exactly one of --amount and --fraction",
+                        ));
+                    }
+                }
+                .key(&key_or_fresh(key)?);
+                if shared {
+                    req = req.shared();
+                }
+                if let Some(ms) = ttl_ms {
+                    req = req.ttl(std::time::Duration::from_millis(ms));
+                }
+                let a = client.allocate(&token, &req).await.map_err(CliError::Ledger)?;
+                show_allocation(json, &a)
+            }
+            LedgerCommand::ReleaseAllocation { id, key } => {
+                let a = client
+                    .release_allocation(&token, &alloc_id(&id)?, &key_or_fresh(key)?)
+                    .await
+                    .map_err(CliError::Ledger)?;
+                show_allocation(json, &a)
+            }
+            LedgerCommand::Allocation { id } => {
+                let a = client
+                    .allocation(&token, &alloc_id(&id)?)
+                    .await
+                    .map_err(CliError::Ledger)?;
+                show_allocation(json, &a)
+            }
             LedgerCommand::Reservation(cmd) => {
                 let r = match cmd {
                     ReservationCommand::Get { id } => client.reservation(&token, &res_id(&id)?).await,
@@ -196,6 +280,35 @@ fn show(json: bool, value: &Value, human: impl FnOnce() -> String) -> Result<Out
         io::emit(&human())?;
     }
     Ok(Outcome::Done)
+}
+
+fn show_allocation(json: bool, a: &Allocation) -> Result<Outcome, CliError> {
+    let v = json!({ "allocation": {
+        "id": a.id.to_string(), "state": a.state.as_str(), "unit": a.unit.as_str(),
+        "amount": a.amount, "charged": a.charged, "drawn": a.drawn, "unused": a.unused,
+        "returned": a.returned, "overflow": a.overflow, "expires_at_ms": a.expires_at_ms,
+        "finalized_at_ms": a.finalized_at_ms, "parent_block_id": a.parent_block_id.to_string(),
+        "child_block_id": a.child_block_id.to_string(),
+    }});
+    show(json, &v, || {
+        format!(
+            "{} {} {} amount {} charged {} drawn {} unused {} returned {}\n",
+            a.id,
+            a.state.as_str(),
+            a.unit.as_str(),
+            a.amount,
+            a.charged,
+            a.drawn,
+            a.unused,
+            a.returned
+        )
+    })
+}
+
+fn alloc_id(s: &str) -> Result<AllocId, CliError> {
+    AllocId::parse(s).ok_or(CliError::LedgerInput(
+        "an allocation id is alc_ followed by 36 lower-case hex characters",
+    ))
 }
 
 fn res_id(s: &str) -> Result<ResId, CliError> {

@@ -49,7 +49,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::keys::BlockId;
-use crate::ledger::ResId;
+use crate::ledger::{AllocId, ResId};
 use crate::token::Token;
 
 pub mod feed;
@@ -59,8 +59,8 @@ pub mod types;
 pub use feed::{FeedPolicy, FeedStatus, RevocationFeed};
 pub use keys::{KeyPolicy, KeySource, LiveVerifier};
 pub use types::{
-    Action, AuthorizeAnswer, Balance, KeyInfo, Minted, Reservation, Reserve, RevocationPage,
-    Revoked, Rotated, ScopeCounters, ScopeRef,
+    Action, Allocate, Allocation, AuthorizeAnswer, Balance, KeyInfo, Minted, Reservation, Reserve,
+    RevocationPage, Revoked, Rotated, ScopeCounters, ScopeRef,
 };
 
 /// The largest answer body read, in bytes: a full revocation page (1 000
@@ -615,6 +615,81 @@ impl Client {
             )
             .await?;
         Ok(v.reservation)
+    }
+
+    /// `POST /v1/allocations` (§6.16): set part of this token's pool aside
+    /// for a descendant, named by its token.
+    pub async fn allocate(
+        &self,
+        token: &Bearer,
+        allocate: &Allocate,
+    ) -> Result<Allocation, ClientError> {
+        let v: types::AllocationAnswer = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/allocations",
+                Some(token),
+                Some(allocate),
+                Replay::Safe,
+            )
+            .await?;
+        Ok(v.allocation)
+    }
+
+    /// `GET /v1/allocations/{id}` (§6.18).
+    pub async fn allocation(
+        &self,
+        token: &Bearer,
+        id: &AllocId,
+    ) -> Result<Allocation, ClientError> {
+        let path = format!("/v1/allocations/{id}");
+        let v: types::AllocationAnswer = self
+            .call(
+                reqwest::Method::GET,
+                &path,
+                Some(token),
+                None::<&()>,
+                Replay::Safe,
+            )
+            .await?;
+        Ok(v.allocation)
+    }
+
+    /// `POST /v1/allocations/{id}/release` (§6.19): return the unused
+    /// part, once. The child, its parent or an ancestor may.
+    pub async fn release_allocation(
+        &self,
+        token: &Bearer,
+        id: &AllocId,
+        key: &IdempotencyKey,
+    ) -> Result<Allocation, ClientError> {
+        let path = format!("/v1/allocations/{id}/release");
+        let body = serde_json::json!({ "idempotency_key": key.as_str() });
+        let v: types::AllocationAnswer = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(token),
+                Some(&body),
+                Replay::Safe,
+            )
+            .await?;
+        Ok(v.allocation)
+    }
+
+    /// `GET /v1/allocations` (§6.17): the active allocations to this
+    /// token's descendants.
+    pub async fn allocations(&self, token: &Bearer) -> Result<Vec<Allocation>, ClientError> {
+        let v: types::AllocationsAnswer = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/allocations",
+                Some(token),
+                None::<&()>,
+                Replay::Safe,
+            )
+            .await?;
+        Ok(v.allocations)
     }
 
     /// `GET /v1/balances` (§6.10): the token's scopes, nearest first.

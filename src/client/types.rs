@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::ClientError;
 use crate::caveat::{ArgValue, Unit};
 use crate::keys::{BlockId, KeyStatus, Keyset, PublicKey};
-use crate::ledger::{ResId, ResState};
+use crate::ledger::{AllocId, AllocState, ResId, ResState};
 
 /// An action object (spec/http.md §6.3): an action, optionally on a
 /// resource, with arguments. Also the head of a reserve or spend.
@@ -417,4 +417,160 @@ mod tests {
         odd.status = "pending".into();
         assert!(keyset(&[odd]).is_err());
     }
+}
+
+/// An allocation request (spec/http.md §6.16): set part of the caller's
+/// pool aside for a child, named by its token. `Debug` does not show the
+/// child's token.
+#[derive(Clone, Serialize)]
+#[non_exhaustive]
+pub struct Allocate {
+    /// The child's token.
+    #[serde(serialize_with = "ser_bearer")]
+    pub child_token: super::Bearer,
+    /// The unit.
+    #[serde(serialize_with = "ser_unit")]
+    pub unit: Unit,
+    /// A fixed amount (exactly one of `amount` and `fraction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+    /// A fraction of the parent's remaining, in (0, 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// `"deny"` (default) or `"shared"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<&'static str>,
+    /// How long it lasts, in ms (default 3 600 000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// The key; retries of this allocation reuse it.
+    pub idempotency_key: String,
+}
+
+fn ser_bearer<S: Serializer>(b: &super::Bearer, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.expose())
+}
+
+impl std::fmt::Debug for Allocate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocate")
+            .field("unit", &self.unit)
+            .field("amount", &self.amount)
+            .field("fraction", &self.fraction)
+            .field("overflow", &self.overflow)
+            .field("ttl_ms", &self.ttl_ms)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Allocate {
+    /// `amount` of `unit` for the child, overflow `deny`, with a fresh
+    /// random idempotency key (set one with [`Allocate::key`]).
+    pub fn amount(child: &super::Bearer, unit: Unit, amount: u64) -> Self {
+        Self {
+            child_token: child.clone(),
+            unit,
+            amount: Some(amount),
+            fraction: None,
+            overflow: None,
+            ttl_ms: None,
+            idempotency_key: super::IdempotencyKey::random()
+                .map(|k| k.0)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A `fraction` (in (0, 1]) of the parent's current remaining.
+    pub fn fraction(child: &super::Bearer, unit: Unit, fraction: f64) -> Self {
+        Self {
+            amount: None,
+            fraction: Some(fraction),
+            ..Self::amount(child, unit, 0)
+        }
+    }
+
+    /// Past the allocation, the child's reserves take from the parent's
+    /// pool instead of being refused.
+    pub fn shared(mut self) -> Self {
+        self.overflow = Some("shared");
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn key(mut self, key: &super::IdempotencyKey) -> Self {
+        self.idempotency_key = key.as_str().to_owned();
+        self
+    }
+
+    /// Sets the allocation's lifetime.
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+}
+
+fn de_alloc_id<'de, D: Deserializer<'de>>(d: D) -> Result<AllocId, D::Error> {
+    let s = String::deserialize(d)?;
+    AllocId::parse(&s).ok_or_else(|| serde::de::Error::custom("not an allocation id"))
+}
+
+fn de_alloc_state<'de, D: Deserializer<'de>>(d: D) -> Result<AllocState, D::Error> {
+    let s = String::deserialize(d)?;
+    [
+        AllocState::Active,
+        AllocState::Released,
+        AllocState::Expired,
+        AllocState::Revoked,
+    ]
+    .into_iter()
+    .find(|st| st.as_str() == s)
+    .ok_or_else(|| serde::de::Error::custom("unknown allocation state"))
+}
+
+/// An allocation (spec/http.md §6.16).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Allocation {
+    /// Its id.
+    #[serde(deserialize_with = "de_alloc_id")]
+    pub id: AllocId,
+    /// Where it is in its life.
+    #[serde(deserialize_with = "de_alloc_state")]
+    pub state: AllocState,
+    /// The unit.
+    #[serde(deserialize_with = "de_unit")]
+    pub unit: Unit,
+    /// The amount set aside.
+    pub amount: u64,
+    /// What the child's reservations charged against it.
+    pub charged: u64,
+    /// What the child's active reservations hold from it.
+    pub drawn: u64,
+    /// What the child can still reserve from it.
+    pub unused: u64,
+    /// What its end returned to the pool (0 while active).
+    pub returned: u64,
+    /// `deny` or `shared`.
+    pub overflow: String,
+    /// When it lapses (server clock, ms).
+    pub expires_at_ms: u64,
+    /// When it ended, if it did.
+    pub finalized_at_ms: Option<u64>,
+    /// The allocating token's last block.
+    #[serde(deserialize_with = "de_block_id")]
+    pub parent_block_id: BlockId,
+    /// The child's last block.
+    #[serde(deserialize_with = "de_block_id")]
+    pub child_block_id: BlockId,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AllocationAnswer {
+    pub(super) allocation: Allocation,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AllocationsAnswer {
+    pub(super) allocations: Vec<Allocation>,
 }

@@ -363,6 +363,18 @@ pub fn router(state: AppState) -> Router {
             post(http::reservations::extend),
         )
         .route("/v1/spend", post(http::reservations::spend))
+        .route(
+            "/v1/allocations",
+            post(http::allocations::allocate).get(http::allocations::list_allocations),
+        )
+        .route(
+            "/v1/allocations/{id}",
+            get(http::allocations::get_allocation),
+        )
+        .route(
+            "/v1/allocations/{id}/release",
+            post(http::allocations::release_allocation),
+        )
         .route("/v1/balances", get(http::balances::balances))
         .route(
             "/v1/revocations",

@@ -76,6 +76,7 @@ impl Metrics {
             ("idempotency_cache", p.idempotency),
             ("holder_cache", p.holders),
             ("revoked", p.revoked),
+            ("active_allocations", p.allocations),
         ] {
             self.records
                 .get_or_create(&vec![("kind".into(), kind.into())])

@@ -90,7 +90,7 @@ impl Clock for ManualClock {
 #[derive(Debug)]
 enum Request {
     /// A ledger command on reservations.
-    Command(Command),
+    Command(Box<Command>),
     /// Revoke a block.
     Revoke { tree: BlockId, block: BlockId },
     /// The sweeper's tick: expire due holds, prune old history.
@@ -195,7 +195,7 @@ impl LedgerHandle {
     /// Applies a command and waits for its durable outcome. `None` means
     /// the store is unavailable (nothing was done).
     pub(crate) async fn command(&self, cmd: Command) -> Option<Outcome> {
-        match self.submit(Request::Command(cmd)).await? {
+        match self.submit(Request::Command(Box::new(cmd))).await? {
             Answer::Outcome(o) => Some(o),
             _ => None,
         }
@@ -369,6 +369,12 @@ fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<()
         let res = store.read_reservations(&next.reservations)?;
         ledger.supply_replayed(next.reservations.into_iter().zip(res));
     }
+    if !missing.allocations.is_empty() {
+        missing.allocations.sort();
+        missing.allocations.dedup();
+        let found = store.allocations(&missing.allocations)?;
+        ledger.supply_allocations(missing.allocations.into_iter().zip(found));
+    }
     Ok(())
 }
 
@@ -467,7 +473,7 @@ fn group(
     for job in batch {
         let answer = match &job.request {
             Request::Command(cmd) => Answer::Outcome(ledger.apply(cmd, now, config.grace_ms)),
-            Request::Revoke { tree, block } => Answer::Revoked(ledger.revoke(*tree, *block)),
+            Request::Revoke { tree, block } => Answer::Revoked(ledger.revoke(*tree, *block, now)),
             Request::Tick => {
                 ledger.expire(now, config.grace_ms);
                 ticked = true;

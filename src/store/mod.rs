@@ -18,7 +18,8 @@ pub mod sqlite;
 
 use crate::keys::BlockId;
 use crate::ledger::{
-    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
+    ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey,
+    ScopeState,
 };
 
 /// The store could not read or write. The service answers 503 and reports
@@ -179,6 +180,13 @@ pub trait Store: Send + 'static {
     /// [`Store::reservations`].
     fn read_reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
         self.reservations(ids)
+    }
+
+    /// Point look-ups of allocations, one answer per id, in order. Inside
+    /// the group's transaction if one is open. A store without
+    /// allocations (PostgreSQL, for now) refuses; the ledger never asks it.
+    fn allocations(&mut self, _ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
+        Err(StoreError::Unsupported("allocations"))
     }
 
     /// [`Store::idempotency`] and [`Store::reservations`] together, in that

@@ -624,6 +624,11 @@ impl<'a> Rows<'a> {
         let mut r = Self::default();
         for change in changes {
             match *change {
+                // The ledger refuses allocations on a shared store
+                // (`allocations_unsupported`), so it never makes these rows.
+                Change::Allocation(_) | Change::Draw(..) => {
+                    return Err(StoreError::Unsupported("allocations"));
+                }
                 Change::Scope(k, s) => {
                     r.scope_block.push(&k.block.0);
                     r.scope_unit.push(k.unit.as_str());

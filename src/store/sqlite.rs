@@ -18,25 +18,53 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
-    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, proof_column, scope_key, scope_state,
-    sql_int, tools_column,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_allocation,
+    decode_outcome, encode_allocation, encode_chain, encode_outcome, encode_scopes, idem_hash,
+    proof_column, scope_key, scope_state, sql_int, tools_column,
 };
 use super::{Pruned, Store, StoreError, StoredKey, StoredKeyStatus};
-use crate::ledger::{ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation};
+use crate::ledger::{
+    ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation,
+};
 
-/// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+/// The version of [`SCHEMA`] plus [`MIGRATIONS`], kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 5;
 
-/// Upgrades from earlier versions, each to the next: `(from, sql)`. A
-/// fresh database gets [`SCHEMA`] at [`SCHEMA_VERSION`] directly.
-const UPGRADES: &[(i64, &str)] = &[
-    // 3 → 4: the proof of possession behind an idempotency record.
-    (
-        3,
-        "ALTER TABLE idempotency ADD COLUMN proof BLOB CHECK (proof IS NULL OR length(proof) = 32);",
-    ),
-];
+/// The version [`SCHEMA`] alone creates; [`MIGRATIONS`] take it on from there.
+const BASE_VERSION: i64 = 3;
+
+/// Each step after [`BASE_VERSION`], as (version it makes, SQL), in order.
+/// A database at any earlier version from the base on is brought up to
+/// date in one transaction per step.
+const MIGRATIONS: &[(i64, &str)] = &[(4, PROOFS), (5, ALLOCATIONS)];
+
+/// 4: the proof of possession behind an idempotency record (spec/http.md
+/// §1.2.1): the proof id of a holder-bound request, NULL for a bearer one.
+const PROOFS: &str =
+    "ALTER TABLE idempotency ADD COLUMN proof BLOB CHECK (proof IS NULL OR length(proof) = 32);";
+
+/// 5: guaranteed sub-budgets (spec/http.md §3.8, §4.3). An allocation row
+/// keeps its state, times and its CBOR body (`codec::encode_allocation`);
+/// only active ones are read at start, through the partial index. A draw
+/// row exists exactly while a reservation drawing from an allocation is
+/// active, written in the same transaction as the reservation and the
+/// allocation, so a crash never separates them.
+const ALLOCATIONS: &str = "
+CREATE TABLE allocations (
+    id BLOB PRIMARY KEY CHECK (length(id) = 18),
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    body BLOB NOT NULL,
+    CHECK ((state = 0) = (finalized_at IS NULL))
+) WITHOUT ROWID;
+CREATE INDEX allocations_active ON allocations (state) WHERE state = 0;
+CREATE TABLE allocation_draws (
+    res_id BLOB PRIMARY KEY CHECK (length(res_id) = 18),
+    alloc_id BLOB NOT NULL CHECK (length(alloc_id) = 18),
+    drawn BIGINT NOT NULL CHECK (drawn > 0)
+) WITHOUT ROWID;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE scopes (
@@ -79,9 +107,7 @@ CREATE TABLE idempotency (
     h BLOB NOT NULL UNIQUE CHECK (length(h) = 16),
     at BIGINT NOT NULL,
     fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 16),
-    outcome BLOB NOT NULL,
-    -- The holder's proof id, for a holder-bound token's request.
-    proof BLOB CHECK (proof IS NULL OR length(proof) = 32)
+    outcome BLOB NOT NULL
 );
 CREATE TABLE root_keys (
     kid TEXT PRIMARY KEY,
@@ -162,21 +188,22 @@ impl SqliteStore {
             0 => {
                 let tx = conn.unchecked_transaction().map_err(unavailable)?;
                 tx.execute_batch(SCHEMA).map_err(unavailable)?;
+                for (_, sql) in MIGRATIONS {
+                    tx.execute_batch(sql).map_err(unavailable)?;
+                }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(unavailable)?;
                 tx.commit().map_err(unavailable)?;
             }
             SCHEMA_VERSION => {}
-            found if UPGRADES.first().is_some_and(|(from, _)| found >= *from) => {
-                // One transaction: a crash mid-upgrade leaves the old
-                // version, which the next start upgrades again.
-                let tx = conn.unchecked_transaction().map_err(unavailable)?;
-                for (from, sql) in UPGRADES.iter().filter(|(from, _)| *from >= found) {
+            found if (BASE_VERSION..SCHEMA_VERSION).contains(&found) => {
+                for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+                    let tx = conn.unchecked_transaction().map_err(unavailable)?;
                     tx.execute_batch(sql).map_err(unavailable)?;
-                    tx.pragma_update(None, "user_version", from + 1)
+                    tx.pragma_update(None, "user_version", version)
                         .map_err(unavailable)?;
+                    tx.commit().map_err(unavailable)?;
                 }
-                tx.commit().map_err(unavailable)?;
             }
             found => {
                 return Err(StoreError::Version {
@@ -295,6 +322,23 @@ impl SqliteStore {
                 .conn
                 .prepare_cached("INSERT INTO revocations (seq, tree, block_id) VALUES (?1, ?2, ?3)")
                 .map_err(unavailable)?;
+            let mut alloc = self.conn
+                .prepare_cached(
+                    "INSERT INTO allocations (id, state, expires_at, finalized_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at,
+                         finalized_at = excluded.finalized_at, body = excluded.body",
+                )
+                .map_err(unavailable)?;
+            let mut draw = self.conn
+                .prepare_cached(
+                    "INSERT INTO allocation_draws (res_id, alloc_id, drawn) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (res_id) DO UPDATE SET alloc_id = excluded.alloc_id, drawn = excluded.drawn",
+                )
+                .map_err(unavailable)?;
+            let mut undraw = self
+                .conn
+                .prepare_cached("DELETE FROM allocation_draws WHERE res_id = ?1")
+                .map_err(unavailable)?;
             for change in changes {
                 match *change {
                     Change::Scope(k, s) => scope
@@ -340,6 +384,24 @@ impl SqliteStore {
                             encode_outcome(&rec.outcome),
                             rec.proof.as_ref().map(|p| p.0.as_slice())
                         ])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Allocation(a) => alloc
+                        .execute(params![
+                            a.id.0.as_slice(),
+                            a.state.code(),
+                            sql_int(a.expires_at),
+                            a.finalized_at.map(sql_int),
+                            encode_allocation(a)
+                        ])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Draw(r, Some((a, d))) => draw
+                        .execute(params![r.0.as_slice(), a.0.as_slice(), sql_int(*d)])
+                        .map(drop)
+                        .map_err(unavailable),
+                    Change::Draw(r, None) => undraw
+                        .execute(params![r.0.as_slice()])
                         .map(drop)
                         .map_err(unavailable),
                     Change::Revoke { tree, block, seq } => revoke
@@ -407,7 +469,57 @@ impl Store for SqliteStore {
             .query_row("SELECT coalesce(max(id), 0) FROM holders", [], |r| r.get(0))
             .map_err(unavailable)?;
         state.next_holder = amount(max)?.saturating_add(1);
+        // Active allocations only, through the partial index, and what the
+        // active reservations draw from them.
+        let mut q = c
+            .prepare("SELECT body FROM allocations WHERE state = 0")
+            .map_err(unavailable)?;
+        let rows = q
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(unavailable)?;
+        for row in rows {
+            state
+                .allocations
+                .push(decode_allocation(&row.map_err(unavailable)?)?);
+        }
+        let mut q = c
+            .prepare("SELECT res_id, alloc_id, drawn FROM allocation_draws")
+            .map_err(unavailable)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            let (r, a, d) = row.map_err(unavailable)?;
+            state.draws.push((
+                ResId::from_slice(&r).ok_or_else(|| corrupt("draw reservation"))?,
+                AllocId::from_slice(&a).ok_or_else(|| corrupt("draw allocation"))?,
+                amount(d)?,
+            ));
+        }
         Ok(state)
+    }
+
+    fn allocations(&mut self, ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
+        self.begin_group()?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT body FROM allocations WHERE id = ?1")
+            .map_err(unavailable)?;
+        ids.iter()
+            .map(|id| {
+                q.query_row([id.0.as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(unavailable)?
+                    .map(|b| decode_allocation(&b))
+                    .transpose()
+            })
+            .collect()
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -710,24 +822,21 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let (old_key, old_rec) = idem("old", 10);
         {
-            let mut s = SqliteStore::open(&path).unwrap();
-            write(
-                &mut s,
-                &[Change::Idempotency(
-                    old_key.clone(),
-                    IdemRecord {
-                        proof: None,
-                        ..old_rec.clone()
-                    },
-                )],
+            // What version 3 was: the base schema, a record without a
+            // proof column, written as that version wrote it.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.pragma_update(None, "user_version", BASE_VERSION).unwrap();
+            c.execute(
+                "INSERT INTO idempotency (h, at, fingerprint, outcome) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    idem_hash(&old_key).as_slice(),
+                    sql_int(old_rec.at),
+                    old_rec.fingerprint.as_slice(),
+                    encode_outcome(&old_rec.outcome)
+                ],
             )
             .unwrap();
-            // What version 3 was: no proof column.
-            s.conn
-                .execute_batch(
-                    "ALTER TABLE idempotency DROP COLUMN proof; PRAGMA user_version = 3;",
-                )
-                .unwrap();
         }
         let mut s = SqliteStore::open(&path).unwrap();
         let version: i64 = s
@@ -852,6 +961,35 @@ mod tests {
                 ("b", StoredKeyStatus::Active)
             ]
         );
+    }
+
+    #[test]
+    fn a_version_3_database_is_migrated_in_place() {
+        let dir = std::env::temp_dir().join(format!("baton-m-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.pragma_update(None, "user_version", BASE_VERSION).unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let v: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert!(s.load_active().unwrap().allocations.is_empty());
+        assert_eq!(
+            s.allocations(&[AllocId::new(1, [0; 12])]).unwrap(),
+            vec![None]
+        );
+        s.abort();
+        drop(s);
+        // Opening again finds it current.
+        SqliteStore::open(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

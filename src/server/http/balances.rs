@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::render::allocation_json;
 use super::{ApiError, bearer, unavailable};
 use crate::ledger::{MAX_AMOUNT, ScopeKey};
 use crate::server::state::AppState;
@@ -36,13 +37,33 @@ pub(crate) async fn balances(
     let Some(counters) = state.ledger.scopes(keys.clone()).await else {
         return Err(unavailable());
     };
+    // Allocations live in memory (a shared store has none): the unused
+    // part set aside at each scope, which `held` includes, and the
+    // allocations this token draws from, one per unit at most.
+    let (allocated, drawing): (Vec<u64>, Vec<Value>) = if state.ledger.shared {
+        (vec![0; keys.len()], Vec::new())
+    } else {
+        let ledger = state.ledger.read().await;
+        let mut units: Vec<&crate::caveat::Unit> = keys.iter().map(|(k, _)| &k.unit).collect();
+        units.sort_by_key(|u| u.as_str());
+        units.dedup();
+        (
+            keys.iter().map(|(k, _)| ledger.allocated(k)).collect(),
+            units
+                .into_iter()
+                .filter_map(|u| ledger.allocation_for(ids, u))
+                .map(allocation_json)
+                .collect(),
+        )
+    };
     let scopes: Vec<Value> = budgets
         .iter()
         .zip(keys)
         .zip(counters)
-        .map(|(((block, b), (key, _)), s)| {
-            json!({ "block": block, "block_id": key.block.to_string(), "unit": key.unit.as_str(), "tools": b.tools.as_ref().map(|p| p.as_str()), "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "remaining": s.remaining() })
+        .zip(allocated)
+        .map(|((((block, b), (key, _)), s), allocated)| {
+            json!({ "block": block, "block_id": key.block.to_string(), "unit": key.unit.as_str(), "tools": b.tools.as_ref().map(|p| p.as_str()), "ceiling": s.ceiling, "spent": s.spent, "held": s.held, "allocated": allocated, "remaining": s.remaining() })
         })
         .collect();
-    Ok(Json(json!({ "scopes": scopes })).into_response())
+    Ok(Json(json!({ "scopes": scopes, "allocations": drawing })).into_response())
 }

@@ -10,6 +10,7 @@
 //! * one module per resource: [`keys`], [`admin`] (live key rotation),
 //!   [`tokens`] (mint, authorize),
 //!   [`reservations`] (reserve, spend, read, commit, release, extend),
+//!   [`allocations`] (guaranteed sub-budgets: create, read, release, list),
 //!   [`balances`], [`revocations`], [`health`] (liveness, readiness,
 //!   metrics, the fallbacks).
 //!
@@ -18,6 +19,7 @@
 //! detail reaches the client.
 
 pub(crate) mod admin;
+pub(crate) mod allocations;
 pub(crate) mod balances;
 pub(crate) mod health;
 pub(crate) mod keys;

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::ledger::{LedgerError, Outcome, ResState, View};
+use crate::ledger::{Allocation, LedgerError, Outcome, ResState, View};
 
 /// An answer: HTTP status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,20 @@ pub(crate) fn ledger_error_reply(e: &LedgerError) -> Reply {
         LedgerError::Revoked(b) => (403, Some(json!({ "block_id": b.to_string() }))),
         // Unreachable for tokens of one issuer; a conflict, not a server fault.
         LedgerError::CeilingConflict => (409, None),
+        LedgerError::AllocationExhausted { id, remaining } => (
+            402,
+            Some(json!({ "allocation_id": id.to_string(), "remaining": remaining })),
+        ),
+        LedgerError::AllocationNotFound => (404, None),
+        LedgerError::AllocationFinalized(s) => (409, Some(json!({ "state": s.as_str() }))),
+        LedgerError::AllocationExists(id) => {
+            (409, Some(json!({ "allocation_id": id.to_string() })))
+        }
+        LedgerError::ExceedsChildBudget { ceiling } => {
+            (400, Some(json!({ "child_ceiling": ceiling })))
+        }
+        LedgerError::NotDescendant => (403, None),
+        LedgerError::AllocationsUnsupported => (501, None),
     };
     error_reply(status, e.code(), &e.to_string(), detail)
 }
@@ -77,6 +91,10 @@ pub(crate) fn outcome_reply(outcome: &Outcome) -> Reply {
             status: if *created { 201 } else { 200 },
             body: reservation_body(view),
         },
+        Outcome::Allocation { created, alloc } => Reply {
+            status: if *created { 201 } else { 200 },
+            body: json!({ "allocation": allocation_json(alloc) }).to_string(),
+        },
         Outcome::Refused(e) => ledger_error_reply(e),
         Outcome::KeyReused => error_reply(
             409,
@@ -86,6 +104,31 @@ pub(crate) fn outcome_reply(outcome: &Outcome) -> Reply {
         ),
         _ => ledger_error_reply(&LedgerError::NotFound),
     }
+}
+
+/// The JSON view of an allocation (spec/http.md §6.16). A `Value` map, so
+/// its keys print sorted like every other body.
+pub(crate) fn allocation_json(a: &Allocation) -> Value {
+    json!({
+        "id": a.id.to_string(),
+        "parent_block_id": a.parent.last().map(ToString::to_string),
+        "child_block_id": a.child.last().map(ToString::to_string),
+        "unit": a.unit.as_str(),
+        "amount": a.amount,
+        "charged": a.charged,
+        "drawn": a.drawn,
+        "unused": a.unused(),
+        "returned": a.returned,
+        "overflow": a.overflow.as_str(),
+        "state": a.state.as_str(),
+        "expires_at_ms": a.expires_at,
+        "finalized_at_ms": a.finalized_at,
+        "scopes": a.scopes.iter().map(|k| json!({
+            "block_id": k.block.to_string(),
+            "unit": k.unit.as_str(),
+            "tools": k.tools.as_ref().map(|p| p.as_str()),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The JSON view of a scope. Fields are in alphabetical order, the order
