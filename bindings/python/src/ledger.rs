@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use baton::client::{
-    Action, Balance, Bearer, Client, ClientError, IdempotencyKey, Reservation, Reserve,
-    RetryPolicy, ScopeCounters,
+    Action, Allocate, Allocation, Balance, Bearer, Client, ClientError, IdempotencyKey,
+    Reservation, Reserve, RetryPolicy, ScopeCounters,
 };
-use baton::ledger::ResId;
+use baton::ledger::{AllocId, ResId};
 use baton::{BlockId, Unit};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -59,6 +59,10 @@ enum Op {
     Keys,
     Ready,
     Mint(Value),
+    Allocate(Allocate),
+    Allocation(AllocId),
+    ReleaseAllocation(AllocId, IdempotencyKey),
+    Allocations,
 }
 
 /// The parameters of one call, read by name.
@@ -91,6 +95,60 @@ impl<'py> Params<'_, 'py> {
         ResId::parse(&s).ok_or_else(|| {
             PyValueError::new_err(format!("{s:?} is not a reservation id (rsv_...)"))
         })
+    }
+
+    fn alloc_id(&self) -> PyResult<AllocId> {
+        let s = convert::str_of("allocation", &self.need("allocation")?)?;
+        AllocId::parse(&s).ok_or_else(|| {
+            PyValueError::new_err(format!("{s:?} is not an allocation id (alc_...)"))
+        })
+    }
+
+    /// `POST /v1/allocations`: the child's token, the unit, exactly one of
+    /// `amount` (an int) and `fraction` (a float in (0, 1]), `overflow`
+    /// (`"deny"` or `"shared"`), `ttl` (seconds) and the key.
+    fn allocate(&self, py: Python<'_>) -> PyResult<Allocate> {
+        let child = bearer_of(&self.need("child")?)?;
+        let unit = convert::str_of("unit", &self.need("unit")?)?;
+        let unit =
+            Unit::parse(&unit).map_err(|e| PyValueError::new_err(format!("unit {unit:?}: {e}")))?;
+        let mut a = match (self.get("amount")?, self.get("fraction")?) {
+            (Some(amount), None) => {
+                Allocate::amount(&child, unit, convert::u64_of("amount", &amount)?)
+            }
+            (None, Some(fraction)) => {
+                if !fraction.is_instance_of::<pyo3::types::PyFloat>() {
+                    return Err(PyTypeError::new_err("fraction must be a float in (0, 1]"));
+                }
+                let f: f64 = fraction.extract()?;
+                // The server checks it too; a NaN or an out-of-range value
+                // never leaves the process.
+                if !(f > 0.0 && f <= 1.0) {
+                    return Err(PyValueError::new_err(format!(
+                        "fraction {f} is not in (0, 1]"
+                    )));
+                }
+                Allocate::fraction(&child, unit, f)
+            }
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give exactly one of amount and fraction",
+                ));
+            }
+        };
+        match self.string("overflow")?.as_deref() {
+            None | Some("deny") => {}
+            Some("shared") => a = a.shared(),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "overflow {other:?}: expected \"deny\" or \"shared\""
+                )));
+            }
+        }
+        if let Some(ttl) = self.get("ttl")? {
+            a = a.ttl(Duration::from_secs(convert::seconds_of("ttl", &ttl)?));
+        }
+        Ok(a.key(&self.key(py)?))
     }
 
     fn action(&self) -> PyResult<Action> {
@@ -164,6 +222,10 @@ fn parse(py: Python<'_>, op: &str, p: &Params<'_, '_>) -> PyResult<Op> {
                 .extract()?;
             Op::Mint(serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))?)
         }
+        "allocate" => Op::Allocate(p.allocate(py)?),
+        "allocation" => Op::Allocation(p.alloc_id()?),
+        "release_allocation" => Op::ReleaseAllocation(p.alloc_id()?, p.key(py)?),
+        "allocations" => Op::Allocations,
         other => {
             return Err(PyValueError::new_err(format!(
                 "unknown ledger operation {other:?}"
@@ -194,6 +256,24 @@ fn reservation_json(r: &Reservation) -> Value {
         "expires_at_ms": r.expires_at_ms,
         "block_id": r.block_id.to_string(),
         "scopes": r.scopes.iter().map(counters_json).collect::<Vec<_>>(),
+    })
+}
+
+fn allocation_json(a: &Allocation) -> Value {
+    json!({
+        "id": a.id.to_string(),
+        "state": a.state.as_str(),
+        "unit": a.unit.as_str(),
+        "amount": a.amount,
+        "charged": a.charged,
+        "drawn": a.drawn,
+        "unused": a.unused,
+        "returned": a.returned,
+        "overflow": a.overflow,
+        "expires_at_ms": a.expires_at_ms,
+        "finalized_at_ms": a.finalized_at_ms,
+        "parent_block_id": a.parent_block_id.to_string(),
+        "child_block_id": a.child_block_id.to_string(),
     })
 }
 
@@ -262,6 +342,19 @@ async fn run(client: Client, bearer: Option<Bearer>, op: Op) -> Result<Value, Cl
             let m = client.mint(&need(bearer)?, &body).await?;
             json!({"token": m.token, "block_id": m.block_id.to_string(), "kid": m.kid})
         }
+        Op::Allocate(a) => allocation_json(&client.allocate(&need(bearer)?, &a).await?),
+        Op::Allocation(id) => allocation_json(&client.allocation(&need(bearer)?, &id).await?),
+        Op::ReleaseAllocation(id, key) => {
+            allocation_json(&client.release_allocation(&need(bearer)?, &id, &key).await?)
+        }
+        Op::Allocations => Value::Array(
+            client
+                .allocations(&need(bearer)?)
+                .await?
+                .iter()
+                .map(allocation_json)
+                .collect(),
+        ),
     })
 }
 

@@ -126,3 +126,50 @@ def test_asyncio(server, ledger):
 
     b = asyncio.run(main())
     assert (b["held"], b["spent"]) == (0, 6)
+
+
+def test_allocation_is_guaranteed_and_its_unused_part_comes_back(server, ledger):
+    root_text = server.mint(ledger, budgets=[{"unit": "calls", "ceiling": 100}])
+    root = baton.Token.from_text(root_text)
+    child = root.attenuate(budget={"calls": 30})
+    sibling = root.attenuate(budget={"calls": 100})
+    a = ledger.allocate(root, child, "calls", amount=20, idempotency_key="alloc-1")
+    assert a["id"].startswith("alc_") and a["state"] == "active"
+    assert (a["amount"], a["unused"], a["overflow"]) == (20, 20, "deny")
+    # Idempotent: the same key gives the same allocation.
+    assert ledger.allocate(root, child, "calls", amount=20, idempotency_key="alloc-1")["id"] == a["id"]
+    assert [x["id"] for x in ledger.allocations(root)] == [a["id"]]
+    # A greedy sibling gets the rest of the pool, never the allocation.
+    with pytest.raises(baton.InsufficientBudget):
+        ledger.reserve(sibling, "tool.run", 81)
+    ledger.reserve(sibling, "tool.run", 80)
+    r = ledger.reserve(child, "tool.run", 20)
+    ledger.commit(child, r["id"], 5)
+    done = ledger.release_allocation(root, a["id"])
+    assert (done["state"], done["charged"], done["returned"]) == ("released", 5, 15)
+    assert ledger.allocation(root, a["id"])["state"] == "released"
+    assert ledger.allocations(root) == []
+    # Bad input is refused before any request.
+    with pytest.raises(ValueError):
+        ledger.allocate(root, child, "calls", amount=1, fraction=0.5)
+    with pytest.raises(ValueError):
+        ledger.allocate(root, child, "calls")
+    with pytest.raises(ValueError):
+        ledger.allocate(root, child, "calls", fraction=1.5)
+    with pytest.raises(TypeError):
+        ledger.allocate(root, child, "calls", fraction="half")
+    with pytest.raises(ValueError):
+        ledger.allocate(root, child, "calls", amount=2**64)
+    with pytest.raises(ValueError):
+        ledger.allocate(root, child, "calls", amount=1, overflow="maybe")
+    with pytest.raises(ValueError):
+        ledger.allocation(root, "rsv_not_an_allocation")
+
+    async def main():
+        al = baton.AsyncLedger(server.url)
+        b = await al.allocate(root, child, "calls", fraction=0.5, overflow="shared")
+        assert b["overflow"] == "shared" and b["unused"] > 0
+        return await al.release_allocation(root, b["id"])
+
+    released = asyncio.run(main())
+    assert released["state"] == "released" and released["returned"] == released["amount"]

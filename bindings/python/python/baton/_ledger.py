@@ -154,6 +154,11 @@ class _HoldContext:
         return False
 
 
+def _allocate_params(child, unit, amount, fraction, overflow, ttl, idempotency_key):
+    return {"child": child, "unit": unit, "amount": amount, "fraction": fraction,
+            "overflow": overflow, "ttl": ttl, "idempotency_key": idempotency_key}
+
+
 class Ledger(LedgerCore):
     """A blocking client of the ledger at ``url`` (``http://127.0.0.1:7878``).
 
@@ -245,6 +250,29 @@ class Ledger(LedgerCore):
         """Whether the ledger's store answers (``GET /readyz``)."""
         return self._call("ready", None, {})
 
+    def allocate(self, token: TokenLike, child: TokenLike, unit: str = "calls", *,
+                 amount: Optional[int] = None, fraction: Optional[float] = None,
+                 overflow: str = "deny", ttl: Optional[int] = None,
+                 idempotency_key: Optional[str] = None) -> dict:
+        """Sets aside a guaranteed sub-budget for ``child``, a token descending
+        from ``token``: exactly one of ``amount`` and ``fraction`` (of the
+        parent's current remaining). ``overflow="shared"`` lets the child go
+        on from the parent's pool once it is used up (spec/http.md §6.16)."""
+        return self._call("allocate", token, _allocate_params(child, unit, amount, fraction, overflow, ttl, idempotency_key))
+
+    def allocation(self, token: TokenLike, allocation: str) -> dict:
+        """Reads an allocation (§6.17)."""
+        return self._call("allocation", token, {"allocation": allocation})
+
+    def release_allocation(self, token: TokenLike, allocation: str, *,
+                           idempotency_key: Optional[str] = None) -> dict:
+        """Ends an allocation; its unused part returns to the pool (§6.19)."""
+        return self._call("release_allocation", token, {"allocation": allocation, "idempotency_key": idempotency_key})
+
+    def allocations(self, token: TokenLike) -> list:
+        """The active allocations made under ``token`` (§6.18)."""
+        return self._call("allocations", token, {})
+
 
 class AsyncLedger(LedgerCore):
     """The asyncio twin of ``Ledger``: the same methods, as coroutines, and
@@ -298,6 +326,22 @@ class AsyncLedger(LedgerCore):
 
     async def mint(self, admin: TokenLike, body: Mapping[str, Any]) -> dict:
         return await self._acall("mint", admin, {"body": body})
+
+    async def allocate(self, token: TokenLike, child: TokenLike, unit: str = "calls", *,
+                       amount: Optional[int] = None, fraction: Optional[float] = None,
+                       overflow: str = "deny", ttl: Optional[int] = None,
+                       idempotency_key: Optional[str] = None) -> dict:
+        return await self._acall("allocate", token, _allocate_params(child, unit, amount, fraction, overflow, ttl, idempotency_key))
+
+    async def allocation(self, token: TokenLike, allocation: str) -> dict:
+        return await self._acall("allocation", token, {"allocation": allocation})
+
+    async def release_allocation(self, token: TokenLike, allocation: str, *,
+                                 idempotency_key: Optional[str] = None) -> dict:
+        return await self._acall("release_allocation", token, {"allocation": allocation, "idempotency_key": idempotency_key})
+
+    async def allocations(self, token: TokenLike) -> list:
+        return await self._acall("allocations", token, {})
 
     async def ready(self) -> bool:
         return await self._acall("ready", None, {})
