@@ -261,7 +261,7 @@ class Ledger(LedgerCore):
         return self._call("allocate", token, _allocate_params(child, unit, amount, fraction, overflow, ttl, idempotency_key))
 
     def allocation(self, token: TokenLike, allocation: str) -> dict:
-        """Reads an allocation (§6.17)."""
+        """Reads an allocation (§6.18)."""
         return self._call("allocation", token, {"allocation": allocation})
 
     def release_allocation(self, token: TokenLike, allocation: str, *,
@@ -270,7 +270,7 @@ class Ledger(LedgerCore):
         return self._call("release_allocation", token, {"allocation": allocation, "idempotency_key": idempotency_key})
 
     def allocations(self, token: TokenLike) -> list:
-        """The active allocations made under ``token`` (§6.18)."""
+        """The active allocations made under ``token`` (§6.17)."""
         return self._call("allocations", token, {})
 
 
