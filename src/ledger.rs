@@ -1567,6 +1567,11 @@ impl Ledger {
     /// from: the nearest one, made for the deepest block of the chain
     /// that has one.
     pub fn allocation_for(&self, chain: &[BlockId], unit: &Unit) -> Option<&Allocation> {
+        // Every reserve asks: with no allocation at all (the common case)
+        // it costs nothing, not a hash and a unit clone per block.
+        if self.allocs.is_empty() {
+            return None;
+        }
         chain.iter().enumerate().rev().find_map(|(i, b)| {
             let id = self.alloc_by_child.get(&(*b, unit.clone()))?;
             self.allocs.get(id).filter(|a| a.child == chain[..=i])
