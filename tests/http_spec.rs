@@ -927,6 +927,7 @@ async fn documented_error_statuses_hold() {
     for series in [
         "baton_ledger_requests_total{op=\"spend\",status=\"201\"} 1",
         "baton_ledger_batches_total ",
+        "baton_ledger_group_retries_total 0",
         "baton_ready 1",
     ] {
         assert!(text.contains(series), "{series} missing from\n{text}");

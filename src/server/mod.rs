@@ -143,7 +143,7 @@ impl Service {
             }
         };
         let (ledger, writers, revoked) = writer::start(store, clock, config)?;
-        let ledger_batches = ledger.batches.clone();
+        let (ledger_batches, ledger_retries) = (ledger.batches.clone(), ledger.retries.clone());
         // 10k tokens of at most 8 KiB bound the cache to about 80 MiB.
         let mut verifier = Verifier::new(keyset)
             .with_cache(10_000)
@@ -153,7 +153,7 @@ impl Service {
             ledger,
             verifier: Arc::new(RwLock::new(verifier)),
             signer: Arc::new(RwLock::new(signer)),
-            metrics: Arc::new(Metrics::new(ledger_batches)),
+            metrics: Arc::new(Metrics::new(ledger_batches, ledger_retries)),
             rotation: Arc::new(tokio::sync::Mutex::new(())),
         };
         Ok(Self {

@@ -23,7 +23,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(batches: Counter) -> Self {
+    pub(crate) fn new(batches: Counter, retries: Counter) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
@@ -35,6 +35,11 @@ impl Metrics {
             "baton_ledger_batches",
             "Durable write transactions (group commits)",
             batches,
+        );
+        registry.register(
+            "baton_ledger_group_retries",
+            "Group transactions run again after losing a race with another group on a shared store",
+            retries,
         );
         let records = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(

@@ -180,6 +180,8 @@ pub(crate) struct LedgerHandle {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batches: prometheus_client::metrics::counter::Counter,
+    /// Groups run again after losing a race on a shared store.
+    pub(crate) retries: prometheus_client::metrics::counter::Counter,
     /// The store is shared by several servers: memory is not the truth.
     pub(crate) shared: bool,
 }
@@ -305,6 +307,7 @@ pub(crate) fn start(
         ready: Arc::new(AtomicBool::new(true)),
         clock: clock.clone(),
         batches: prometheus_client::metrics::counter::Counter::default(),
+        retries: prometheus_client::metrics::counter::Counter::default(),
         shared: shared_store,
     };
     let mut threads = Vec::new();
@@ -316,6 +319,7 @@ pub(crate) fn start(
             ready: handle.ready.clone(),
             clock: clock.clone(),
             batches: handle.batches.clone(),
+            retries: handle.retries.clone(),
         };
         let name = if i == 0 {
             "baton-ledger-writer".to_owned()
@@ -337,6 +341,7 @@ struct Shared {
     ready: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     batches: prometheus_client::metrics::counter::Counter,
+    retries: prometheus_client::metrics::counter::Counter,
 }
 
 /// Reads from the store what the group's commands need and is not in
@@ -416,6 +421,7 @@ fn run(
                         break;
                     }
                     tracing::debug!(error = %e, attempt, "ledger group lost a race; retrying");
+                    shared.retries.inc();
                 }
             }
         }
