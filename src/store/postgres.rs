@@ -32,14 +32,18 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{
-    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, proof_column, scope_key, scope_state,
-    sql_int, tools_column,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_allocation,
+    decode_outcome, encode_allocation, encode_chain, encode_outcome, encode_scopes, idem_hash,
+    proof_column, scope_key, scope_state, sql_int, tools_column,
 };
-use super::{Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus, WorkingSet};
+use super::{
+    AllocLocks, LockedAllocations, Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus,
+    WorkingSet,
+};
 use crate::keys::BlockId;
 use crate::ledger::{
-    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
+    ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey,
+    ScopeState,
 };
 
 /// The migrations, in order: the schema at version `i + 1` is the first
@@ -104,6 +108,39 @@ INSERT INTO counters (name, value) VALUES ('holders', 0), ('revocations', 0), ('
     // default: a catalogue change only, on every engine).
     "
 ALTER TABLE idempotency ADD COLUMN proof BYTEA CHECK (proof IS NULL OR length(proof) = 32);
+",
+    // 3: guaranteed sub-budgets (spec/http.md §3.8, §4.8). An allocation
+    // row keeps, besides its CBOR body (`codec::encode_allocation`), the
+    // columns its look-ups need, each behind a partial index over the
+    // active rows only, so their cost never grows with history: by child
+    // block and unit (a reserve's or allocate's chain), by tree (a
+    // revocation, a list, balances) and by expiry (the sweep). A draw row
+    // exists exactly while a reservation that drew from an allocation is
+    // active; its index by allocation keeps pruning from removing an
+    // allocation still drawn from. No unique index on (child_block, unit):
+    // one active allocation per child and unit is the ledger's rule, kept
+    // under the scope locks every allocate of that child takes.
+    "
+CREATE TABLE allocations (
+    id BYTEA PRIMARY KEY CHECK (length(id) = 18),
+    tree BYTEA NOT NULL CHECK (length(tree) = 32),
+    child_block BYTEA NOT NULL CHECK (length(child_block) = 32),
+    unit TEXT NOT NULL,
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    body BYTEA NOT NULL,
+    CHECK ((state = 0) = (finalized_at IS NULL))
+);
+CREATE INDEX allocations_child ON allocations (child_block, unit) WHERE state = 0;
+CREATE INDEX allocations_tree ON allocations (tree) WHERE state = 0;
+CREATE INDEX allocations_due ON allocations (expires_at) WHERE state = 0;
+CREATE TABLE allocation_draws (
+    res_id BYTEA PRIMARY KEY CHECK (length(res_id) = 18),
+    alloc_id BYTEA NOT NULL CHECK (length(alloc_id) = 18),
+    drawn BIGINT NOT NULL CHECK (drawn > 0)
+);
+CREATE INDEX allocation_draws_alloc ON allocation_draws (alloc_id);
 ",
 ];
 
@@ -617,6 +654,18 @@ struct Rows<'a> {
     rev_seq: Vec<i64>,
     rev_tree: Vec<&'a [u8]>,
     rev_block: Vec<&'a [u8]>,
+    alloc_id: Vec<&'a [u8]>,
+    alloc_tree: Vec<&'a [u8]>,
+    alloc_child: Vec<&'a [u8]>,
+    alloc_unit: Vec<&'a str>,
+    alloc_state: Vec<i16>,
+    alloc_expires: Vec<i64>,
+    alloc_final: Vec<Option<i64>>,
+    alloc_body: Vec<Vec<u8>>,
+    draw_res: Vec<&'a [u8]>,
+    draw_alloc: Vec<&'a [u8]>,
+    draw_amount: Vec<i64>,
+    undraw_res: Vec<&'a [u8]>,
 }
 
 impl<'a> Rows<'a> {
@@ -624,11 +673,25 @@ impl<'a> Rows<'a> {
         let mut r = Self::default();
         for change in changes {
             match *change {
-                // The ledger refuses allocations on a shared store
-                // (`allocations_unsupported`), so it never makes these rows.
-                Change::Allocation(_) | Change::Draw(..) => {
-                    return Err(StoreError::Unsupported("allocations"));
+                Change::Allocation(a) => {
+                    let (Some(tree), Some(child)) = (a.child.first(), a.child.last()) else {
+                        return Err(corrupt("allocation without a child chain"));
+                    };
+                    r.alloc_id.push(&a.id.0);
+                    r.alloc_tree.push(&tree.0);
+                    r.alloc_child.push(&child.0);
+                    r.alloc_unit.push(a.unit.as_str());
+                    r.alloc_state.push(i16::from(a.state.code()));
+                    r.alloc_expires.push(sql_int(a.expires_at));
+                    r.alloc_final.push(a.finalized_at.map(sql_int));
+                    r.alloc_body.push(encode_allocation(a));
                 }
+                Change::Draw(res, Some((a, d))) => {
+                    r.draw_res.push(&res.0);
+                    r.draw_alloc.push(&a.0);
+                    r.draw_amount.push(sql_int(*d));
+                }
+                Change::Draw(res, None) => r.undraw_res.push(&res.0),
                 Change::Scope(k, s) => {
                     r.scope_block.push(&k.block.0);
                     r.scope_unit.push(k.unit.as_str());
@@ -694,13 +757,25 @@ const W_IDEMPOTENCY: &str = "INSERT INTO idempotency (h, at, fingerprint, outcom
 const W_UNCLAIM: &str = "DELETE FROM idempotency WHERE h = ANY($1)";
 const W_REVOCATIONS: &str = "INSERT INTO revocations (seq, tree, block_id)
              SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
-const WRITES: [&str; 6] = [
+// Only state, final time and body change: the indexed columns never do.
+const W_ALLOCATIONS: &str = "INSERT INTO allocations (id, tree, child_block, unit, state, expires_at, finalized_at, body)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::int2[], $6::int8[], $7::int8[], $8::bytea[])
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                 finalized_at = excluded.finalized_at, body = excluded.body";
+const W_DRAWS: &str = "INSERT INTO allocation_draws (res_id, alloc_id, drawn)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[])
+             ON CONFLICT (res_id) DO UPDATE SET alloc_id = excluded.alloc_id, drawn = excluded.drawn";
+const W_UNDRAWS: &str = "DELETE FROM allocation_draws WHERE res_id = ANY($1)";
+const WRITES: [&str; 9] = [
     W_SCOPES,
     W_HOLDERS,
     W_RESERVATIONS,
     W_IDEMPOTENCY,
     W_UNCLAIM,
     W_REVOCATIONS,
+    W_ALLOCATIONS,
+    W_DRAWS,
+    W_UNDRAWS,
 ];
 
 /// Prepares (once per connection) every write statement, so that each
@@ -806,11 +881,49 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
             .await
             .map(drop)
     };
+    let allocations = async {
+        if r.alloc_id.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            W_ALLOCATIONS,
+            &[
+                &r.alloc_id,
+                &r.alloc_tree,
+                &r.alloc_child,
+                &r.alloc_unit,
+                &r.alloc_state,
+                &r.alloc_expires,
+                &r.alloc_final,
+                &r.alloc_body,
+            ],
+        )
+        .await
+        .map(drop)
+    };
+    // A reservation's draw row is either written or deleted in one group,
+    // never both (`Ledger::coalesced_changes` keeps its last change).
+    let draws = async {
+        if r.draw_res.is_empty() {
+            return Ok(());
+        }
+        execute(c, W_DRAWS, &[&r.draw_res, &r.draw_alloc, &r.draw_amount])
+            .await
+            .map(drop)
+    };
+    let undraws = async {
+        if r.undraw_res.is_empty() {
+            return Ok(());
+        }
+        execute(c, W_UNDRAWS, &[&r.undraw_res]).await.map(drop)
+    };
     // All of them run to the end (none is dropped half-sent), then any
     // failure fails the group.
     let (a, b, d, e, f, g) =
         tokio::join!(scopes, holders, reservations, idem, unclaim, revocations);
-    a.and(b).and(d).and(e).and(f).and(g)
+    let (h, i, j) = tokio::join!(allocations, draws, undraws);
+    a.and(b).and(d).and(e).and(f).and(g).and(h).and(i).and(j)
 }
 
 /// The columns of the scopes a group locks, and which of them may be new.
@@ -844,12 +957,8 @@ async fn lock_scope_rows(
     c: &Object,
     k: &ScopeCols<'_>,
 ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-    const CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
-         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
-         ORDER BY b, u, t ON CONFLICT DO NOTHING";
-    const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-         ORDER BY block_id, unit, tools FOR UPDATE";
+    const CREATE: &str = SCOPE_CREATE;
+    const LOCK: &str = SCOPE_LOCK;
     if k.blocks.is_empty() {
         return Ok(Vec::new());
     }
@@ -875,6 +984,103 @@ async fn lock_scope_rows(
             .collect::<Result<_, _>>()?;
     }
     Ok(got)
+}
+
+const SCOPE_CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
+         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
+         ORDER BY b, u, t ON CONFLICT DO NOTHING";
+const SCOPE_LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
+         ORDER BY block_id, unit, tools FOR UPDATE";
+
+// The allocations a group locks, after its scopes, in id order: those its
+// reservations draw from, those named by id, and the active ones made for
+// a block of its chains (each through an index: the draws' primary key,
+// the allocations' primary key, the partial index of active ones by child).
+const ALLOC_LOCK: &str = "SELECT body FROM allocations WHERE id IN (
+             SELECT alloc_id FROM allocation_draws WHERE res_id = ANY($1::bytea[])
+             UNION ALL SELECT unnest($2::bytea[])
+             UNION ALL SELECT id FROM allocations WHERE state = 0
+                 AND (child_block, unit) IN (SELECT * FROM unnest($3::bytea[], $4::text[])))
+         ORDER BY id FOR UPDATE";
+// Draw rows change only with their reservation, which the group locked.
+const DRAWS: &str = "SELECT res_id, alloc_id, drawn FROM allocation_draws WHERE res_id = ANY($1)";
+
+/// The columns of a group's allocation look-up.
+struct AllocCols<'a> {
+    draws: Vec<&'a [u8]>,
+    ids: Vec<&'a [u8]>,
+    blocks: Vec<&'a [u8]>,
+    units: Vec<&'a str>,
+}
+
+impl<'a> AllocCols<'a> {
+    fn of(l: &AllocLocks<'a>) -> Self {
+        Self {
+            draws: l.draws.iter().map(|r| r.0.as_slice()).collect(),
+            ids: l.ids.iter().map(|a| a.0.as_slice()).collect(),
+            blocks: l.children.iter().map(|(b, _)| b.0.as_slice()).collect(),
+            units: l.children.iter().map(|(_, u)| u.as_str()).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.draws.is_empty() && self.ids.is_empty() && self.blocks.is_empty()
+    }
+}
+
+/// Allocation bodies, decoded.
+fn allocation_rows(rows: &[Row]) -> Result<Vec<Allocation>, StoreError> {
+    rows.iter()
+        .map(|r| decode_allocation(r.try_get(0).map_err(pg)?))
+        .collect()
+}
+
+/// Locks and reads a group's allocations, and reads its draw rows. Run
+/// only once the group's scope locks are granted (module docs).
+async fn lock_allocation_rows(
+    c: &Object,
+    k: &AllocCols<'_>,
+) -> Result<LockedAllocations, StoreError> {
+    if k.is_empty() {
+        return Ok(LockedAllocations::default());
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&k.draws, &k.ids, &k.blocks, &k.units];
+    let locked = query(c, ALLOC_LOCK, &params);
+    let draws = async {
+        if k.draws.is_empty() {
+            return Ok(Vec::new());
+        }
+        query(c, DRAWS, &[&k.draws]).await
+    };
+    let (locked, draws) = tokio::join!(locked, draws);
+    let draws = draws?
+        .iter()
+        .map(|r| {
+            let res: &[u8] = r.try_get(0).map_err(pg)?;
+            let alloc: &[u8] = r.try_get(1).map_err(pg)?;
+            Ok((
+                ResId::from_slice(res).ok_or_else(|| corrupt("draw reservation"))?,
+                AllocId::from_slice(alloc).ok_or_else(|| corrupt("draw allocation"))?,
+                amount(r.try_get(2).map_err(pg)?)?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(LockedAllocations {
+        allocations: allocation_rows(&locked?)?,
+        draws,
+    })
+}
+
+/// Prepares (once per connection) the statements of a group's locks, so
+/// that each is sent when first polled, in the order they are polled: the
+/// allocation look-up must reach the database after the scope lock.
+async fn prepare_locks(c: &Object) -> Result<(), StoreError> {
+    for sql in [SCOPE_LOCK, ALLOC_LOCK, DRAWS] {
+        c.prepare_cached(sql).await.map_err(pg)?;
+    }
+    Ok(())
 }
 
 /// Takes the revocation feed's lock row and reads its last position.
@@ -1129,7 +1335,7 @@ impl Store for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let first = ResId::first_at(cutoff_ms).0.to_vec();
         let cutoff = sql_int(cutoff_ms);
-        let (reservations, idempotency) = once!(self, c => async {
+        let (reservations, idempotency, allocations) = once!(self, c => async {
                 let r = execute(
                     c,
                     "DELETE FROM reservations WHERE id IN (
@@ -1145,11 +1351,25 @@ impl Store for PgStore {
                     &[&cutoff, &limit],
                 )
                 .await?;
-                Ok((r, i))
+                // Finished allocations, by a range of the oldest ids like
+                // reservations, but never one an active hold still draws
+                // from (its draw row goes when the hold ends).
+                let a = execute(
+                    c,
+                    "DELETE FROM allocations WHERE id IN (
+                         SELECT a.id FROM allocations a
+                         WHERE a.id < $1 AND a.state <> 0 AND a.finalized_at < $2
+                             AND NOT EXISTS (SELECT 1 FROM allocation_draws d WHERE d.alloc_id = a.id)
+                         ORDER BY a.id LIMIT $3)",
+                    &[&first, &cutoff, &limit],
+                )
+                .await?;
+                Ok((r, i, a))
         })?;
         Ok(Pruned {
             reservations: usize::try_from(reservations).unwrap_or(usize::MAX),
             idempotency: usize::try_from(idempotency).unwrap_or(usize::MAX),
+            allocations: usize::try_from(allocations).unwrap_or(usize::MAX),
         })
     }
 
@@ -1243,7 +1463,8 @@ impl Store for PgStore {
         &mut self,
         keys: &[(ScopeKey, u64)],
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-        self.lock_working_set(keys, &[], false).map(|(s, _, _)| s)
+        self.lock_working_set(keys, &[], false, AllocLocks::default())
+            .map(|(s, ..)| s)
     }
 
     fn lock_working_set(
@@ -1251,20 +1472,43 @@ impl Store for PgStore {
         keys: &[(ScopeKey, u64)],
         blocks: &[BlockId],
         revokes: bool,
+        allocs: AllocLocks<'_>,
     ) -> Result<WorkingSet, StoreError> {
         let scope_cols = ScopeCols::of(keys, &self.known_scopes);
         let raw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
+        let alloc_cols = AllocCols::of(&allocs);
         // Sent together: one round trip. The revocation reads must run
         // after the feed lock when the group revokes (to see every
         // revocation committed before it), so they wait for it then.
         let out: WorkingSet = group_call!(self, c => async {
+            // The allocations are locked after the scopes (module docs):
+            // pipelined right behind the scope lock when that is one
+            // statement, after its answer when scopes must be created first.
+            let scopes_then_allocations = async {
+                if alloc_cols.is_empty() {
+                    return Ok((lock_scope_rows(c, &scope_cols).await?, LockedAllocations::default()));
+                }
+                prepare_locks(c).await?;
+                if scope_cols.unknown.is_empty() {
+                    let (s, a) = tokio::join!(
+                        lock_scope_rows(c, &scope_cols),
+                        lock_allocation_rows(c, &alloc_cols)
+                    );
+                    Ok((s?, a?))
+                } else {
+                    let s = lock_scope_rows(c, &scope_cols).await?;
+                    Ok((s, lock_allocation_rows(c, &alloc_cols).await?))
+                }
+            };
             if revokes {
-                let (a, b) = tokio::join!(lock_scope_rows(c, &scope_cols), lock_feed(c));
+                let (a, b) = tokio::join!(scopes_then_allocations, lock_feed(c));
                 let d = revoked_rows(c, &raw).await;
-                Ok((a?, d?, Some(b?)))
+                let (a, l) = a?;
+                Ok((a, d?, Some(b?), l))
             } else {
-                let (a, d) = tokio::join!(lock_scope_rows(c, &scope_cols), revoked_rows(c, &raw));
-                Ok((a?, d?, None))
+                let (a, d) = tokio::join!(scopes_then_allocations, revoked_rows(c, &raw));
+                let (a, l) = a?;
+                Ok((a, d?, None, l))
             }
         })?;
         if self.known_scopes.len() > 1_000_000 {
@@ -1301,12 +1545,70 @@ impl Store for PgStore {
     }
 
     fn revoked_among(&mut self, blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
-        self.lock_working_set(&[], blocks, false).map(|(_, r, _)| r)
+        self.lock_working_set(&[], blocks, false, AllocLocks::default())
+            .map(|(_, r, ..)| r)
     }
 
     fn lock_revocations(&mut self) -> Result<u64, StoreError> {
-        self.lock_working_set(&[], &[], true)
-            .and_then(|(_, _, f)| f.ok_or_else(|| corrupt("revocations")))
+        self.lock_working_set(&[], &[], true, AllocLocks::default())
+            .and_then(|(_, _, f, _)| f.ok_or_else(|| corrupt("revocations")))
+    }
+
+    fn lock_allocations(&mut self, locks: AllocLocks<'_>) -> Result<LockedAllocations, StoreError> {
+        if locks.is_empty() {
+            return Ok(LockedAllocations::default());
+        }
+        self.lock_working_set(&[], &[], false, locks)
+            .map(|(.., a)| a)
+    }
+
+    fn allocations(&mut self, ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+        // No lock: the rows are locked after the scopes, once the group
+        // knows them (`lock_working_set`).
+        let found = group_call!(self, c => async {
+            allocation_rows(&query(c, "SELECT body FROM allocations WHERE id = ANY($1)", &[&raw]).await?)
+        })?;
+        let mut found: HashMap<AllocId, Allocation> =
+            found.into_iter().map(|a| (a.id, a)).collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
+    }
+
+    fn due_allocations(
+        &mut self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Allocation>, StoreError> {
+        let before = sql_int(before_ms);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        group_call!(self, c => async {
+            allocation_rows(
+                &query(
+                    c,
+                    "SELECT body FROM allocations WHERE state = 0 AND expires_at < $1
+                     ORDER BY expires_at LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await?,
+            )
+        })
+    }
+
+    fn active_allocations(&mut self, tree: &BlockId) -> Result<Vec<Allocation>, StoreError> {
+        let tree = tree.0.as_slice();
+        group_call!(self, c => async {
+            allocation_rows(
+                &query(
+                    c,
+                    "SELECT body FROM allocations WHERE state = 0 AND tree = $1 ORDER BY id",
+                    &[&tree],
+                )
+                .await?,
+            )
+        })
     }
 
     fn revocations_after(

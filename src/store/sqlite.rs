@@ -610,10 +610,29 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?,
             None => 0,
         };
+        // Finished allocations, by a range of the oldest ids like
+        // reservations, but never one an active hold still draws from (its
+        // draw row goes when the hold ends). The draw table holds only
+        // active holds' rows: the `NOT IN` list is read once.
+        let allocations = tx
+            .execute(
+                "DELETE FROM allocations WHERE id IN (
+                     SELECT id FROM allocations
+                     WHERE id < ?1 AND state <> 0 AND finalized_at < ?2
+                         AND id NOT IN (SELECT alloc_id FROM allocation_draws)
+                     LIMIT ?3)",
+                params![
+                    ResId::first_at(cutoff_ms).0.as_slice(),
+                    sql_int(cutoff_ms),
+                    limit_sql
+                ],
+            )
+            .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         Ok(Pruned {
             reservations,
             idempotency,
+            allocations,
         })
     }
 
@@ -921,7 +940,8 @@ mod tests {
             pruned,
             Pruned {
                 reservations: 1,
-                idempotency: 2
+                idempotency: 2,
+                allocations: 0
             }
         );
         let ids = [old.id, late.id, active.id, young.id];
