@@ -686,7 +686,7 @@ async fn two_servers_sixteen_greedy_siblings_never_take_an_allocated_childs_budg
                 while refused < 8 {
                     n += 1;
                     let amount = 1 + (n % 7);
-                    let path = if n % 2 == 0 {
+                    let path = if n.is_multiple_of(2) {
                         "/v1/spend"
                     } else {
                         "/v1/reservations"
@@ -701,7 +701,7 @@ async fn two_servers_sixteen_greedy_siblings_never_take_an_allocated_childs_budg
                         )
                         .await;
                     match st {
-                        StatusCode::CREATED if n % 2 == 0 => spent += amount,
+                        StatusCode::CREATED if n.is_multiple_of(2) => spent += amount,
                         StatusCode::CREATED => held += amount,
                         StatusCode::PAYMENT_REQUIRED => {
                             assert_eq!(code(&v), "insufficient_budget", "{v}");
@@ -735,7 +735,11 @@ async fn two_servers_sixteen_greedy_siblings_never_take_an_allocated_childs_budg
             spent += s;
             held += h;
         }
-        assert_eq!(spent + held, 100 - X, "round {round}: the siblings got the rest");
+        assert_eq!(
+            spent + held,
+            100 - X,
+            "round {round}: the siblings got the rest"
+        );
         // Every scope above the child: exactly the live holds, the spends,
         // and the allocation (all drawn: nothing unused), on both servers.
         for server in 0..2 {
@@ -874,7 +878,13 @@ async fn two_sweepers_expire_each_allocation_exactly_once() {
     }
     // The child's hold now ends into the pool, not into the ended allocation.
     let (s, v, _) = c
-        .call(0, "POST", "/v1/spend", Some(&kids[1]), Some(body(91, "all", 5_000)))
+        .call(
+            0,
+            "POST",
+            "/v1/spend",
+            Some(&kids[1]),
+            Some(body(91, "all", 5_000)),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "the rest of the pool: {v}");
     assert_eq!(counters(&c, 0, &parent, 1).await, (91, 9, 0));

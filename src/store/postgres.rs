@@ -1678,6 +1678,146 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caveat::Unit;
+    use crate::ledger::{AllocState, Holder, Overflow, ResState};
+
+    /// A store on a schema of its own, dropped by the guard (opt-in:
+    /// `BATON_TEST_POSTGRES`).
+    struct TestSchema(String, String);
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            let _ = drop_schema(&self.0, &self.1);
+        }
+    }
+
+    fn store(tag: &str) -> Option<(PgStore, TestSchema)> {
+        let url = std::env::var("BATON_TEST_POSTGRES").ok()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let schema = format!("baton_unit_{tag}_{}_{nanos}", std::process::id());
+        let guard = TestSchema(url.clone(), schema.clone());
+        let mut opts = PgOptions::new(&url);
+        opts.schema = schema;
+        opts.pool_size = 2;
+        Some((PgStore::connect(&opts).unwrap(), guard))
+    }
+
+    fn key(b: u8) -> ScopeKey {
+        ScopeKey {
+            block: BlockId([b; 32]),
+            unit: Unit::Calls,
+            tools: None,
+        }
+    }
+
+    fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
+        Allocation {
+            id: AllocId::new(ms, [n; 12]),
+            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
+            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
+            unit: Unit::Calls,
+            scopes: vec![key(1), key(0)],
+            amount: 4,
+            charged: 1,
+            drawn: 0,
+            overflow: Overflow::Deny,
+            state: if finalized_at.is_some() {
+                AllocState::Expired
+            } else {
+                AllocState::Active
+            },
+            expires_at: 10_000,
+            finalized_at,
+            returned: if finalized_at.is_some() { 3 } else { 0 },
+            source: None,
+        }
+    }
+
+    fn hold(ms: u64) -> Reservation {
+        Reservation {
+            id: ResId::new(ms, [1; 12]),
+            holder: Arc::new(Holder {
+                id: 1,
+                chain: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])],
+                unit: Unit::Calls,
+                scopes: vec![key(1), key(0)],
+            }),
+            amount: 1,
+            charged: None,
+            state: ResState::Active,
+            expires_at: 50_000,
+            finalized_at: None,
+        }
+    }
+
+    /// Allocation rows are written, found by what each look-up asks for
+    /// (child block and unit for the active ones, id whatever the state,
+    /// the allocations a hold draws from, with its draw row), and only the
+    /// finished ones no hold draws from are pruned.
+    #[test]
+    fn allocations_are_locked_by_child_id_and_draw_and_pruned_when_done() {
+        let Some((mut s, _guard)) = store("alloc") else {
+            return;
+        };
+        let old = allocation(100, 2, Some(150));
+        let drawn = allocation(100, 3, Some(150));
+        let active = allocation(100, 4, None);
+        let young = allocation(600, 5, Some(700));
+        let h = hold(130);
+        let mut changes = vec![
+            Change::Holder(h.holder.clone()),
+            Change::Reservation(h.clone()),
+            Change::Draw(h.id, Some((drawn.id, 1))),
+        ];
+        for a in [&old, &drawn, &active, &young] {
+            changes.push(Change::Allocation(a.clone()));
+        }
+        s.write(&changes.iter().collect::<Vec<_>>()).unwrap();
+        s.begin().unwrap();
+        let children = [
+            (BlockId([2; 32]), Unit::Calls),
+            (BlockId([4; 32]), Unit::Calls),
+            (BlockId([4; 32]), Unit::UsdMicrocents),
+        ];
+        let got = s
+            .lock_allocations(AllocLocks {
+                ids: &[young.id],
+                children: &children,
+                draws: &[h.id],
+            })
+            .unwrap();
+        s.write(&[]).unwrap();
+        // By id: `drawn` (drawn from), `active` (by child), `young` (by id);
+        // not `old`: its child's allocation has ended.
+        assert_eq!(
+            got.allocations,
+            vec![drawn.clone(), active.clone(), young.clone()]
+        );
+        assert_eq!(got.draws, vec![(h.id, drawn.id, 1)]);
+        s.begin().unwrap();
+        assert_eq!(s.due_allocations(10_001, 10).unwrap(), vec![active.clone()]);
+        assert_eq!(s.due_allocations(10_000, 10).unwrap(), vec![]);
+        assert_eq!(
+            s.active_allocations(&BlockId([0; 32])).unwrap(),
+            vec![active.clone()]
+        );
+        s.write(&[]).unwrap();
+        let pruned = s.prune(500, 1000).unwrap();
+        assert_eq!((pruned.allocations, pruned.reservations), (1, 0));
+        s.begin().unwrap();
+        let ids = [old.id, drawn.id, active.id, young.id];
+        assert_eq!(
+            s.allocations(&ids).unwrap(),
+            vec![None, Some(drawn.clone()), Some(active), Some(young)]
+        );
+        s.write(&[]).unwrap();
+        // Once the hold has ended, with its draw row, the allocation goes.
+        s.write(&[&Change::Draw(h.id, None)]).unwrap();
+        assert_eq!(s.prune(500, 1000).unwrap().allocations, 1);
+        assert_eq!(s.prune(500, 1000).unwrap(), Pruned::default());
+    }
 
     /// A server error shows its SQLSTATE and message, not just "db error"
     /// (opt-in: needs `BATON_TEST_POSTGRES`).
