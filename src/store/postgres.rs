@@ -5,9 +5,12 @@
 //! writer group is one transaction on one pooled connection: it claims its
 //! idempotency keys (an insert another server's claim of the same key
 //! waits on), locks the reservations it names and then the scopes it
-//! touches in one global order (`ORDER BY key FOR UPDATE`), reads the
-//! revocations of the chains involved, and only then runs the ledger's
-//! rules over exactly what it read. Its writes are set-based (`unnest`
+//! touches in one global order (`ORDER BY key FOR UPDATE`), then the
+//! allocations those scopes carry that its commands can change (an
+//! allocation's scopes are always among them, so these locks never wait;
+//! see `server::writer::working_set`), reads the revocations of the chains
+//! involved, and only then runs the ledger's rules over exactly what it
+//! read. Its writes are set-based (`unnest`
 //! arrays, pipelined on the connection) and CHECK constraints restate the
 //! invariant as a backstop. Lost races (deadlock, serialization failure)
 //! come back as [`StoreError::Conflict`] and the writer retries the group.
