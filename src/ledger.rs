@@ -1189,9 +1189,10 @@ impl Ledger {
             op => {
                 if let Some(id) = op.target() {
                     add_res(&id, out);
-                    if matches!(op, Operation::Commit { .. } | Operation::Release { .. }) {
-                        out.draws.push(id);
-                    }
+                    // Every reservation in the working set, not only one
+                    // this command finishes: a tick in the same group may
+                    // expire it, and what it drew must go back.
+                    out.draws.push(id);
                 }
             }
         }

@@ -922,10 +922,19 @@ async fn write_rows(c: &Object, r: &Rows<'_>, unrecorded: &[Vec<u8>]) -> Result<
         execute(c, W_UNDRAWS, &[&r.undraw_res]).await.map(drop)
     };
     // All of them run to the end (none is dropped half-sent), then any
-    // failure fails the group.
-    let (a, b, d, e, f, g) =
-        tokio::join!(scopes, holders, reservations, idem, unclaim, revocations);
-    let (h, i, j) = tokio::join!(allocations, draws, undraws);
+    // failure fails the group. One join: every statement is sent on the
+    // first poll, before the COMMIT polled after this future.
+    let (a, b, d, e, f, g, h, i, j) = tokio::join!(
+        scopes,
+        holders,
+        reservations,
+        idem,
+        unclaim,
+        revocations,
+        allocations,
+        draws,
+        undraws
+    );
     a.and(b).and(d).and(e).and(f).and(g).and(h).and(i).and(j)
 }
 
