@@ -51,8 +51,16 @@
 //! reservation, in `draws`), and ending it, once, takes the unused part out
 //! of `held`. An allocation to a child whose parent draws from one is
 //! carved from that one first, and gives back what it did not use when it
-//! ends (`source`). Only active allocations are in memory; a shared ledger
-//! refuses them ([`LedgerError::AllocationsUnsupported`]).
+//! ends (`source`). Only active allocations are in memory.
+//!
+//! On a shared ledger the active allocations are working set too: the
+//! writer locks and reads, after the group's scopes, the allocations its
+//! commands can touch ([`Touched`]: by id, by child block, and those its
+//! reservations draw from) and hands them over with
+//! [`Ledger::load_allocations`]; every rule below then runs unchanged.
+//! An allocation's scopes are always among the scopes of whatever changes
+//! it (a reserve or allocate under it, a hold that drew from it, its own
+//! end), so whoever locks an allocation row already holds its scopes.
 //!
 //! Invariant, at every scope at all times: `spent + held <= ceiling`, so
 //! `remaining = ceiling - spent - held` never goes below zero; `held` is
@@ -554,7 +562,9 @@ pub enum LedgerError {
     /// The child token does not descend from the allocating token.
     #[error("the child token does not descend from this token")]
     NotDescendant,
-    /// This store does not support allocations (a shared PostgreSQL store).
+    /// This store does not support allocations. No longer returned: every
+    /// store keeps allocations. Kept so that a stored refusal, and the
+    /// stable code, still read.
     #[error("allocations are not supported by this ledger's store")]
     AllocationsUnsupported,
 }
@@ -855,13 +865,28 @@ impl Missing {
 
 /// In shared mode, the rows a group touches beyond its records: the writer
 /// locks and reads them in the group's transaction and hands them over
-/// with [`Ledger::load`].
+/// with [`Ledger::load`] and [`Ledger::load_allocations`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Touched {
     /// Scopes, each with the ceiling to create it with if it is new.
     pub scopes: Vec<(ScopeKey, u64)>,
     /// Blocks whose revocation must be checked.
     pub blocks: Vec<BlockId>,
+    /// Allocations to lock by id, whatever their state (one to release or
+    /// end, and the enclosing one it was carved from).
+    pub allocations: Vec<AllocId>,
+    /// The active allocations to lock for a child block in a unit: every
+    /// block of a reserving or allocating chain, for the nearest one.
+    pub alloc_children: Vec<(BlockId, Unit)>,
+    /// Reservations whose draw rows to read, and whose allocations to lock.
+    pub draws: Vec<ResId>,
+}
+
+impl Touched {
+    /// Whether no allocation needs looking up.
+    pub fn no_allocations(&self) -> bool {
+        self.allocations.is_empty() && self.alloc_children.is_empty() && self.draws.is_empty()
+    }
 }
 
 /// The outcome of a revocation.
@@ -1143,12 +1168,72 @@ impl Ledger {
                         .map(|s| (ScopeKey::of(s), s.ceiling.min(MAX_AMOUNT))),
                 );
                 out.blocks.extend(req.chain.iter().copied());
+                // The nearest allocation of the chain, if any, is among
+                // those made for one of its blocks.
+                out.alloc_children
+                    .extend(req.chain.iter().map(|b| (*b, req.unit.clone())));
+            }
+            Operation::Allocate { req } => {
+                out.scopes.extend(req.scopes.iter().cloned());
+                out.blocks.extend(req.child.iter().copied());
+                // The child's own (one per child and unit) and the one its
+                // parent draws from (the new one is carved from it).
+                out.alloc_children
+                    .extend(req.child.iter().map(|b| (*b, req.unit.clone())));
+            }
+            Operation::ReleaseAllocation { id, .. } => {
+                if let Some(a) = self.alloc_lookup(id) {
+                    self.touches_allocation(a, out);
+                }
             }
             op => {
                 if let Some(id) = op.target() {
                     add_res(&id, out);
+                    // Every reservation in the working set, not only one
+                    // this command finishes: a tick in the same group may
+                    // expire it, and what it drew must go back.
+                    out.draws.push(id);
                 }
             }
+        }
+    }
+
+    /// Shared mode: what ending the allocation `a` (release, expiry,
+    /// revocation) touches, as read before any lock: its scopes, its row
+    /// and the enclosing allocation's. An allocation that has already
+    /// ended touches nothing; one that ends while the group waits for its
+    /// locks is found ended when read again under them.
+    pub fn touches_allocation(&self, a: &Allocation, out: &mut Touched) {
+        if a.state != AllocState::Active {
+            return;
+        }
+        out.scopes.extend(a.scopes.iter().map(|k| (k.clone(), 0)));
+        out.allocations.push(a.id);
+        if let Some((e, _)) = a.source {
+            out.allocations.push(e);
+        }
+    }
+
+    /// Shared mode: the allocations and draw rows the store locked and
+    /// read for [`Touched`], after the scopes. Active ones join the
+    /// working set (replacing any copy read before the locks); final ones
+    /// are what a look-up of them answers.
+    pub fn load_allocations(
+        &mut self,
+        allocations: impl IntoIterator<Item = Allocation>,
+        draws: impl IntoIterator<Item = (ResId, AllocId, u64)>,
+    ) {
+        for a in allocations {
+            self.take_alloc(&a.id);
+            if a.state == AllocState::Active {
+                self.fetched_alloc.remove(&a.id);
+                self.put_alloc(a);
+            } else {
+                self.fetched_alloc.insert(a.id, Some(a));
+            }
+        }
+        for (r, a, d) in draws {
+            self.draws.insert(r, (a, d));
         }
     }
 
@@ -1172,13 +1257,18 @@ impl Ledger {
         }
     }
 
-    /// Shared mode: forgets the working set (scopes and active
-    /// reservations); the next group reads it again under lock.
+    /// Shared mode: forgets the working set (scopes, active reservations,
+    /// active allocations and draws); the next group reads it again under
+    /// lock.
     fn forget_working_set(&mut self) {
         if self.shared {
             self.scopes.clear();
             self.active.clear();
             self.expiry.clear();
+            self.allocs.clear();
+            self.alloc_expiry.clear();
+            self.alloc_by_child.clear();
+            self.draws.clear();
         }
     }
 
@@ -1314,7 +1404,11 @@ impl Ledger {
             self.alloc_final.insert(k, v);
         }
         for (k, v) in self.fetched_alloc.drain() {
-            if let Some(v) = v {
+            // A shared store's active allocation, read for this group, is
+            // another server's to change: only a final one is kept.
+            if let Some(v) = v
+                && v.state != AllocState::Active
+            {
                 self.alloc_final.insert(k, v);
             }
         }
@@ -1507,9 +1601,7 @@ impl Ledger {
         {
             out.reservations.push(id);
         }
-        // A shared ledger refuses allocations without reading anything.
         if let Some(id) = cmd.op.alloc_target()
-            && !self.shared
             && self.alloc_lookup(&id).is_none()
             && !self.fetched_alloc.contains_key(&id)
         {
@@ -1518,15 +1610,19 @@ impl Ledger {
     }
 
     /// Hands over the allocations the store returned for [`Self::missing`]
-    /// (only finalized ones can be missing: active ones are in memory).
+    /// (on an exclusive store only finalized ones can be missing: active
+    /// ones are in memory). On a shared store an active one is read
+    /// without a lock, to learn what ending it touches
+    /// ([`Self::touches`]); it is read again under lock before any rule
+    /// changes it, and only shown as read to a `GetAllocation`.
     pub fn supply_allocations(
         &mut self,
         allocs: impl IntoIterator<Item = (AllocId, Option<Allocation>)>,
     ) {
         for (id, a) in allocs {
-            // An active row not in memory cannot be (memory holds them
-            // all); never let it shadow the truth.
-            let a = a.filter(|a| a.state != AllocState::Active);
+            // An exclusive ledger holds every active row: one not in
+            // memory cannot be; never let it shadow the truth.
+            let a = a.filter(|a| self.shared || a.state != AllocState::Active);
             self.fetched_alloc.insert(id, a);
         }
     }
@@ -1683,9 +1779,6 @@ impl Ledger {
                 .extend(chain, id, now.saturating_add(*ttl_ms), now, grace)
                 .map(|r| (false, r)),
             Operation::GetAllocation { chain, id } => {
-                if self.shared {
-                    return Outcome::Refused(LedgerError::AllocationsUnsupported);
-                }
                 return match self.alloc_visible(chain, id) {
                     Some(a) => Outcome::Allocation {
                         created: false,
@@ -2162,9 +2255,6 @@ impl Ledger {
     /// Sets an amount aside for a child at every scope of the parent's
     /// chain, or at none, exactly as a reserve of that amount would hold.
     pub fn allocate(&mut self, req: &AllocateRequest, now: u64) -> Result<Allocation, LedgerError> {
-        if self.shared {
-            return Err(LedgerError::AllocationsUnsupported);
-        }
         if req.parent.is_empty()
             || req.child.len() <= req.parent.len()
             || !req.child.starts_with(&req.parent)
@@ -2311,9 +2401,6 @@ impl Ledger {
         id: &AllocId,
         now: u64,
     ) -> Result<Allocation, LedgerError> {
-        if self.shared {
-            return Err(LedgerError::AllocationsUnsupported);
-        }
         let a = self
             .alloc_visible(chain, id)
             .ok_or(LedgerError::AllocationNotFound)?
@@ -3406,25 +3493,113 @@ mod tests {
         );
     }
 
+    /// A shared ledger keeps allocations only as each group's working set:
+    /// it says what to lock, runs the same rules over what was loaded, and
+    /// forgets it all when the group settles.
     #[test]
-    fn a_shared_ledger_refuses_allocations() {
+    fn a_shared_ledger_applies_allocations_to_what_each_group_loaded() {
         let mut l = Ledger::shared(vec![], CacheSizes::all(8));
+        l.grant_holder_ids(1, 100);
+        let parent = ScopeState {
+            ceiling: 8,
+            spent: 0,
+            held: 0,
+        };
+        let root = ScopeState {
+            ceiling: 100,
+            ..parent
+        };
+        // Group 1: allocate 4 to child 2.
+        let alloc = cmd(
+            Operation::Allocate {
+                req: alloc_req(1, 2, 4, Overflow::Deny),
+            },
+            None,
+        );
+        let mut t = Touched::default();
+        l.touches(&alloc, &mut t);
+        assert_eq!(t.scopes, vec![(key(1), 8), (key(0), 100)]);
+        assert!(t.alloc_children.contains(&(BlockId([2; 32]), Unit::Calls)));
+        l.load([(key(1), parent), (key(0), root)], [], None);
+        l.load_allocations([], []);
+        let Outcome::Allocation { alloc: a, .. } = l.apply(&alloc, 0, 0) else {
+            panic!("not allocated");
+        };
+        l.settle();
+        assert_eq!(l.population().allocations, 0, "forgotten after the group");
+        // Group 2, as another server would run it: the reserve asks for the
+        // allocations of its chain, gets the row, and draws from it.
+        let held = ScopeState { held: 4, ..parent };
+        let r = cmd(reserve(10, 2, 3), None);
+        let mut t = Touched::default();
+        l.touches(&r, &mut t);
+        assert!(t.alloc_children.contains(&(BlockId([2; 32]), Unit::Calls)));
+        l.load(
+            [
+                (
+                    key(2),
+                    ScopeState {
+                        ceiling: 5,
+                        ..parent
+                    },
+                ),
+                (key(1), held),
+                (key(0), ScopeState { held: 4, ..root }),
+            ],
+            [],
+            None,
+        );
+        l.load_allocations([a.clone()], []);
+        assert!(matches!(l.apply(&r, 0, 0), Outcome::Done { .. }));
         assert_eq!(
-            l.allocate(&alloc_req(1, 2, 1, Overflow::Deny), 0),
-            Err(LedgerError::AllocationsUnsupported)
+            l.scope(&key(1), 8).held,
+            4,
+            "drawn, not taken from the pool"
+        );
+        assert!(l.changes().contains(&Change::Draw(id(10), Some((a.id, 3)))));
+        l.check_invariant().unwrap();
+        l.settle();
+        // Group 3: releasing it reads it first (unlocked), then touches its
+        // scopes and its row.
+        let rel = cmd(
+            Operation::ReleaseAllocation {
+                chain: chain(2)[..2].to_vec(),
+                id: a.id,
+            },
+            None,
         );
         let mut m = Missing::default();
-        l.missing(
-            &cmd(
-                Operation::GetAllocation {
-                    chain: chain(2),
-                    id: aid(1),
-                },
-                None,
-            ),
-            &mut m,
+        l.missing(&rel, &mut m);
+        assert_eq!(m.allocations, vec![a.id]);
+        let drawn = Allocation {
+            drawn: 3,
+            ..a.clone()
+        };
+        l.supply_allocations([(a.id, Some(drawn.clone()))]);
+        let mut t = Touched::default();
+        l.touches(&rel, &mut t);
+        assert_eq!(t.allocations, vec![a.id]);
+        assert_eq!(t.scopes, vec![(key(1), 0), (key(0), 0)]);
+        l.load(
+            [(key(1), held), (key(0), ScopeState { held: 4, ..root })],
+            [],
+            None,
         );
-        assert!(m.is_empty(), "nothing is read for a refusal");
+        l.load_allocations([drawn], []);
+        let Outcome::Allocation { alloc: done, .. } = l.apply(&rel, 1, 0) else {
+            panic!("not released");
+        };
+        assert_eq!((done.state, done.returned), (AllocState::Released, 1));
+        assert_eq!(l.scope(&key(1), 8).held, 3);
+        l.settle();
+        // Final: cached, and a second release is refused without a read.
+        let mut m = Missing::default();
+        l.missing(&rel, &mut m);
+        assert!(m.is_empty());
+        assert_eq!(
+            l.apply(&rel, 2, 0),
+            Outcome::Refused(LedgerError::AllocationFinalized(AllocState::Released))
+        );
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! life of an allocation through the router, the starvation test over a
 //! real socket (sixteen greedy siblings against one allocated child), and
 //! the exact accounting of every release.
+//!
+//! Like tests/http.rs, the suite runs on the backend `BATON_TEST_STORE`
+//! names: `sqlite` (in memory, the default) or `postgres` (a schema of its
+//! own on `BATON_TEST_POSTGRES`, dropped at the end, two writers).
 #![cfg(feature = "server")]
 
 use std::sync::Arc;
@@ -20,17 +24,71 @@ const T0: u64 = 1_800_000_000_000;
 struct Harness {
     service: Service,
     clock: Arc<ManualClock>,
+    /// Declared last: dropped after the service.
+    _schema: Option<SchemaGuard>,
+}
+
+/// The PostgreSQL server `BATON_TEST_STORE=postgres` uses.
+fn pg_url() -> String {
+    std::env::var("BATON_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Drops a test's uniquely named PostgreSQL schema when the test ends.
+struct SchemaGuard(String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        if let Err(e) = baton::store::postgres::drop_schema(&pg_url(), &self.0) {
+            eprintln!("dropping schema {}: {e}", self.0);
+        }
+    }
+}
+
+fn unique_schema(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "baton_alloc_{tag}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    )
+}
+
+fn pg_store(schema: &str) -> Box<dyn baton::store::Store> {
+    let mut opts = baton::store::postgres::PgOptions::new(&pg_url());
+    opts.schema = schema.to_owned();
+    opts.pool_size = 3;
+    Box::new(baton::store::postgres::PgStore::connect(&opts).expect("postgres store"))
 }
 
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Box::new(SqliteStore::in_memory().expect("store"));
+    let (store, schema): (Box<dyn baton::store::Store>, _) =
+        match std::env::var("BATON_TEST_STORE").as_deref() {
+            Ok("postgres") => {
+                let name = unique_schema("h");
+                let guard = SchemaGuard(name.clone());
+                (pg_store(&name), Some(guard))
+            }
+            Ok("sqlite") | Err(_) => (Box::new(SqliteStore::in_memory().expect("store")), None),
+            Ok(other) => panic!("unknown BATON_TEST_STORE {other:?}"),
+        };
     let config = WriterConfig {
         grace_ms: 1_000,
+        // On a shared store, two writers, as `baton serve` runs by default.
+        writers: 2,
         ..WriterConfig::default()
     };
     let service = Service::start(store, clock.clone(), config).expect("service starts");
-    Harness { service, clock }
+    Harness {
+        service,
+        clock,
+        _schema: schema,
+    }
 }
 
 impl Harness {
@@ -583,70 +641,129 @@ async fn the_typed_client_allocates_and_releases() {
     server.await.unwrap().unwrap();
 }
 
-/// On a shared PostgreSQL store allocations are refused, clearly and
-/// before anything is written (spec/http.md §4.8), and the rest of the
-/// ledger is unaffected. Opt-in: `BATON_TEST_POSTGRES=postgres://…`.
+/// On a shared PostgreSQL store an allocation is a row every server
+/// reads under lock (spec/http.md §4.8): made through one ledger, it is
+/// listed, read, drawn from and released through another, its create
+/// replays byte for byte on the other, and the balances of both agree.
+/// Opt-in: `BATON_TEST_POSTGRES=postgres://…`.
 #[tokio::test]
-async fn a_shared_postgres_store_refuses_allocations_with_501() {
-    let Ok(url) = std::env::var("BATON_TEST_POSTGRES") else {
+async fn an_allocation_made_on_one_shared_postgres_ledger_is_kept_by_another() {
+    if std::env::var("BATON_TEST_POSTGRES").is_err() {
         eprintln!("skipped: BATON_TEST_POSTGRES is not set");
         return;
-    };
-    let schema = format!("baton_alloc_{}", std::process::id());
-    let mut opts = baton::store::postgres::PgOptions::new(&url);
-    opts.schema = schema.clone();
-    opts.pool_size = 3;
-    let store = baton::store::postgres::PgStore::connect(&opts).expect("postgres store");
+    }
+    let schema = unique_schema("two");
+    let guard = SchemaGuard(schema.clone());
     let clock = Arc::new(ManualClock::new(T0));
-    let service =
-        Service::start(Box::new(store), clock.clone(), WriterConfig::default()).expect("start");
-    let h = Harness { service, clock };
-    let (_, parent, kids) = h.tree(20, 1);
-    let unsupported = |s: StatusCode, v: &Value| {
-        assert_eq!(
-            (s.as_u16(), code(v)),
-            (501, "allocations_unsupported"),
-            "{v}"
-        );
+    let start = |clock: Arc<ManualClock>| Harness {
+        service: Service::start(
+            pg_store(&schema),
+            clock.clone(),
+            WriterConfig {
+                grace_ms: 1_000,
+                writers: 2,
+                ..WriterConfig::default()
+            },
+        )
+        .expect("start"),
+        clock,
+        _schema: None,
     };
-    let (s, v) = h
+    let a = start(clock.clone());
+    let b = start(clock.clone());
+    let (_, parent, kids) = a.tree(20, 2);
+    let body = allocate_body(&kids[0], 8, "deny", "pg");
+    let (s, v) = a
+        .call("POST", "/v1/allocations", &parent, Some(body.clone()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["allocation"]["id"].as_str().unwrap().to_owned();
+    // The same key on the other ledger: the recorded answer, not a second one.
+    let (s2, v2) = b.call("POST", "/v1/allocations", &parent, Some(body)).await;
+    assert_eq!((s2, &v2), (s, &v));
+    let (s, v) = b.call("GET", "/v1/allocations", &parent, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["allocations"][0]["id"], id.as_str(), "{v}");
+    assert_eq!(a.remaining(&parent).await, vec![992, 12]);
+    // A sibling on either ledger finds only the rest of the pool.
+    let (s, v) = b
+        .call("POST", "/v1/spend", &kids[1], Some(reserve_body(13, "sib")))
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (402, "insufficient_budget"), "{v}");
+    let (s, v) = b
         .call(
             "POST",
-            "/v1/allocations",
-            &parent,
-            Some(allocate_body(&kids[0], 5, "deny", "pg")),
+            "/v1/spend",
+            &kids[1],
+            Some(reserve_body(12, "sib2")),
         )
         .await;
-    unsupported(s, &v);
-    let (s, v) = h.call("GET", "/v1/allocations", &parent, None).await;
-    unsupported(s, &v);
-    let id = "alc_000000000001020202020202020202020202";
-    let (s, v) = h
-        .call("GET", &format!("/v1/allocations/{id}"), &parent, None)
+    assert_eq!(s, 201, "{v}");
+    // The child draws its allocation through the other ledger, the pool dry.
+    let (s, v) = b
+        .call(
+            "POST",
+            "/v1/reservations",
+            &kids[0],
+            Some(reserve_body(5, "c1")),
+        )
         .await;
-    unsupported(s, &v);
-    let (s, v) = h
+    assert_eq!(s, 201, "{v}");
+    let rid = v["reservation"]["id"].as_str().unwrap().to_owned();
+    let (_, v) = a.call("GET", "/v1/balances", &kids[0], None).await;
+    assert_eq!(v["allocations"][0]["drawn"], 5, "{v}");
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v1/reservations",
+            &kids[0],
+            Some(reserve_body(4, "c2")),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (402, "allocation_exhausted"), "{v}");
+    // Commit 2 of the 5 through the first ledger: 3 go back to the allocation.
+    let (s, v) = a
+        .call(
+            "POST",
+            &format!("/v1/reservations/{rid}/commit"),
+            &kids[0],
+            Some(json!({ "actual": 2, "idempotency_key": "c1-commit" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = b
+        .call("GET", &format!("/v1/allocations/{id}"), &kids[0], None)
+        .await;
+    assert_eq!(
+        (&v["allocation"]["charged"], &v["allocation"]["unused"]),
+        (&json!(2), &json!(6)),
+        "{v}"
+    );
+    // Released through the second ledger: exactly the unused part, once.
+    let (s, v) = b
         .call(
             "POST",
             &format!("/v1/allocations/{id}/release"),
             &parent,
-            Some(json!({ "idempotency_key": "pg-r" })),
+            Some(json!({ "idempotency_key": "rel" })),
         )
         .await;
-    unsupported(s, &v);
-    // Nothing was held; the ledger works as before.
-    assert_eq!(h.remaining(&parent).await, vec![1000, 20]);
-    let (s, v) = h
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["allocation"]["returned"], 6);
+    let (s, v) = a
         .call(
             "POST",
-            "/v1/spend",
-            &kids[0],
-            Some(reserve_body(20, "pg-s")),
+            &format!("/v1/allocations/{id}/release"),
+            &parent,
+            Some(json!({ "idempotency_key": "rel-again" })),
         )
         .await;
-    assert_eq!(s, 201, "{v}");
-    let (_, v) = h.call("GET", "/v1/balances", &kids[0], None).await;
+    assert_eq!((s.as_u16(), code(&v)), (409, "allocation_finalized"), "{v}");
+    // 20 - 12 (sibling) - 2 (child): nothing set aside any more.
+    assert_eq!(a.remaining(&parent).await, vec![986, 6]);
+    assert_eq!(b.remaining(&parent).await, vec![986, 6]);
+    let (_, v) = b.call("GET", "/v1/allocations", &parent, None).await;
     assert_eq!(v["allocations"], json!([]));
-    drop(h);
-    baton::store::postgres::drop_schema(&url, &schema).expect("drop the test schema");
+    drop((a, b));
+    drop(guard);
 }

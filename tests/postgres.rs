@@ -603,3 +603,289 @@ async fn a_proof_replayed_to_another_server_meets_the_durable_answer() {
     let id = ProofId::of(&agent.public(), &nonce);
     assert_eq!(stored, vec![Some(id.0.to_vec())]);
 }
+
+/// Root (1000 calls) → parent (`parent_ceiling`) → `n` children of up to
+/// 100 each, minted through server 0.
+fn alloc_tree(c: &Cluster, parent_ceiling: u64, n: usize) -> (Token, Token, Vec<Token>) {
+    let root = c.servers[0]
+        .mint(vec![
+            Caveat::budget(Unit::Calls, 1_000),
+            Caveat::tools(["tool.*"]).unwrap(),
+            Caveat::Depth(5),
+        ])
+        .unwrap();
+    let parent = root
+        .attenuate(vec![Caveat::budget(Unit::Calls, parent_ceiling)])
+        .unwrap();
+    let kids = (0..n)
+        .map(|_| {
+            parent
+                .attenuate(vec![Caveat::budget(Unit::Calls, 100)])
+                .unwrap()
+        })
+        .collect();
+    (root, parent, kids)
+}
+
+fn allocate(child: &Token, amount: u64, key: &str, ttl_ms: u64) -> Value {
+    json!({ "child_token": child.to_text(), "unit": "calls", "amount": amount,
+            "overflow": "deny", "idempotency_key": key, "ttl_ms": ttl_ms })
+}
+
+/// `(spent, held, allocated)` of `token`'s scope at chain position `block`.
+async fn counters(c: &Cluster, server: usize, token: &Token, block: u64) -> (u64, u64, u64) {
+    let (s, v, _) = c
+        .call(server, "GET", "/v1/balances", Some(token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let scope = v["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["block"] == block)
+        .unwrap_or_else(|| panic!("no scope {block}: {v}"));
+    let n = |f: &str| scope[f].as_u64().unwrap();
+    assert!(n("spent") + n("held") <= n("ceiling"), "{v}");
+    (n("spent"), n("held"), n("allocated"))
+}
+
+/// Sixteen greedy siblings hammer one parent through both servers while
+/// the seventeenth, given an allocation through server 0, reserves all of
+/// it through server 1: it always gets it, the siblings get exactly the
+/// rest, and afterwards every scope's `held` is exactly the live holds
+/// plus the allocation's unused part, which its release returns, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_sixteen_greedy_siblings_never_take_an_allocated_childs_budget() {
+    const ROUNDS: usize = 3;
+    const SIBLINGS: usize = 16;
+    const X: u64 = 20;
+    let Some(url) = pg_url() else { return };
+    let c = Arc::new(Cluster::start(&url, "starve", 2));
+    for round in 0..ROUNDS {
+        let (root, parent, kids) = alloc_tree(&c, 100, SIBLINGS + 1);
+        let (s, v, _) = c
+            .call(
+                0,
+                "POST",
+                "/v1/allocations",
+                Some(&parent),
+                Some(allocate(&kids[0], X, "guarantee", 600_000)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "round {round}: {v}");
+        let id = v["allocation"]["id"].as_str().unwrap().to_owned();
+        let mut tasks = Vec::new();
+        for (s, sib) in kids[1..].iter().enumerate() {
+            let sib = sib.clone();
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                // (spent, held) by this sibling.
+                let (mut spent, mut held) = (0u64, 0u64);
+                let mut refused = 0;
+                let mut n = 0u64;
+                while refused < 8 {
+                    n += 1;
+                    let amount = 1 + (n % 7);
+                    let path = if n.is_multiple_of(2) {
+                        "/v1/spend"
+                    } else {
+                        "/v1/reservations"
+                    };
+                    let (st, v, _) = c
+                        .call(
+                            (s + n as usize) % 2,
+                            "POST",
+                            path,
+                            Some(&sib),
+                            Some(body(amount, &format!("g{s}-{n}"), 600_000)),
+                        )
+                        .await;
+                    match st {
+                        StatusCode::CREATED if n.is_multiple_of(2) => spent += amount,
+                        StatusCode::CREATED => held += amount,
+                        StatusCode::PAYMENT_REQUIRED => {
+                            assert_eq!(code(&v), "insufficient_budget", "{v}");
+                            refused += 1;
+                        }
+                        other => panic!("sibling {s}: {other} {v}"),
+                    }
+                }
+                (spent, held)
+            }));
+        }
+        // The allocated child reserves its whole allocation through the
+        // other server, in four holds, in the middle of the storm.
+        let mut holds = Vec::new();
+        for i in 0..4 {
+            let (s, v, _) = c
+                .call(
+                    1,
+                    "POST",
+                    "/v1/reservations",
+                    Some(&kids[0]),
+                    Some(body(X / 4, &format!("child-{i}"), 600_000)),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "round {round}, hold {i}: {v}");
+            holds.push(v["reservation"]["id"].as_str().unwrap().to_owned());
+        }
+        let (mut spent, mut held) = (0, 0);
+        for t in tasks {
+            let (s, h) = t.await.unwrap();
+            spent += s;
+            held += h;
+        }
+        assert_eq!(
+            spent + held,
+            100 - X,
+            "round {round}: the siblings got the rest"
+        );
+        // Every scope above the child: exactly the live holds, the spends,
+        // and the allocation (all drawn: nothing unused), on both servers.
+        for server in 0..2 {
+            for (token, block) in [(&parent, 1), (&root, 0)] {
+                assert_eq!(
+                    counters(&c, server, token, block).await,
+                    (spent, held + X, 0),
+                    "round {round}, server {server}, block {block}"
+                );
+            }
+        }
+        // The child charges 2 of one hold and releases another: 3 + 5 go
+        // back to the allocation, still set aside for it.
+        let (s, v, _) = c
+            .call(
+                0,
+                "POST",
+                &format!("/v1/reservations/{}/commit", holds[0]),
+                Some(&kids[0]),
+                Some(json!({ "actual": 2, "idempotency_key": "commit" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v, _) = c
+            .call(
+                1,
+                "POST",
+                &format!("/v1/reservations/{}/release", holds[1]),
+                Some(&kids[0]),
+                Some(json!({ "idempotency_key": "release" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            counters(&c, 1, &parent, 1).await,
+            (spent + 2, held + X - 2, 8)
+        );
+        // Released through server 1: exactly the unused 8, once.
+        let (s, v, _) = c
+            .call(
+                1,
+                "POST",
+                &format!("/v1/allocations/{id}/release"),
+                Some(&parent),
+                Some(json!({ "idempotency_key": "end" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["allocation"]["returned"], 8, "{v}");
+        let (s, v, _) = c
+            .call(
+                0,
+                "POST",
+                &format!("/v1/allocations/{id}/release"),
+                Some(&kids[0]),
+                Some(json!({ "idempotency_key": "end-again" })),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::CONFLICT, "allocation_finalized"),
+            "{v}"
+        );
+        for server in 0..2 {
+            assert_eq!(
+                counters(&c, server, &root, 0).await,
+                (spent + 2, held + X - 10, 0),
+                "round {round}: the two holds still live, nothing set aside"
+            );
+        }
+    }
+}
+
+/// Both servers' sweepers find the same lapsed allocations at once, twice:
+/// each allocation's unused part comes back exactly once, and a hold that
+/// drew from one keeps its money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sweepers_expire_each_allocation_exactly_once() {
+    const KIDS: usize = 8;
+    let Some(url) = pg_url() else { return };
+    let c = Cluster::start(&url, "allocsweep", 2);
+    let (_, parent, kids) = alloc_tree(&c, 100, KIDS + 1);
+    let mut ids = Vec::new();
+    for (i, k) in kids[..KIDS].iter().enumerate() {
+        let (s, v, _) = c
+            .call(
+                i % 2,
+                "POST",
+                "/v1/allocations",
+                Some(&parent),
+                Some(allocate(k, 5, &format!("a{i}"), 10_000)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        ids.push(v["allocation"]["id"].as_str().unwrap().to_owned());
+    }
+    // The first child holds 2 of its 5, for longer than the allocation
+    // lasts; an unallocated sibling holds 7 of the pool.
+    for (k, amount, key) in [(&kids[0], 2, "drawn"), (&kids[KIDS], 7, "pool")] {
+        let (s, v, _) = c
+            .call(
+                1,
+                "POST",
+                "/v1/reservations",
+                Some(k),
+                Some(body(amount, key, 600_000)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    assert_eq!(counters(&c, 0, &parent, 1).await, (0, 5 * 8 + 7, 38));
+    c.clock.advance(10_001);
+    for _ in 0..2 {
+        tokio::join!(
+            c.servers[0].sweep_now(),
+            c.servers[1].sweep_now(),
+            c.servers[0].sweep_now(),
+            c.servers[1].sweep_now()
+        );
+    }
+    // Returned once: 3 for the first, 5 for each other; the two holds stay.
+    assert_eq!(counters(&c, 1, &parent, 1).await, (0, 2 + 7, 0));
+    for (i, id) in ids.iter().enumerate() {
+        let (s, v, _) = c
+            .call(
+                i % 2,
+                "GET",
+                &format!("/v1/allocations/{id}"),
+                Some(&parent),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["allocation"]["state"], "expired", "{v}");
+        assert_eq!(v["allocation"]["returned"], if i == 0 { 3 } else { 5 });
+    }
+    // The child's hold now ends into the pool, not into the ended allocation.
+    let (s, v, _) = c
+        .call(
+            0,
+            "POST",
+            "/v1/spend",
+            Some(&kids[1]),
+            Some(body(91, "all", 5_000)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "the rest of the pool: {v}");
+    assert_eq!(counters(&c, 0, &parent, 1).await, (91, 9, 0));
+}

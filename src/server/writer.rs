@@ -35,9 +35,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::keys::BlockId;
 use crate::ledger::{
-    CacheSizes, Command, Ledger, Missing, Outcome, Revocation, ScopeKey, ScopeState, Touched,
+    ActiveState, Allocation, CacheSizes, Command, Ledger, Missing, Outcome, Revocation, ScopeKey,
+    ScopeState, Touched,
 };
-use crate::store::{Store, StoreError, StoredKey};
+use crate::store::{AllocLocks, Store, StoreError, StoredKey};
 
 /// How many times a group that lost a race on a shared store is tried.
 pub const MAX_ATTEMPTS: usize = 8;
@@ -50,6 +51,9 @@ pub const RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most expired holds one sweeper tick releases on a shared store.
 const DUE_PER_TICK: usize = 4096;
+
+/// The most lapsed allocations one sweeper tick ends on a shared store.
+const DUE_ALLOCATIONS_PER_TICK: usize = 256;
 
 /// Milliseconds since the Unix epoch, from the server's clock only.
 pub trait Clock: Send + Sync + 'static {
@@ -101,6 +105,8 @@ enum Request {
     Scopes(Vec<(ScopeKey, u64)>),
     /// Read the revocation feed (shared store: from the database).
     Feed { after: u64, limit: usize },
+    /// Read the active allocations of one delegation tree (shared store).
+    Allocations(BlockId),
 }
 
 /// The writer's answer to a [`Request`].
@@ -112,6 +118,7 @@ enum Answer {
     Rotated,
     Scopes(Vec<ScopeState>),
     Feed(Vec<(u64, BlockId)>),
+    Allocations(Vec<Allocation>),
 }
 
 /// What a sweeper tick on a shared store learned from the other servers:
@@ -240,6 +247,34 @@ impl LedgerHandle {
         }
         match self.submit(Request::Feed { after, limit }).await? {
             Answer::Feed(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` over a ledger holding every active allocation of the
+    /// delegation tree whose root block is `tree`: the ledger itself on an
+    /// exclusive store; on a shared one, a ledger made of what the
+    /// database holds (read through the writer, without locks: a
+    /// committed state). `None`: the store is unavailable.
+    pub(crate) async fn with_allocations<T>(
+        &self,
+        tree: BlockId,
+        f: impl FnOnce(&Ledger) -> T,
+    ) -> Option<T> {
+        if !self.shared {
+            return Some(f(&*self.read().await));
+        }
+        match self.submit(Request::Allocations(tree)).await? {
+            Answer::Allocations(allocations) => {
+                let view = Ledger::restore(
+                    ActiveState {
+                        allocations,
+                        ..ActiveState::default()
+                    },
+                    CacheSizes::all(1),
+                );
+                Some(f(&view))
+            }
             _ => None,
         }
     }
@@ -516,6 +551,7 @@ fn group(
             Request::Feed { after, limit } => {
                 Answer::Feed(store.revocations_after(*after, *limit)?)
             }
+            Request::Allocations(tree) => Answer::Allocations(store.active_allocations(tree)?),
         };
         answers.push(Some(answer));
     }
@@ -532,10 +568,25 @@ fn group(
 
 /// Shared store: locks and reads what the group touches beyond its
 /// records (hold that expired, for a tick; the scopes of every command and
-/// hold; the revocations of every chain) and loads it into the ledger.
-/// Locks are taken in one order in every group: idempotency keys and
-/// reservations (by [`fetch`]), expired holds, scopes by key, then the
-/// revocation feed.
+/// hold; the allocations they can change; the revocations of every chain)
+/// and loads it into the ledger. Locks are taken in one order in every
+/// group: idempotency keys and reservations (by [`fetch`]), expired holds,
+/// scopes by key, allocations by id, then the revocation feed.
+///
+/// Allocation rows come after the scopes because an allocation's scopes
+/// are always among the scopes of whatever changes it: a reserve or
+/// allocate under it (its scopes are the unfiltered budgets above the
+/// child, which apply to every action of the child's chain), a hold that
+/// drew from it (checked at the draw), its own end (its scopes are
+/// touched). So a group that locks an allocation row already holds every
+/// scope of it, and no other group can be holding that row: the lock
+/// never waits, and the look-up, a statement that starts after the scope
+/// locks are granted, sees every allocation committed before them. An
+/// allocation that must end (release, lapse, revocation) is first read
+/// without a lock to learn its scopes (in [`fetch`], or here for ticks
+/// and revocations), then read again under its lock: one that another
+/// server's group ended meanwhile is found ended and left alone, so each
+/// ends exactly once.
 fn working_set(
     ledger: &mut Ledger,
     store: &mut dyn Store,
@@ -554,12 +605,26 @@ fn working_set(
                     touched
                         .scopes
                         .extend(r.holder.scopes.iter().map(|k| (k.clone(), 0)));
+                    // A hold that drew from an allocation gives it back.
+                    touched.draws.push(r.id);
                 }
                 ledger.supply([], due.into_iter().map(|r| (r.id, Some(r))));
+                // Allocations lapse with no grace (as Ledger::expire).
+                for a in store.due_allocations(now, DUE_ALLOCATIONS_PER_TICK)? {
+                    ledger.touches_allocation(&a, &mut touched);
+                }
             }
-            Request::Revoke { block, .. } => {
+            Request::Revoke { tree, block } => {
                 revokes = true;
                 touched.blocks.push(*block);
+                // Revoking ends the allocations to chains through the block.
+                if !ledger.is_revoked(block) {
+                    for a in store.active_allocations(tree)? {
+                        if a.child.contains(block) {
+                            ledger.touches_allocation(&a, &mut touched);
+                        }
+                    }
+                }
             }
             _ => {}
         }
@@ -574,9 +639,21 @@ fn working_set(
     touched.blocks.retain(|b| !ledger.is_revoked(b));
     touched.blocks.sort();
     touched.blocks.dedup();
-    let (scopes, revoked, feed_end) =
-        store.lock_working_set(&touched.scopes, &touched.blocks, revokes)?;
+    touched.allocations.sort();
+    touched.allocations.dedup();
+    touched.alloc_children.sort();
+    touched.alloc_children.dedup();
+    touched.draws.sort();
+    touched.draws.dedup();
+    let locks = AllocLocks {
+        ids: &touched.allocations,
+        children: &touched.alloc_children,
+        draws: &touched.draws,
+    };
+    let (scopes, revoked, feed_end, allocs) =
+        store.lock_working_set(&touched.scopes, &touched.blocks, revokes, locks)?;
     ledger.load(scopes, revoked, feed_end);
+    ledger.load_allocations(allocs.allocations, allocs.draws);
     Ok(())
 }
 
@@ -590,10 +667,11 @@ fn prune(store: &mut dyn Store, now: u64, retain: Retention) {
     for _ in 0..4 {
         match store.prune(cutoff, retain.batch) {
             Ok(p) => {
-                if p.reservations + p.idempotency > 0 {
+                if p.reservations + p.idempotency + p.allocations > 0 {
                     tracing::debug!(
                         reservations = p.reservations,
                         idempotency = p.idempotency,
+                        allocations = p.allocations,
                         "pruned history"
                     );
                 }

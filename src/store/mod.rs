@@ -16,6 +16,7 @@ pub mod codec;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::ledger::{
     ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey,
@@ -54,12 +55,43 @@ pub enum StoreError {
 pub type Looked = (Vec<Option<IdemRecord>>, Vec<Option<Reservation>>);
 
 /// What [`Store::lock_working_set`] read: the locked scopes, the revoked
-/// blocks among those asked about, and the feed's last position if locked.
+/// blocks among those asked about, the feed's last position if locked,
+/// and the allocations locked with what the group's reservations draw.
 pub type WorkingSet = (
     Vec<(ScopeKey, ScopeState)>,
     Vec<(BlockId, u64)>,
     Option<u64>,
+    LockedAllocations,
 );
+
+/// Shared stores: which allocation rows a group locks, after its scopes
+/// ([`crate::ledger::Touched`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllocLocks<'a> {
+    /// By id, whatever their state.
+    pub ids: &'a [AllocId],
+    /// The active ones made for a child block in a unit.
+    pub children: &'a [(BlockId, Unit)],
+    /// Those these reservations draw from; their draw rows are read too.
+    pub draws: &'a [ResId],
+}
+
+impl AllocLocks<'_> {
+    /// Whether nothing is to be locked or read.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.children.is_empty() && self.draws.is_empty()
+    }
+}
+
+/// Shared stores: the allocation rows a group locked and the draw rows of
+/// its reservations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LockedAllocations {
+    /// The locked allocations, whatever their state, by id.
+    pub allocations: Vec<Allocation>,
+    /// `(reservation, allocation, drawn)` for every draw row read.
+    pub draws: Vec<(ResId, AllocId, u64)>,
+}
 
 /// Whether a root key signs new tokens or only verifies old ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,12 +160,14 @@ pub struct Pruned {
     pub reservations: usize,
     /// Idempotency records removed.
     pub idempotency: usize,
+    /// Finished allocations removed.
+    pub allocations: usize,
 }
 
 impl Pruned {
-    /// Whether the call hit its limit on either table: more may be due.
+    /// Whether the call hit its limit on any table: more may be due.
     pub fn more(&self, limit: usize) -> bool {
-        self.reservations >= limit || self.idempotency >= limit
+        self.reservations >= limit || self.idempotency >= limit || self.allocations >= limit
     }
 }
 
@@ -160,8 +194,9 @@ pub trait Store: Send + 'static {
     /// Ends the group's transaction, if open, without writing anything.
     fn abort(&mut self);
     /// Removes up to `limit` finalized reservations finalized before
-    /// `cutoff_ms` and up to `limit` idempotency records recorded before
-    /// it, oldest first, in one transaction.
+    /// `cutoff_ms`, up to `limit` idempotency records recorded before it,
+    /// and up to `limit` finished allocations finished before it that no
+    /// active reservation draws from, oldest first, in one transaction.
     fn prune(&mut self, cutoff_ms: u64, limit: usize) -> Result<Pruned, StoreError>;
     /// Every root key, oldest first.
     fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError>;
@@ -183,8 +218,9 @@ pub trait Store: Send + 'static {
     }
 
     /// Point look-ups of allocations, one answer per id, in order. Inside
-    /// the group's transaction if one is open. A store without
-    /// allocations (PostgreSQL, for now) refuses; the ledger never asks it.
+    /// the group's transaction if one is open; a shared store does not
+    /// lock them here (they are locked after the scopes,
+    /// [`Store::lock_working_set`]).
     fn allocations(&mut self, _ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
         Err(StoreError::Unsupported("allocations"))
     }
@@ -217,7 +253,8 @@ pub trait Store: Send + 'static {
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
         Err(StoreError::Unsupported("lock_scopes"))
     }
-    /// Shared stores: [`Store::lock_scopes`], then, if `revokes`,
+    /// Shared stores: [`Store::lock_scopes`], then
+    /// [`Store::lock_allocations`], then, if `revokes`,
     /// [`Store::lock_revocations`], then [`Store::revoked_among`], in this
     /// order: a backend may send them at once.
     fn lock_working_set(
@@ -225,14 +262,41 @@ pub trait Store: Send + 'static {
         scopes: &[(ScopeKey, u64)],
         blocks: &[BlockId],
         revokes: bool,
+        allocs: AllocLocks<'_>,
     ) -> Result<WorkingSet, StoreError> {
         let s = self.lock_scopes(scopes)?;
+        let a = self.lock_allocations(allocs)?;
         let f = if revokes {
             Some(self.lock_revocations()?)
         } else {
             None
         };
-        Ok((s, self.revoked_among(blocks)?, f))
+        Ok((s, self.revoked_among(blocks)?, f, a))
+    }
+    /// Shared stores: locks, in id order, and reads the allocations named
+    /// by `locks`, and reads the draw rows of its reservations. Called
+    /// after the group's scopes are locked: every allocation's scopes are
+    /// among them, so it never waits for a row another group holds.
+    fn lock_allocations(&mut self, locks: AllocLocks<'_>) -> Result<LockedAllocations, StoreError> {
+        if locks.is_empty() {
+            return Ok(LockedAllocations::default());
+        }
+        Err(StoreError::Unsupported("lock_allocations"))
+    }
+    /// Shared stores: up to `limit` active allocations that lapsed before
+    /// `before_ms`, oldest first, read without a lock (their scopes are
+    /// locked next, then the rows, [`Store::lock_allocations`]).
+    fn due_allocations(
+        &mut self,
+        _before_ms: u64,
+        _limit: usize,
+    ) -> Result<Vec<Allocation>, StoreError> {
+        Err(StoreError::Unsupported("due_allocations"))
+    }
+    /// Shared stores: every active allocation in the delegation tree whose
+    /// root block is `tree`, read without a lock.
+    fn active_allocations(&mut self, _tree: &BlockId) -> Result<Vec<Allocation>, StoreError> {
+        Err(StoreError::Unsupported("active_allocations"))
     }
     /// Shared stores: reads scopes without locking; absent ones are `None`.
     fn read_scopes(&mut self, _keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {

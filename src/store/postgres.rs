@@ -5,9 +5,12 @@
 //! writer group is one transaction on one pooled connection: it claims its
 //! idempotency keys (an insert another server's claim of the same key
 //! waits on), locks the reservations it names and then the scopes it
-//! touches in one global order (`ORDER BY key FOR UPDATE`), reads the
-//! revocations of the chains involved, and only then runs the ledger's
-//! rules over exactly what it read. Its writes are set-based (`unnest`
+//! touches in one global order (`ORDER BY key FOR UPDATE`), then the
+//! allocations those scopes carry that its commands can change (an
+//! allocation's scopes are always among them, so these locks never wait;
+//! see `server::writer::working_set`), reads the revocations of the chains
+//! involved, and only then runs the ledger's rules over exactly what it
+//! read. Its writes are set-based (`unnest`
 //! arrays, pipelined on the connection) and CHECK constraints restate the
 //! invariant as a backstop. Lost races (deadlock, serialization failure)
 //! come back as [`StoreError::Conflict`] and the writer retries the group.
@@ -34,14 +37,18 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{
-    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_outcome,
-    encode_chain, encode_outcome, encode_scopes, idem_hash, proof_column, scope_key, scope_state,
-    sql_int, tools_column,
+    RESERVATION_COLUMNS, RawReservation, amount, block_column, corrupt, decode_allocation,
+    decode_outcome, encode_allocation, encode_chain, encode_outcome, encode_scopes, idem_hash,
+    proof_column, scope_key, scope_state, sql_int, tools_column,
 };
-use super::{Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus, WorkingSet};
+use super::{
+    AllocLocks, LockedAllocations, Looked, Pruned, Store, StoreError, StoredKey, StoredKeyStatus,
+    WorkingSet,
+};
 use crate::keys::BlockId;
 use crate::ledger::{
-    ActiveState, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey, ScopeState,
+    ActiveState, AllocId, Allocation, Change, IdemKey, IdemRecord, ResId, Reservation, ScopeKey,
+    ScopeState,
 };
 
 /// The migrations, in order: the schema at version `i + 1` is the first
@@ -106,6 +113,39 @@ INSERT INTO counters (name, value) VALUES ('holders', 0), ('revocations', 0), ('
     // default: a catalogue change only, on every engine).
     "
 ALTER TABLE idempotency ADD COLUMN proof BYTEA CHECK (proof IS NULL OR length(proof) = 32);
+",
+    // 3: guaranteed sub-budgets (spec/http.md §3.8, §4.8). An allocation
+    // row keeps, besides its CBOR body (`codec::encode_allocation`), the
+    // columns its look-ups need, each behind a partial index over the
+    // active rows only, so their cost never grows with history: by child
+    // block and unit (a reserve's or allocate's chain), by tree (a
+    // revocation, a list, balances) and by expiry (the sweep). A draw row
+    // exists exactly while a reservation that drew from an allocation is
+    // active; its index by allocation keeps pruning from removing an
+    // allocation still drawn from. No unique index on (child_block, unit):
+    // one active allocation per child and unit is the ledger's rule, kept
+    // under the scope locks every allocate of that child takes.
+    "
+CREATE TABLE allocations (
+    id BYTEA PRIMARY KEY CHECK (length(id) = 18),
+    tree BYTEA NOT NULL CHECK (length(tree) = 32),
+    child_block BYTEA NOT NULL CHECK (length(child_block) = 32),
+    unit TEXT NOT NULL,
+    state SMALLINT NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    expires_at BIGINT NOT NULL,
+    finalized_at BIGINT,
+    body BYTEA NOT NULL,
+    CHECK ((state = 0) = (finalized_at IS NULL))
+);
+CREATE INDEX allocations_child ON allocations (child_block, unit) WHERE state = 0;
+CREATE INDEX allocations_tree ON allocations (tree) WHERE state = 0;
+CREATE INDEX allocations_due ON allocations (expires_at) WHERE state = 0;
+CREATE TABLE allocation_draws (
+    res_id BYTEA PRIMARY KEY CHECK (length(res_id) = 18),
+    alloc_id BYTEA NOT NULL CHECK (length(alloc_id) = 18),
+    drawn BIGINT NOT NULL CHECK (drawn > 0)
+);
+CREATE INDEX allocation_draws_alloc ON allocation_draws (alloc_id);
 ",
 ];
 
@@ -666,6 +706,18 @@ struct Rows<'a> {
     rev_seq: Vec<i64>,
     rev_tree: Vec<&'a [u8]>,
     rev_block: Vec<&'a [u8]>,
+    alloc_id: Vec<&'a [u8]>,
+    alloc_tree: Vec<&'a [u8]>,
+    alloc_child: Vec<&'a [u8]>,
+    alloc_unit: Vec<&'a str>,
+    alloc_state: Vec<i16>,
+    alloc_expires: Vec<i64>,
+    alloc_final: Vec<Option<i64>>,
+    alloc_body: Vec<Vec<u8>>,
+    draw_res: Vec<&'a [u8]>,
+    draw_alloc: Vec<&'a [u8]>,
+    draw_amount: Vec<i64>,
+    undraw_res: Vec<&'a [u8]>,
 }
 
 /// What a group read of one scope.
@@ -688,11 +740,25 @@ impl<'a> Rows<'a> {
         let mut r = Self::default();
         for change in changes {
             match *change {
-                // The ledger refuses allocations on a shared store
-                // (`allocations_unsupported`), so it never makes these rows.
-                Change::Allocation(_) | Change::Draw(..) => {
-                    return Err(StoreError::Unsupported("allocations"));
+                Change::Allocation(a) => {
+                    let (Some(tree), Some(child)) = (a.child.first(), a.child.last()) else {
+                        return Err(corrupt("allocation without a child chain"));
+                    };
+                    r.alloc_id.push(&a.id.0);
+                    r.alloc_tree.push(&tree.0);
+                    r.alloc_child.push(&child.0);
+                    r.alloc_unit.push(a.unit.as_str());
+                    r.alloc_state.push(i16::from(a.state.code()));
+                    r.alloc_expires.push(sql_int(a.expires_at));
+                    r.alloc_final.push(a.finalized_at.map(sql_int));
+                    r.alloc_body.push(encode_allocation(a));
                 }
+                Change::Draw(res, Some((a, d))) => {
+                    r.draw_res.push(&res.0);
+                    r.draw_alloc.push(&a.0);
+                    r.draw_amount.push(sql_int(*d));
+                }
+                Change::Draw(res, None) => r.undraw_res.push(&res.0),
                 Change::Scope(k, s) => {
                     // The ledger changes only scopes the group read.
                     let b = base
@@ -767,6 +833,9 @@ impl<'a> Rows<'a> {
             && self.res_id.is_empty()
             && self.idem_h.is_empty()
             && self.rev_seq.is_empty()
+            && self.alloc_id.is_empty()
+            && self.draw_res.is_empty()
+            && self.undraw_res.is_empty()
     }
 }
 
@@ -821,7 +890,16 @@ const W_IDEMPOTENCY: &str = "WITH i AS (
 const W_REPLACED: &str = "DELETE FROM idempotency WHERE h = ANY($1)";
 const W_REVOCATIONS: &str = "INSERT INTO revocations (seq, tree, block_id)
              SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
-const WRITES: [&str; 8] = [
+// Only state, final time and body change: the indexed columns never do.
+const W_ALLOCATIONS: &str = "INSERT INTO allocations (id, tree, child_block, unit, state, expires_at, finalized_at, body)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::int2[], $6::int8[], $7::int8[], $8::bytea[])
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                 finalized_at = excluded.finalized_at, body = excluded.body";
+const W_DRAWS: &str = "INSERT INTO allocation_draws (res_id, alloc_id, drawn)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[])
+             ON CONFLICT (res_id) DO UPDATE SET alloc_id = excluded.alloc_id, drawn = excluded.drawn";
+const W_UNDRAWS: &str = "DELETE FROM allocation_draws WHERE res_id = ANY($1)";
+const WRITES: [&str; 11] = [
     W_NEW_SCOPES,
     W_LOCK_SCOPES,
     W_SCOPES,
@@ -830,6 +908,9 @@ const WRITES: [&str; 8] = [
     W_REPLACED,
     W_IDEMPOTENCY,
     W_REVOCATIONS,
+    W_ALLOCATIONS,
+    W_DRAWS,
+    W_UNDRAWS,
 ];
 
 /// Prepares (once per connection) every write statement, so that each
@@ -986,10 +1067,48 @@ async fn write_rows(c: &Object, r: &Rows<'_>) -> Result<(), StoreError> {
             .await
             .map(drop)
     };
+    let allocations = async {
+        if r.alloc_id.is_empty() {
+            return Ok(());
+        }
+        execute(
+            c,
+            W_ALLOCATIONS,
+            &[
+                &r.alloc_id,
+                &r.alloc_tree,
+                &r.alloc_child,
+                &r.alloc_unit,
+                &r.alloc_state,
+                &r.alloc_expires,
+                &r.alloc_final,
+                &r.alloc_body,
+            ],
+        )
+        .await
+        .map(drop)
+    };
+    // A reservation's draw row is either written or deleted in one group,
+    // never both (`Ledger::coalesced_changes` keeps its last change).
+    let draws = async {
+        if r.draw_res.is_empty() {
+            return Ok(());
+        }
+        execute(c, W_DRAWS, &[&r.draw_res, &r.draw_alloc, &r.draw_amount])
+            .await
+            .map(drop)
+    };
+    let undraws = async {
+        if r.undraw_res.is_empty() {
+            return Ok(());
+        }
+        execute(c, W_UNDRAWS, &[&r.undraw_res]).await.map(drop)
+    };
     // All of them run to the end (none is dropped half-sent), then the
     // first failure, in statement order, fails the group: the later ones
-    // only report the aborted transaction.
-    let (a, b, d, e, f, g, h, i) = tokio::join!(
+    // only report the aborted transaction. One join: every statement is
+    // sent on the first poll, before the COMMIT polled after this future.
+    let (a, b, d, e, f, g, h, i, j, k, l) = tokio::join!(
         new_scopes,
         lock,
         scopes,
@@ -997,9 +1116,21 @@ async fn write_rows(c: &Object, r: &Rows<'_>) -> Result<(), StoreError> {
         reservations,
         replaced,
         idem,
-        revocations
+        revocations,
+        allocations,
+        draws,
+        undraws
     );
-    a.and(b).and(d).and(e).and(f).and(g).and(h).and(i)
+    a.and(b)
+        .and(d)
+        .and(e)
+        .and(f)
+        .and(g)
+        .and(h)
+        .and(i)
+        .and(j)
+        .and(k)
+        .and(l)
 }
 
 /// The columns of the scopes a group locks, and which of them may be new.
@@ -1033,12 +1164,8 @@ async fn lock_scope_rows(
     c: &Object,
     k: &ScopeCols<'_>,
 ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-    const CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
-         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
-         ORDER BY b, u, t ON CONFLICT DO NOTHING";
-    const LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-         ORDER BY block_id, unit, tools FOR UPDATE";
+    const CREATE: &str = SCOPE_CREATE;
+    const LOCK: &str = SCOPE_LOCK;
     if k.blocks.is_empty() {
         return Ok(Vec::new());
     }
@@ -1084,6 +1211,123 @@ async fn read_scope_rows(
     .iter()
     .map(scope_row)
     .collect()
+}
+
+const SCOPE_CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
+         SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
+         ORDER BY b, u, t ON CONFLICT DO NOTHING";
+const SCOPE_LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
+         ORDER BY block_id, unit, tools FOR UPDATE";
+
+// The allocations a group locks, after its scopes, in id order: those its
+// reservations draw from, those named by id, and the active ones made for
+// a block of its chains (each through an index: the draws' primary key,
+// the allocations' primary key, the partial index of active ones by child).
+const ALLOC_LOCK: &str = "SELECT body FROM allocations WHERE id IN (
+             SELECT alloc_id FROM allocation_draws WHERE res_id = ANY($1::bytea[])
+             UNION ALL SELECT unnest($2::bytea[])
+             UNION ALL SELECT id FROM allocations WHERE state = 0
+                 AND (child_block, unit) IN (SELECT * FROM unnest($3::bytea[], $4::text[])))
+         ORDER BY id FOR UPDATE";
+// Draw rows change only with their reservation, which the group locked.
+const DRAWS: &str = "SELECT res_id, alloc_id, drawn FROM allocation_draws WHERE res_id = ANY($1)";
+
+/// The columns of a group's allocation look-up.
+struct AllocCols<'a> {
+    draws: Vec<&'a [u8]>,
+    ids: Vec<&'a [u8]>,
+    blocks: Vec<&'a [u8]>,
+    units: Vec<&'a str>,
+}
+
+impl<'a> AllocCols<'a> {
+    fn of(l: &AllocLocks<'a>) -> Self {
+        Self {
+            draws: l.draws.iter().map(|r| r.0.as_slice()).collect(),
+            ids: l.ids.iter().map(|a| a.0.as_slice()).collect(),
+            blocks: l.children.iter().map(|(b, _)| b.0.as_slice()).collect(),
+            units: l.children.iter().map(|(_, u)| u.as_str()).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.draws.is_empty() && self.ids.is_empty() && self.blocks.is_empty()
+    }
+}
+
+/// Allocation bodies, decoded.
+fn allocation_rows(rows: &[Row]) -> Result<Vec<Allocation>, StoreError> {
+    rows.iter()
+        .map(|r| decode_allocation(r.try_get(0).map_err(pg)?))
+        .collect()
+}
+
+/// Locks and reads a group's allocations, and reads its draw rows. Run
+/// only once the group's scope locks are granted (module docs).
+async fn lock_allocation_rows(
+    c: &Object,
+    k: &AllocCols<'_>,
+) -> Result<LockedAllocations, StoreError> {
+    if k.is_empty() {
+        return Ok(LockedAllocations::default());
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&k.draws, &k.ids, &k.blocks, &k.units];
+    let locked = query(c, ALLOC_LOCK, &params);
+    let draws = async {
+        if k.draws.is_empty() {
+            return Ok(Vec::new());
+        }
+        query(c, DRAWS, &[&k.draws]).await
+    };
+    let (locked, draws) = tokio::join!(locked, draws);
+    let draws = draws?
+        .iter()
+        .map(|r| {
+            let res: &[u8] = r.try_get(0).map_err(pg)?;
+            let alloc: &[u8] = r.try_get(1).map_err(pg)?;
+            Ok((
+                ResId::from_slice(res).ok_or_else(|| corrupt("draw reservation"))?,
+                AllocId::from_slice(alloc).ok_or_else(|| corrupt("draw allocation"))?,
+                amount(r.try_get(2).map_err(pg)?)?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(LockedAllocations {
+        allocations: allocation_rows(&locked?)?,
+        draws,
+    })
+}
+
+/// Whether any allocation is involved in a group that names none: an
+/// active one made for a child block of its chains, or a draw by one of
+/// the reservations it ends. No row is locked; a group that finds one
+/// reads its working set again under locks.
+async fn allocations_involved(c: &Object, k: &AllocCols<'_>) -> Result<bool, StoreError> {
+    if k.draws.is_empty() && k.blocks.is_empty() {
+        return Ok(false);
+    }
+    let rows = query(
+        c,
+        "SELECT 1 FROM allocation_draws WHERE res_id = ANY($1::bytea[])
+         UNION ALL SELECT 1 FROM allocations WHERE state = 0
+             AND (child_block, unit) IN (SELECT * FROM unnest($2::bytea[], $3::text[]))
+         LIMIT 1",
+        &[&k.draws, &k.blocks, &k.units],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Prepares (once per connection) the statements of a group's locks, so
+/// that each is sent when first polled, in the order they are polled: the
+/// allocation look-up must reach the database after the scope lock.
+async fn prepare_locks(c: &Object) -> Result<(), StoreError> {
+    for sql in [SCOPE_LOCK, ALLOC_LOCK, DRAWS] {
+        c.prepare_cached(sql).await.map_err(pg)?;
+    }
+    Ok(())
 }
 
 /// Takes the revocation feed's lock row and reads its last position.
@@ -1170,47 +1414,97 @@ async fn lock_reservations(c: &Object, raw: &[&[u8]]) -> Result<Vec<Reservation>
 }
 
 impl PgStore {
-    /// Reads the scopes of a group (locked in one global order if `lock`,
-    /// else as last committed) with the revocations of `blocks`, after
-    /// taking the feed's lock if the group `revokes`; records what it read
-    /// as the base of the group's scope writes.
+    /// Reads a group's working set: its scopes, the revocations of
+    /// `blocks` (after the feed's lock if the group `revokes`) and the
+    /// allocations it touches. Records what it read of each scope as the
+    /// base of the group's scope writes.
+    ///
+    /// Optimistic unless `lock`: a group that revokes, names an allocation
+    /// or finds one involved (an active allocation for a child in its
+    /// chains, or a draw by a reservation it ends) takes the scope locks
+    /// first, in the global order, then the allocation rows (module docs);
+    /// any other reads its scopes as last committed, without a lock, and
+    /// its write checks they still have room ([`W_SCOPES`]).
     fn working_set(
         &mut self,
         keys: &[(ScopeKey, u64)],
         blocks: &[BlockId],
         revokes: bool,
+        allocs: AllocLocks<'_>,
         lock: bool,
     ) -> Result<WorkingSet, StoreError> {
         let scope_cols = ScopeCols::of(keys, &self.known_scopes);
         let raw: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
+        let alloc_cols = AllocCols::of(&allocs);
+        if !lock && !revokes && alloc_cols.ids.is_empty() {
+            // One round trip: the scopes, the revocations, and whether any
+            // allocation is involved.
+            let (found, revoked, involved) = group_call!(self, c => async {
+                let (a, d, p) = tokio::join!(
+                    read_scope_rows(c, &scope_cols),
+                    revoked_rows(c, &raw),
+                    allocations_involved(c, &alloc_cols)
+                );
+                Ok((a?, d?, p?))
+            })?;
+            if !involved {
+                return Ok(self.based(keys, found, revoked, None, LockedAllocations::default()));
+            }
+        }
         // Sent together: one round trip. The revocation reads must run
         // after the feed lock when the group revokes (to see every
         // revocation committed before it), so they wait for it then.
-        let out: WorkingSet = group_call!(self, c => async {
-            let scopes = async {
-                if lock {
-                    lock_scope_rows(c, &scope_cols).await
+        let (found, revoked, feed, allocations) = group_call!(self, c => async {
+            // The allocations are locked after the scopes (module docs):
+            // pipelined right behind the scope lock when that is one
+            // statement, after its answer when scopes must be created first.
+            let scopes_then_allocations = async {
+                if alloc_cols.is_empty() {
+                    return Ok((lock_scope_rows(c, &scope_cols).await?, LockedAllocations::default()));
+                }
+                prepare_locks(c).await?;
+                if scope_cols.unknown.is_empty() {
+                    let (s, a) = tokio::join!(
+                        lock_scope_rows(c, &scope_cols),
+                        lock_allocation_rows(c, &alloc_cols)
+                    );
+                    Ok((s?, a?))
                 } else {
-                    read_scope_rows(c, &scope_cols).await
+                    let s = lock_scope_rows(c, &scope_cols).await?;
+                    Ok((s, lock_allocation_rows(c, &alloc_cols).await?))
                 }
             };
             if revokes {
-                let (a, b) = tokio::join!(scopes, lock_feed(c));
+                let (a, b) = tokio::join!(scopes_then_allocations, lock_feed(c));
                 let d = revoked_rows(c, &raw).await;
-                Ok((a?, d?, Some(b?)))
+                let (a, l) = a?;
+                Ok((a, d?, Some(b?), l))
             } else {
-                let (a, d) = tokio::join!(scopes, revoked_rows(c, &raw));
-                Ok((a?, d?, None))
+                let (a, d) = tokio::join!(scopes_then_allocations, revoked_rows(c, &raw));
+                let (a, l) = a?;
+                Ok((a, d?, None, l))
             }
         })?;
-        let (found, revoked, feed) = out;
+        Ok(self.based(keys, found, revoked, feed, allocations))
+    }
+
+    /// The working set as the ledger loads it, with every scope of `keys`:
+    /// a scope with no row starts at zero with the token's ceiling, exactly
+    /// as a locking read would have created it. Records each as the base of
+    /// the group's scope writes.
+    fn based(
+        &mut self,
+        keys: &[(ScopeKey, u64)],
+        found: Vec<(ScopeKey, ScopeState)>,
+        revoked: Vec<(BlockId, u64)>,
+        feed: Option<u64>,
+        allocations: LockedAllocations,
+    ) -> WorkingSet {
         let found: HashMap<ScopeKey, ScopeState> = found.into_iter().collect();
         if self.known_scopes.len() > 1_000_000 {
             self.known_scopes.clear();
         }
         self.known_scopes.extend(found.keys().cloned());
-        // A scope with no row starts at zero with the token's ceiling,
-        // exactly as a locking read would have created it.
         let mut scopes = Vec::with_capacity(keys.len());
         for (k, ceiling) in keys {
             let b = match found.get(k) {
@@ -1230,7 +1524,7 @@ impl PgStore {
             self.base.insert(k.clone(), b);
             scopes.push((k.clone(), b.state));
         }
-        Ok((scopes, revoked, feed))
+        (scopes, revoked, feed, allocations)
     }
 }
 
@@ -1388,7 +1682,7 @@ impl Store for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let first = ResId::first_at(cutoff_ms).0.to_vec();
         let cutoff = sql_int(cutoff_ms);
-        let (reservations, idempotency) = once!(self, c => async {
+        let (reservations, idempotency, allocations) = once!(self, c => async {
                 let r = execute(
                     c,
                     "DELETE FROM reservations WHERE id IN (
@@ -1404,11 +1698,25 @@ impl Store for PgStore {
                     &[&cutoff, &limit],
                 )
                 .await?;
-                Ok((r, i))
+                // Finished allocations, by a range of the oldest ids like
+                // reservations, but never one an active hold still draws
+                // from (its draw row goes when the hold ends).
+                let a = execute(
+                    c,
+                    "DELETE FROM allocations WHERE id IN (
+                         SELECT a.id FROM allocations a
+                         WHERE a.id < $1 AND a.state <> 0 AND a.finalized_at < $2
+                             AND NOT EXISTS (SELECT 1 FROM allocation_draws d WHERE d.alloc_id = a.id)
+                         ORDER BY a.id LIMIT $3)",
+                    &[&first, &cutoff, &limit],
+                )
+                .await?;
+                Ok((r, i, a))
         })?;
         Ok(Pruned {
             reservations: usize::try_from(reservations).unwrap_or(usize::MAX),
             idempotency: usize::try_from(idempotency).unwrap_or(usize::MAX),
+            allocations: usize::try_from(allocations).unwrap_or(usize::MAX),
         })
     }
 
@@ -1504,7 +1812,8 @@ impl Store for PgStore {
         &mut self,
         keys: &[(ScopeKey, u64)],
     ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-        self.working_set(keys, &[], false, true).map(|(s, _, _)| s)
+        self.working_set(keys, &[], false, AllocLocks::default(), true)
+            .map(|(s, ..)| s)
     }
 
     fn lock_working_set(
@@ -1512,12 +1821,13 @@ impl Store for PgStore {
         keys: &[(ScopeKey, u64)],
         blocks: &[BlockId],
         revokes: bool,
+        allocs: AllocLocks<'_>,
     ) -> Result<WorkingSet, StoreError> {
         // Scopes are read without a lock unless the last try lost a race
         // for one: the write locks them and checks they still have room
         // (spec/http.md §4.8), so a hot scope is locked only from the
         // write to the commit, not while the group is decided.
-        self.working_set(keys, blocks, revokes, self.lock_next)
+        self.working_set(keys, blocks, revokes, allocs, self.lock_next)
     }
 
     fn read_scopes(&mut self, keys: &[ScopeKey]) -> Result<Vec<Option<ScopeState>>, StoreError> {
@@ -1546,12 +1856,70 @@ impl Store for PgStore {
     }
 
     fn revoked_among(&mut self, blocks: &[BlockId]) -> Result<Vec<(BlockId, u64)>, StoreError> {
-        self.lock_working_set(&[], blocks, false).map(|(_, r, _)| r)
+        self.lock_working_set(&[], blocks, false, AllocLocks::default())
+            .map(|(_, r, ..)| r)
     }
 
     fn lock_revocations(&mut self) -> Result<u64, StoreError> {
-        self.lock_working_set(&[], &[], true)
-            .and_then(|(_, _, f)| f.ok_or_else(|| corrupt("revocations")))
+        self.lock_working_set(&[], &[], true, AllocLocks::default())
+            .and_then(|(_, _, f, _)| f.ok_or_else(|| corrupt("revocations")))
+    }
+
+    fn lock_allocations(&mut self, locks: AllocLocks<'_>) -> Result<LockedAllocations, StoreError> {
+        if locks.is_empty() {
+            return Ok(LockedAllocations::default());
+        }
+        self.lock_working_set(&[], &[], false, locks)
+            .map(|(.., a)| a)
+    }
+
+    fn allocations(&mut self, ids: &[AllocId]) -> Result<Vec<Option<Allocation>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+        // No lock: the rows are locked after the scopes, once the group
+        // knows them (`lock_working_set`).
+        let found = group_call!(self, c => async {
+            allocation_rows(&query(c, "SELECT body FROM allocations WHERE id = ANY($1)", &[&raw]).await?)
+        })?;
+        let mut found: HashMap<AllocId, Allocation> =
+            found.into_iter().map(|a| (a.id, a)).collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
+    }
+
+    fn due_allocations(
+        &mut self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Allocation>, StoreError> {
+        let before = sql_int(before_ms);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        group_call!(self, c => async {
+            allocation_rows(
+                &query(
+                    c,
+                    "SELECT body FROM allocations WHERE state = 0 AND expires_at < $1
+                     ORDER BY expires_at LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await?,
+            )
+        })
+    }
+
+    fn active_allocations(&mut self, tree: &BlockId) -> Result<Vec<Allocation>, StoreError> {
+        let tree = tree.0.as_slice();
+        group_call!(self, c => async {
+            allocation_rows(
+                &query(
+                    c,
+                    "SELECT body FROM allocations WHERE state = 0 AND tree = $1 ORDER BY id",
+                    &[&tree],
+                )
+                .await?,
+            )
+        })
     }
 
     fn revocations_after(
@@ -1621,6 +1989,146 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caveat::Unit;
+    use crate::ledger::{AllocState, Holder, Overflow, ResState};
+
+    /// A store on a schema of its own, dropped by the guard (opt-in:
+    /// `BATON_TEST_POSTGRES`).
+    struct TestSchema(String, String);
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            let _ = drop_schema(&self.0, &self.1);
+        }
+    }
+
+    fn store(tag: &str) -> Option<(PgStore, TestSchema)> {
+        let url = std::env::var("BATON_TEST_POSTGRES").ok()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let schema = format!("baton_unit_{tag}_{}_{nanos}", std::process::id());
+        let guard = TestSchema(url.clone(), schema.clone());
+        let mut opts = PgOptions::new(&url);
+        opts.schema = schema;
+        opts.pool_size = 2;
+        Some((PgStore::connect(&opts).unwrap(), guard))
+    }
+
+    fn key(b: u8) -> ScopeKey {
+        ScopeKey {
+            block: BlockId([b; 32]),
+            unit: Unit::Calls,
+            tools: None,
+        }
+    }
+
+    fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
+        Allocation {
+            id: AllocId::new(ms, [n; 12]),
+            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
+            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
+            unit: Unit::Calls,
+            scopes: vec![key(1), key(0)],
+            amount: 4,
+            charged: 1,
+            drawn: 0,
+            overflow: Overflow::Deny,
+            state: if finalized_at.is_some() {
+                AllocState::Expired
+            } else {
+                AllocState::Active
+            },
+            expires_at: 10_000,
+            finalized_at,
+            returned: if finalized_at.is_some() { 3 } else { 0 },
+            source: None,
+        }
+    }
+
+    fn hold(ms: u64) -> Reservation {
+        Reservation {
+            id: ResId::new(ms, [1; 12]),
+            holder: Arc::new(Holder {
+                id: 1,
+                chain: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([3; 32])],
+                unit: Unit::Calls,
+                scopes: vec![key(1), key(0)],
+            }),
+            amount: 1,
+            charged: None,
+            state: ResState::Active,
+            expires_at: 50_000,
+            finalized_at: None,
+        }
+    }
+
+    /// Allocation rows are written, found by what each look-up asks for
+    /// (child block and unit for the active ones, id whatever the state,
+    /// the allocations a hold draws from, with its draw row), and only the
+    /// finished ones no hold draws from are pruned.
+    #[test]
+    fn allocations_are_locked_by_child_id_and_draw_and_pruned_when_done() {
+        let Some((mut s, _guard)) = store("alloc") else {
+            return;
+        };
+        let old = allocation(100, 2, Some(150));
+        let drawn = allocation(100, 3, Some(150));
+        let active = allocation(100, 4, None);
+        let young = allocation(600, 5, Some(700));
+        let h = hold(130);
+        let mut changes = vec![
+            Change::Holder(h.holder.clone()),
+            Change::Reservation(h.clone()),
+            Change::Draw(h.id, Some((drawn.id, 1))),
+        ];
+        for a in [&old, &drawn, &active, &young] {
+            changes.push(Change::Allocation(a.clone()));
+        }
+        s.write(&changes.iter().collect::<Vec<_>>()).unwrap();
+        s.begin().unwrap();
+        let children = [
+            (BlockId([2; 32]), Unit::Calls),
+            (BlockId([4; 32]), Unit::Calls),
+            (BlockId([4; 32]), Unit::UsdMicrocents),
+        ];
+        let got = s
+            .lock_allocations(AllocLocks {
+                ids: &[young.id],
+                children: &children,
+                draws: &[h.id],
+            })
+            .unwrap();
+        s.write(&[]).unwrap();
+        // By id: `drawn` (drawn from), `active` (by child), `young` (by id);
+        // not `old`: its child's allocation has ended.
+        assert_eq!(
+            got.allocations,
+            vec![drawn.clone(), active.clone(), young.clone()]
+        );
+        assert_eq!(got.draws, vec![(h.id, drawn.id, 1)]);
+        s.begin().unwrap();
+        assert_eq!(s.due_allocations(10_001, 10).unwrap(), vec![active.clone()]);
+        assert_eq!(s.due_allocations(10_000, 10).unwrap(), vec![]);
+        assert_eq!(
+            s.active_allocations(&BlockId([0; 32])).unwrap(),
+            vec![active.clone()]
+        );
+        s.write(&[]).unwrap();
+        let pruned = s.prune(500, 1000).unwrap();
+        assert_eq!((pruned.allocations, pruned.reservations), (1, 0));
+        s.begin().unwrap();
+        let ids = [old.id, drawn.id, active.id, young.id];
+        assert_eq!(
+            s.allocations(&ids).unwrap(),
+            vec![None, Some(drawn.clone()), Some(active), Some(young)]
+        );
+        s.write(&[]).unwrap();
+        // Once the hold has ended, with its draw row, the allocation goes.
+        s.write(&[&Change::Draw(h.id, None)]).unwrap();
+        assert_eq!(s.prune(500, 1000).unwrap().allocations, 1);
+        assert_eq!(s.prune(500, 1000).unwrap(), Pruned::default());
+    }
 
     /// A server error shows its SQLSTATE and message, not just "db error"
     /// (opt-in: needs `BATON_TEST_POSTGRES`).

@@ -610,10 +610,29 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?,
             None => 0,
         };
+        // Finished allocations, by a range of the oldest ids like
+        // reservations, but never one an active hold still draws from (its
+        // draw row goes when the hold ends). The draw table holds only
+        // active holds' rows: the `NOT IN` list is read once.
+        let allocations = tx
+            .execute(
+                "DELETE FROM allocations WHERE id IN (
+                     SELECT id FROM allocations
+                     WHERE id < ?1 AND state <> 0 AND finalized_at < ?2
+                         AND id NOT IN (SELECT alloc_id FROM allocation_draws)
+                     LIMIT ?3)",
+                params![
+                    ResId::first_at(cutoff_ms).0.as_slice(),
+                    sql_int(cutoff_ms),
+                    limit_sql
+                ],
+            )
+            .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         Ok(Pruned {
             reservations,
             idempotency,
+            allocations,
         })
     }
 
@@ -921,7 +940,8 @@ mod tests {
             pruned,
             Pruned {
                 reservations: 1,
-                idempotency: 2
+                idempotency: 2,
+                allocations: 0
             }
         );
         let ids = [old.id, late.id, active.id, young.id];
@@ -938,6 +958,91 @@ mod tests {
         let (k, rec) = idem("a", 800);
         write(&mut s, &[Change::Idempotency(k.clone(), rec.clone())]).unwrap();
         assert_eq!(s.idempotency(&[k]).unwrap(), vec![Some(rec)]);
+    }
+
+    /// A finished allocation of `ms` (its id's clock), or an active one.
+    fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
+        use crate::ledger::{AllocState, Overflow};
+        Allocation {
+            id: AllocId::new(ms, [n; 12]),
+            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
+            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
+            unit: Unit::Calls,
+            scopes: vec![key(1), key(0)],
+            amount: 4,
+            charged: 1,
+            drawn: 0,
+            overflow: Overflow::Deny,
+            state: if finalized_at.is_some() {
+                AllocState::Released
+            } else {
+                AllocState::Active
+            },
+            expires_at: 10_000,
+            finalized_at,
+            returned: if finalized_at.is_some() { 3 } else { 0 },
+            source: None,
+        }
+    }
+
+    #[test]
+    fn prune_drops_finished_allocations_no_hold_draws_from() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let old = allocation(100, 2, Some(150));
+        let drawn = allocation(100, 3, Some(150));
+        let active = allocation(100, 4, None);
+        let late = allocation(120, 5, Some(900));
+        let young = allocation(600, 6, Some(700));
+        let hold = res(130, ResState::Active, None);
+        let (k, mut rec) = idem("alloc", 100);
+        rec.outcome = Recorded::Allocation {
+            created: true,
+            alloc: old.clone(),
+        };
+        let [a, b] = scope_rows();
+        write(
+            &mut s,
+            &[
+                a,
+                b,
+                Change::Holder(holder()),
+                Change::Reservation(hold.clone()),
+                Change::Allocation(old.clone()),
+                Change::Allocation(drawn.clone()),
+                Change::Allocation(active.clone()),
+                Change::Allocation(late.clone()),
+                Change::Allocation(young.clone()),
+                // An active hold still draws from an allocation that ended.
+                Change::Draw(hold.id, Some((drawn.id, 1))),
+                Change::Idempotency(k.clone(), rec),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.prune(500, 1000).unwrap(),
+            Pruned {
+                reservations: 0,
+                idempotency: 1,
+                allocations: 1
+            }
+        );
+        let ids = [old.id, drawn.id, active.id, late.id, young.id];
+        assert_eq!(
+            s.allocations(&ids).unwrap(),
+            vec![
+                None,
+                Some(drawn.clone()),
+                Some(active),
+                Some(late),
+                Some(young)
+            ]
+        );
+        assert_eq!(s.idempotency(&[k]).unwrap(), vec![None]);
+        // Once the hold has ended (its draw row with it), the allocation goes.
+        write(&mut s, &[Change::Draw(hold.id, None)]).unwrap();
+        assert_eq!(s.prune(500, 1000).unwrap().allocations, 1);
+        assert_eq!(s.allocations(&[drawn.id]).unwrap(), vec![None]);
+        assert_eq!(s.prune(500, 1000).unwrap(), Pruned::default());
     }
 
     #[test]

@@ -275,17 +275,21 @@ pub(crate) async fn release_allocation(
 }
 
 /// `GET /v1/allocations`: the active allocations to the caller's
-/// descendants, by id. Active allocations are in memory: no store read.
+/// descendants, by id. Active allocations are in memory on the embedded
+/// store; a shared store's are read from the database (its tree's only,
+/// through an index of the active ones).
 pub(crate) async fn list_allocations(
     State(state): State<AppState>,
     headers: Authn,
 ) -> Result<Response, ApiError> {
     let token = bearer(&state, &headers)?;
-    if state.ledger.shared {
-        let e = crate::ledger::LedgerError::AllocationsUnsupported;
-        return Err(ApiError::new(501, e.code(), &e.to_string()));
-    }
-    let list = state.ledger.read().await.allocations_of(token.block_ids());
+    let ids = token.block_ids();
+    let tree = *ids.first().ok_or_else(unavailable)?;
+    let list = state
+        .ledger
+        .with_allocations(tree, |l| l.allocations_of(ids))
+        .await
+        .ok_or_else(unavailable)?;
     let items: Vec<Value> = list.iter().map(allocation_json).collect();
     Ok(Json(json!({ "allocations": items })).into_response())
 }

@@ -37,25 +37,28 @@ pub(crate) async fn balances(
     let Some(counters) = state.ledger.scopes(keys.clone()).await else {
         return Err(unavailable());
     };
-    // Allocations live in memory (a shared store has none): the unused
-    // part set aside at each scope, which `held` includes, and the
-    // allocations this token draws from, one per unit at most.
-    let (allocated, drawing): (Vec<u64>, Vec<Value>) = if state.ledger.shared {
-        (vec![0; keys.len()], Vec::new())
-    } else {
-        let ledger = state.ledger.read().await;
-        let mut units: Vec<&crate::caveat::Unit> = keys.iter().map(|(k, _)| &k.unit).collect();
-        units.sort_by_key(|u| u.as_str());
-        units.dedup();
-        (
-            keys.iter().map(|(k, _)| ledger.allocated(k)).collect(),
-            units
-                .into_iter()
-                .filter_map(|u| ledger.allocation_for(ids, u))
-                .map(allocation_json)
-                .collect(),
-        )
-    };
+    // The unused part of active allocations set aside at each scope,
+    // which `held` includes, and the allocations this token draws from,
+    // one per unit at most: from memory, or on a shared store from the
+    // database (a second committed read, after the counters').
+    let tree = *ids.first().ok_or_else(unavailable)?;
+    let (allocated, drawing): (Vec<u64>, Vec<Value>) = state
+        .ledger
+        .with_allocations(tree, |ledger| {
+            let mut units: Vec<&crate::caveat::Unit> = keys.iter().map(|(k, _)| &k.unit).collect();
+            units.sort_by_key(|u| u.as_str());
+            units.dedup();
+            (
+                keys.iter().map(|(k, _)| ledger.allocated(k)).collect(),
+                units
+                    .into_iter()
+                    .filter_map(|u| ledger.allocation_for(ids, u))
+                    .map(allocation_json)
+                    .collect(),
+            )
+        })
+        .await
+        .ok_or_else(unavailable)?;
     let scopes: Vec<Value> = budgets
         .iter()
         .zip(keys)
