@@ -14,12 +14,14 @@
 //! layer's job (`server::http`).
 //!
 //! On a store several servers share ([`Store::shared`]) the group is one
-//! database transaction that first claims its idempotency keys, locks the
-//! reservations it names, then the scopes it touches (in one global order)
-//! and reads the revocations of the chains involved; the ledger then
-//! applies the group to exactly that working set. A group that lost a race
-//! with another server's (deadlock, serialization failure) is undone and
-//! run again, up to [`MAX_ATTEMPTS`] times. Readers of scopes and of the
+//! database transaction that first reads its idempotency records, locks the
+//! reservations it names, then reads the scopes it touches (locked in one
+//! global order, or optimistically, checked at the write: see
+//! `store::postgres`) and the revocations of the chains involved; the
+//! ledger then applies the group to exactly that working set. A group that
+//! lost a race with another server's (deadlock, serialization failure, a
+//! scope or key changed since its read) is undone and run again, up to
+//! [`MAX_ATTEMPTS`] times. Readers of scopes and of the
 //! revocation feed go through the writer too, since memory is not the
 //! truth; each sweeper tick also polls the root keys and the revocations
 //! other servers made, for the offline verifier. Since the database

@@ -238,10 +238,11 @@ pub trait Store: Send + 'static {
     }
 
     /// Whether several servers may share this store. Then the ledger trusts
-    /// only what a group reads inside its transaction: [`Store::idempotency`]
-    /// also claims the absent keys (another server's group asking for one
-    /// waits until this group ends), [`Store::reservations`] locks the rows
-    /// it reads, and the calls below are used.
+    /// only what a group reads inside its transaction: [`Store::reservations`]
+    /// locks the rows it reads, [`Store::write`] fails with
+    /// [`StoreError::Conflict`] when another group recorded a key or took
+    /// the room of a scope since this one read them (the writer retries),
+    /// and the calls below are used.
     fn shared(&self) -> bool {
         false
     }

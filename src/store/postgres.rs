@@ -2,17 +2,27 @@
 //! on one database (spec/http.md §4.8).
 //!
 //! The database, not any process's memory, is the ledger's truth. One
-//! writer group is one transaction on one pooled connection: it claims its
-//! idempotency keys (an insert another server's claim of the same key
-//! waits on), locks the reservations it names and then the scopes it
-//! touches in one global order (`ORDER BY key FOR UPDATE`), then the
-//! allocations those scopes carry that its commands can change (an
-//! allocation's scopes are always among them, so these locks never wait;
-//! see `server::writer::working_set`), reads the revocations of the chains
-//! involved, and only then runs the ledger's rules over exactly what it
-//! read. Its writes are set-based (`unnest`
-//! arrays, pipelined on the connection) and CHECK constraints restate the
-//! invariant as a backstop. Lost races (deadlock, serialization failure)
+//! writer group is one transaction on one pooled connection: it reads its
+//! idempotency records, locks the reservations it names, reads the scopes
+//! it touches and the revocations of the chains involved, and only then
+//! runs the ledger's rules over exactly what it read.
+//!
+//! The scopes are read **optimistically**, without a lock: the write
+//! locks them in one global order (`ORDER BY key FOR UPDATE`) and adds the
+//! group's changes to what they hold then, only where that still fits
+//! (`W_SCOPES`), so a hot scope is locked for one round trip, not for
+//! the whole group. A group that revokes or involves an allocation, or
+//! that lost such a race, reads **locked** instead: the scopes in the
+//! global order, then the allocations those scopes carry that its
+//! commands can change (an allocation's scopes are always among them, so
+//! these locks never wait; see `server::writer::working_set`).
+//! Idempotency records are inserted at the write, last: a key another
+//! group recorded in between makes the insert wait for it, then fail this
+//! group, whose retry replays the record.
+//!
+//! Writes are set-based (`unnest` arrays, pipelined on the connection
+//! with the `COMMIT`) and CHECK constraints restate the invariant as a
+//! backstop. Lost races (deadlock, serialization failure, a count check)
 //! come back as [`StoreError::Conflict`] and the writer retries the group.
 //!
 //! The SQL keeps to what PostgreSQL-wire distributed engines (CockroachDB,
