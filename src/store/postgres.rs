@@ -2000,7 +2000,7 @@ impl Store for PgStore {
 mod tests {
     use super::*;
     use crate::caveat::Unit;
-    use crate::ledger::{AllocState, Holder, Overflow, ResState};
+    use crate::ledger::{AllocState, Holder, Overflow, Recorded, ResState};
 
     /// A store on a schema of its own, dropped by the guard (opt-in:
     /// `BATON_TEST_POSTGRES`).
@@ -2138,6 +2138,116 @@ mod tests {
         s.write(&[&Change::Draw(h.id, None)]).unwrap();
         assert_eq!(s.prune(500, 1000).unwrap().allocations, 1);
         assert_eq!(s.prune(500, 1000).unwrap(), Pruned::default());
+    }
+
+    /// Two groups read the same scope without locks; the first writes it
+    /// to its ceiling and commits. The second's write, made from what it
+    /// read, no longer fits: it fails as a conflict and changes nothing;
+    /// its retry reads locked, sees the new counters, and a change that
+    /// fits is applied on top of the first (deltas, not overwrites).
+    #[test]
+    fn an_optimistic_scope_write_that_no_longer_fits_is_a_conflict() {
+        let Some((mut a, _guard)) = store("optimistic") else {
+            return;
+        };
+        let mut b = a.split().unwrap();
+        let k = key(9);
+        let state = |held| ScopeState {
+            ceiling: 10,
+            spent: 0,
+            held,
+        };
+        // The row exists at zero.
+        a.begin().unwrap();
+        a.lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        a.write(&[&Change::Scope(k.clone(), state(1))]).unwrap();
+        // Both read held = 1, unlocked.
+        a.begin().unwrap();
+        let (ra, ..) = a
+            .lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        b.begin().unwrap();
+        let (rb, ..) = b
+            .lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        assert_eq!((ra[0].1, rb[0].1), (state(1), state(1)));
+        // `a` takes the rest; `b`, deciding on held = 1, wants 5 more.
+        a.write(&[&Change::Scope(k.clone(), state(10))]).unwrap();
+        let err = b.write(&[&Change::Scope(k.clone(), state(6))]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        b.abort();
+        // The retry locks, sees held = 10, and its smaller change (a
+        // release of 4) is applied to that, not to the stale 1.
+        b.begin().unwrap();
+        let (rb, ..) = b
+            .lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        assert_eq!(rb[0].1, state(10));
+        b.write(&[&Change::Scope(k.clone(), state(6))]).unwrap();
+        // A concurrent unlocked read and a change that still fits are
+        // added to what is there: 6 + (7 - 6) from one, 6 - 2 from another.
+        a.begin().unwrap();
+        a.lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        b.begin().unwrap();
+        b.lock_working_set(&[(k.clone(), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        a.write(&[&Change::Scope(k.clone(), state(7))]).unwrap();
+        b.write(&[&Change::Scope(k.clone(), state(4))]).unwrap();
+        b.begin().unwrap();
+        assert_eq!(b.read_scopes(&[k]).unwrap(), vec![Some(state(5))]);
+        b.write(&[]).unwrap();
+    }
+
+    /// Two groups look up the same idempotency key and find nothing; the
+    /// first records it. The second's insert of the same key waits for
+    /// the first, then fails the group as a conflict (nothing of it is
+    /// written), and its retry finds the first's record.
+    #[test]
+    fn a_key_recorded_by_another_group_since_the_look_up_is_a_conflict() {
+        let Some((mut a, _guard)) = store("idem") else {
+            return;
+        };
+        let mut b = a.split().unwrap();
+        let k = IdemKey {
+            tree: BlockId([1; 32]),
+            key: "pay-1".into(),
+        };
+        let rec = |n: u8| IdemRecord {
+            at: 1_000,
+            fingerprint: [n; 16],
+            outcome: Recorded::Refused(crate::ledger::LedgerError::NotFound),
+            proof: None,
+        };
+        a.begin().unwrap();
+        assert_eq!(a.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
+        b.begin().unwrap();
+        assert_eq!(b.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
+        // `b` also changes a scope: it must not survive the conflict.
+        b.lock_working_set(&[(key(3), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        a.write(&[&Change::Idempotency(k.clone(), rec(1))]).unwrap();
+        let changed = ScopeState {
+            ceiling: 10,
+            spent: 2,
+            held: 0,
+        };
+        let err = b
+            .write(&[
+                &Change::Scope(key(3), changed),
+                &Change::Idempotency(k.clone(), rec(2)),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        b.abort();
+        b.begin().unwrap();
+        assert_eq!(
+            b.idempotency(std::slice::from_ref(&k)).unwrap(),
+            vec![Some(rec(1))]
+        );
+        assert_eq!(b.read_scopes(&[key(3)]).unwrap(), vec![None]);
+        b.write(&[]).unwrap();
     }
 
     /// A server error shows its SQLSTATE and message, not just "db error"
