@@ -454,6 +454,41 @@ async fn over_budget_call_gets_402_with_remaining() {
 }
 
 #[tokio::test]
+async fn a_child_past_its_allocation_gets_402_naming_the_allocation() {
+    let h = Harness::start().await;
+    // The root carves $1 for the agent, with overflow `deny`: the agent
+    // lives within it, whatever its own $5 cap says.
+    let resp = h
+        .client
+        .post(format!("{}/v1/allocations", h.ledger))
+        .bearer_auth(h.root.to_text())
+        .json(&json!({
+            "child_token": h.agent.to_text(),
+            "unit": "usd_microcents",
+            "amount": USD,
+            "overflow": "deny",
+            "idempotency_key": "carve-agent",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let alloc: Value = resp.json().await.unwrap();
+    let id = alloc["allocation"]["id"].as_str().unwrap().to_owned();
+    let (s, v) = h.call("crm.read", &h.agent, usd_call(2 * USD)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::PAYMENT_REQUIRED, "allocation_exhausted"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["allocation_id"], id.as_str(), "{v}");
+    assert_eq!(v["error"]["remaining"], USD, "{v}");
+    // Within it, the call runs and is charged to it.
+    let (s, v) = h.call("crm.read", &h.agent, usd_call(USD / 2)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
 async fn invalid_tokens_get_401() {
     let h = Harness::start().await;
     let text = h.agent.to_text();

@@ -174,6 +174,9 @@ pub struct ApiError {
     pub state: Option<String>,
     /// `revoked`, when the ledger detected it: the revoked block.
     pub block_id: Option<BlockId>,
+    /// `allocation_exhausted` (with `remaining`, its unused part) and
+    /// `allocation_exists`: the allocation (spec/http.md §3.8).
+    pub allocation_id: Option<AllocId>,
 }
 
 impl ApiError {
@@ -196,6 +199,7 @@ impl ApiError {
             remaining: e["remaining"].as_u64(),
             state: text("state"),
             block_id: e["block_id"].as_str().and_then(BlockId::from_hex),
+            allocation_id: e["allocation_id"].as_str().and_then(AllocId::parse),
         }
     }
 }

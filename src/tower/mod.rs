@@ -12,8 +12,10 @@
 //!    authorizes it offline (`403` with the reason code, `400` for a
 //!    malformed action, resource or argument);
 //! 4. if the gate has a [`Charge`] and it prices the request, holds the
-//!    estimate at the ledger (`402 insufficient_budget` with `remaining`,
-//!    `403`, `503 ledger_unavailable`) before the handler runs;
+//!    estimate at the ledger (`402 insufficient_budget` with `remaining`;
+//!    `402 allocation_exhausted` with `allocation_id` and `remaining` for
+//!    a child living within its allocation; `403`; `503
+//!    ledger_unavailable`) before the handler runs;
 //! 5. runs the handler, which finds the verified [`Caller`] (an axum
 //!    extractor) in the request and may state the actual cost
 //!    ([`Caller::set_cost`]);
@@ -131,6 +133,12 @@ impl Rejection {
                 );
                 if let Some(rem) = api.remaining {
                     r.extra.insert("remaining".into(), rem.into());
+                }
+                // A child living within its allocation learns which one
+                // ran out (`402 allocation_exhausted`).
+                if let Some(id) = &api.allocation_id {
+                    r.extra
+                        .insert("allocation_id".into(), id.to_string().into());
                 }
                 r
             }

@@ -90,7 +90,8 @@ pub fn caveat(py: Python<'_>, message: impl AsRef<str>) -> PyErr {
 }
 
 /// `ClientError` → `LedgerError` or one of its subclasses, with the
-/// answer's `status`, `remaining`, `scope`, `state` and `block_id`.
+/// answer's `status`, `remaining`, `scope`, `state`, `block_id` and
+/// `allocation_id`.
 pub fn client(py: Python<'_>, e: &ClientError) -> PyErr {
     let extra = PyDict::new(py);
     let mut class = "LedgerError";
@@ -100,6 +101,10 @@ pub fn client(py: Python<'_>, e: &ClientError) -> PyErr {
             extra.set_item("remaining", api.remaining)?;
             extra.set_item("state", api.state.as_deref())?;
             extra.set_item("block_id", api.block_id.map(|b| b.to_string()))?;
+            extra.set_item(
+                "allocation_id",
+                api.allocation_id.as_ref().map(ToString::to_string),
+            )?;
             let scope = match &api.scope {
                 Some(s) => {
                     let d = PyDict::new(py);

@@ -144,6 +144,12 @@ def test_allocation_is_guaranteed_and_its_unused_part_comes_back(server, ledger)
         ledger.reserve(sibling, "tool.run", 81)
     ledger.reserve(sibling, "tool.run", 80)
     r = ledger.reserve(child, "tool.run", 20)
+    # Overflow `deny`: past its allocation the child is refused, and told
+    # which allocation ran out.
+    with pytest.raises(baton.LedgerError) as refused:
+        ledger.reserve(child, "tool.run", 1)
+    e = refused.value
+    assert (e.code, e.status, e.allocation_id, e.remaining) == ("allocation_exhausted", 402, a["id"], 0)
     ledger.commit(child, r["id"], 5)
     done = ledger.release_allocation(root, a["id"])
     assert (done["state"], done["charged"], done["returned"]) == ("released", 5, 15)

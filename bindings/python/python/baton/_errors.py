@@ -75,6 +75,9 @@ class LedgerError(BatonError):
     scope: Optional[dict[str, Any]] = None
     state: Optional[str] = None
     block_id: Optional[str] = None
+    #: ``allocation_exhausted`` (``remaining`` is its unused part) and
+    #: ``allocation_exists``: the allocation's id.
+    allocation_id: Optional[str] = None
 
 
 class InsufficientBudget(LedgerError):
