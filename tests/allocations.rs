@@ -14,10 +14,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use baton::server::Service;
 use baton::server::writer::{ManualClock, WriterConfig};
-use baton::store::sqlite::SqliteStore;
 use baton::{Caveat, Token, Unit};
+use common::store::{SchemaGuard, pg_store, test_store, unique_schema};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -28,55 +30,9 @@ struct Harness {
     _schema: Option<SchemaGuard>,
 }
 
-/// The PostgreSQL server `BATON_TEST_STORE=postgres` uses.
-fn pg_url() -> String {
-    std::env::var("BATON_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Drops a test's uniquely named PostgreSQL schema when the test ends.
-struct SchemaGuard(String);
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        if let Err(e) = baton::store::postgres::drop_schema(&pg_url(), &self.0) {
-            eprintln!("dropping schema {}: {e}", self.0);
-        }
-    }
-}
-
-fn unique_schema(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "baton_alloc_{tag}_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    )
-}
-
-fn pg_store(schema: &str) -> Box<dyn baton::store::Store> {
-    let mut opts = baton::store::postgres::PgOptions::new(&pg_url());
-    opts.schema = schema.to_owned();
-    opts.pool_size = 3;
-    Box::new(baton::store::postgres::PgStore::connect(&opts).expect("postgres store"))
-}
-
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
-    let (store, schema): (Box<dyn baton::store::Store>, _) =
-        match std::env::var("BATON_TEST_STORE").as_deref() {
-            Ok("postgres") => {
-                let name = unique_schema("h");
-                let guard = SchemaGuard(name.clone());
-                (pg_store(&name), Some(guard))
-            }
-            Ok("sqlite") | Err(_) => (Box::new(SqliteStore::in_memory().expect("store")), None),
-            Ok(other) => panic!("unknown BATON_TEST_STORE {other:?}"),
-        };
+    let (store, schema) = test_store("alloc");
     let config = WriterConfig {
         grace_ms: 1_000,
         // On a shared store, two writers, as `baton serve` runs by default.

@@ -11,8 +11,11 @@ use baton::server::Service;
 use baton::server::writer::{ManualClock, WriterConfig};
 use baton::store::sqlite::SqliteStore;
 use baton::{Caveat, Token, Unit};
+use common::store::{SchemaGuard, test_store, unique};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -23,67 +26,11 @@ struct Harness {
     _schema: Option<SchemaGuard>,
 }
 
-/// The PostgreSQL server `BATON_TEST_STORE=postgres` uses: `BATON_TEST_POSTGRES`,
-/// else the CI machine's.
-fn pg_url() -> String {
-    std::env::var("BATON_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Drops a test's uniquely named PostgreSQL schema when the test ends.
-struct SchemaGuard(String);
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        if let Err(e) = baton::store::postgres::drop_schema(&pg_url(), &self.0) {
-            eprintln!("dropping schema {}: {e}", self.0);
-        }
-    }
-}
-
-/// The backend under test. The ledger suite below is written once against
-/// the `Store` trait; each backend runs all of it. `BATON_TEST_STORE` picks
-/// one: `sqlite` (in memory, the default), `sqlite-file` (a WAL database
-/// in a temporary directory, fsync on) or `postgres` (a schema of its own,
-/// dropped at the end, on `BATON_TEST_POSTGRES`). A new backend adds its
-/// arm here.
+/// The backend under test: the ledger suite below is written once against
+/// the `Store` trait, and each backend runs all of it
+/// (`common::store::test_store`).
 fn new_store() -> (Box<dyn baton::store::Store>, Option<SchemaGuard>) {
-    if std::env::var("BATON_TEST_STORE").as_deref() == Ok("postgres") {
-        let schema = format!(
-            "baton_test_{}_{}_{}",
-            std::process::id(),
-            rand_suffix(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        let guard = SchemaGuard(schema.clone());
-        let mut opts = baton::store::postgres::PgOptions::new(&pg_url());
-        opts.schema = schema;
-        opts.pool_size = 3;
-        let store = baton::store::postgres::PgStore::connect(&opts).expect("postgres store");
-        return (Box::new(store), Some(guard));
-    }
-    let store: Box<dyn baton::store::Store> = match std::env::var("BATON_TEST_STORE").as_deref() {
-        Ok("sqlite-file") => {
-            let dir = std::env::temp_dir().join(format!(
-                "baton-http-{}-{}",
-                std::process::id(),
-                rand_suffix()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Box::new(SqliteStore::open(&dir.join("ledger.db")).expect("file store"))
-        }
-        Ok("sqlite") | Err(_) => Box::new(SqliteStore::in_memory().expect("in-memory store")),
-        Ok(other) => panic!("unknown BATON_TEST_STORE {other:?}"),
-    };
-    (store, None)
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+    test_store("test")
 }
 
 fn harness() -> Harness {
@@ -916,7 +863,7 @@ async fn a_proof_replayed_to_a_fresh_process_meets_the_durable_answer() {
     let dir = std::env::temp_dir().join(format!(
         "baton-durable-proof-{}-{}",
         std::process::id(),
-        rand_suffix()
+        unique()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ledger.db");

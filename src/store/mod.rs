@@ -16,6 +16,48 @@ pub mod codec;
 pub mod postgres;
 pub mod sqlite;
 
+/// Rows the stores' unit tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::caveat::Unit;
+    use crate::keys::BlockId;
+    use crate::ledger::{AllocId, AllocState, Allocation, Overflow, ScopeKey};
+
+    /// The unfiltered `calls` scope of block `[b; 32]`.
+    pub(crate) fn key(b: u8) -> ScopeKey {
+        ScopeKey {
+            block: BlockId([b; 32]),
+            unit: Unit::Calls,
+            tools: None,
+        }
+    }
+
+    /// An allocation of `ms` (its id's clock) from block 1 to block `n`,
+    /// released at `finalized_at`, or active.
+    pub(crate) fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
+        Allocation {
+            id: AllocId::new(ms, [n; 12]),
+            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
+            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
+            unit: Unit::Calls,
+            scopes: vec![key(1), key(0)],
+            amount: 4,
+            charged: 1,
+            drawn: 0,
+            overflow: Overflow::Deny,
+            state: if finalized_at.is_some() {
+                AllocState::Released
+            } else {
+                AllocState::Active
+            },
+            expires_at: 10_000,
+            finalized_at,
+            returned: if finalized_at.is_some() { 3 } else { 0 },
+            source: None,
+        }
+    }
+}
+
 use crate::caveat::Unit;
 use crate::keys::BlockId;
 use crate::ledger::{

@@ -2000,7 +2000,8 @@ impl Store for PgStore {
 mod tests {
     use super::*;
     use crate::caveat::Unit;
-    use crate::ledger::{AllocState, Holder, Overflow, Recorded, ResState};
+    use crate::ledger::{Holder, Recorded, ResState};
+    use crate::store::fixtures::{allocation, key};
 
     /// A store on a schema of its own, dropped by the guard (opt-in:
     /// `BATON_TEST_POSTGRES`).
@@ -2023,37 +2024,6 @@ mod tests {
         opts.schema = schema;
         opts.pool_size = 2;
         Some((PgStore::connect(&opts).unwrap(), guard))
-    }
-
-    fn key(b: u8) -> ScopeKey {
-        ScopeKey {
-            block: BlockId([b; 32]),
-            unit: Unit::Calls,
-            tools: None,
-        }
-    }
-
-    fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
-        Allocation {
-            id: AllocId::new(ms, [n; 12]),
-            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
-            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
-            unit: Unit::Calls,
-            scopes: vec![key(1), key(0)],
-            amount: 4,
-            charged: 1,
-            drawn: 0,
-            overflow: Overflow::Deny,
-            state: if finalized_at.is_some() {
-                AllocState::Expired
-            } else {
-                AllocState::Active
-            },
-            expires_at: 10_000,
-            finalized_at,
-            returned: if finalized_at.is_some() { 3 } else { 0 },
-            source: None,
-        }
     }
 
     fn hold(ms: u64) -> Reservation {

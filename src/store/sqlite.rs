@@ -707,19 +707,12 @@ mod tests {
 
     use crate::caveat::Unit;
     use crate::keys::BlockId;
-    use crate::ledger::{Holder, Recorded, ResState, ScopeKey, ScopeState, Snapshot};
+    use crate::ledger::{Holder, Recorded, ResState, ScopeState, Snapshot};
     use crate::proof::ProofId;
+    use crate::store::fixtures::{allocation, key};
 
     fn write(s: &mut SqliteStore, changes: &[Change]) -> Result<(), StoreError> {
         s.write(&changes.iter().collect::<Vec<_>>())
-    }
-
-    fn key(b: u8) -> ScopeKey {
-        ScopeKey {
-            block: BlockId([b; 32]),
-            unit: Unit::Calls,
-            tools: None,
-        }
     }
 
     fn holder() -> Arc<Holder> {
@@ -958,31 +951,6 @@ mod tests {
         let (k, rec) = idem("a", 800);
         write(&mut s, &[Change::Idempotency(k.clone(), rec.clone())]).unwrap();
         assert_eq!(s.idempotency(&[k]).unwrap(), vec![Some(rec)]);
-    }
-
-    /// A finished allocation of `ms` (its id's clock), or an active one.
-    fn allocation(ms: u64, n: u8, finalized_at: Option<u64>) -> Allocation {
-        use crate::ledger::{AllocState, Overflow};
-        Allocation {
-            id: AllocId::new(ms, [n; 12]),
-            parent: vec![BlockId([0; 32]), BlockId([1; 32])],
-            child: vec![BlockId([0; 32]), BlockId([1; 32]), BlockId([n; 32])],
-            unit: Unit::Calls,
-            scopes: vec![key(1), key(0)],
-            amount: 4,
-            charged: 1,
-            drawn: 0,
-            overflow: Overflow::Deny,
-            state: if finalized_at.is_some() {
-                AllocState::Released
-            } else {
-                AllocState::Active
-            },
-            expires_at: 10_000,
-            finalized_at,
-            returned: if finalized_at.is_some() { 3 } else { 0 },
-            source: None,
-        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod store;
+
 /// The environment variable that turns the PostgreSQL tests on.
 pub const POSTGRES_ENV: &str = "BATON_TEST_POSTGRES";
 
