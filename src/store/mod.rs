@@ -197,6 +197,7 @@ impl std::fmt::Debug for StoredKey {
 
 /// How much a call to [`Store::prune`] removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Pruned {
     /// Finalized reservations removed.
     pub reservations: usize,
