@@ -572,8 +572,11 @@ fn group(
 /// records (hold that expired, for a tick; the scopes of every command and
 /// hold; the allocations they can change; the revocations of every chain)
 /// and loads it into the ledger. Locks are taken in one order in every
-/// group: idempotency keys and reservations (by [`fetch`]), expired holds,
-/// scopes by key, allocations by id, then the revocation feed.
+/// group: reservations (by [`fetch`]), expired holds, scopes by key,
+/// allocations by id, the revocation feed, then idempotency keys (by the
+/// write, which inserts the records). A store may read the scopes here
+/// without locking them and lock them at the write instead, in the same
+/// place in that order (`store::postgres`).
 ///
 /// Allocation rows come after the scopes because an allocation's scopes
 /// are always among the scopes of whatever changes it: a reserve or

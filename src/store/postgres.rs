@@ -267,9 +267,9 @@ pub struct PgStore {
     /// row existed: its writes are deltas from these, applied only if the
     /// row still has room (spec/http.md §4.8).
     base: HashMap<ScopeKey, Base>,
-    /// The last try lost a race for a scope (its optimistic update found
-    /// the row changed): the next try locks its scopes before deciding,
-    /// so it cannot lose that way again.
+    /// The last try lost a race (an optimistic write found a scope or a
+    /// key changed, or a deadlock): the next try locks its scopes before
+    /// deciding, so it cannot lose a scope race again.
     lock_next: bool,
     /// Idempotency keys this group found a record for.
     found: std::collections::HashSet<Vec<u8>>,
@@ -857,13 +857,10 @@ impl<'a> Rows<'a> {
 //
 // The group read its scopes without locking them. Here it inserts the
 // ones that had no row, then locks the ones that had, in the global order
-// (the order of `lock_scope_rows`), then adds its changes to whatever they
+// (`SCOPE_LOCK`, as `lock_scope_rows` does), then adds its changes to whatever they
 // hold now, only where that still fits: a row another group changed in
 // between is fine as long as the sum stays within the ceiling; otherwise
 // the group is retried, locking first (`lock_next`).
-const W_LOCK_SCOPES: &str = "SELECT 1 FROM scopes
-             WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-             ORDER BY block_id, unit, tools FOR UPDATE";
 const W_SCOPES: &str = "WITH u AS (
                  UPDATE scopes s SET spent = s.spent + v.spent, held = s.held + v.held
                  FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[], $5::int8[])
@@ -911,7 +908,7 @@ const W_DRAWS: &str = "INSERT INTO allocation_draws (res_id, alloc_id, drawn)
 const W_UNDRAWS: &str = "DELETE FROM allocation_draws WHERE res_id = ANY($1)";
 const WRITES: [&str; 11] = [
     W_NEW_SCOPES,
-    W_LOCK_SCOPES,
+    SCOPE_LOCK,
     W_SCOPES,
     W_HOLDERS,
     W_RESERVATIONS,
@@ -965,7 +962,7 @@ async fn write_rows(c: &Object, r: &Rows<'_>) -> Result<(), StoreError> {
         }
         execute(
             c,
-            W_LOCK_SCOPES,
+            SCOPE_LOCK,
             &[&r.scope_block, &r.scope_unit, &r.scope_tools],
         )
         .await
@@ -1174,8 +1171,6 @@ async fn lock_scope_rows(
     c: &Object,
     k: &ScopeCols<'_>,
 ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
-    const CREATE: &str = SCOPE_CREATE;
-    const LOCK: &str = SCOPE_LOCK;
     if k.blocks.is_empty() {
         return Ok(Vec::new());
     }
@@ -1184,17 +1179,23 @@ async fn lock_scope_rows(
         let u: Vec<&str> = k.unknown.iter().map(|i| k.units[*i]).collect();
         let t: Vec<&str> = k.unknown.iter().map(|i| k.tools[*i]).collect();
         let cl: Vec<i64> = k.unknown.iter().map(|i| k.ceilings[*i]).collect();
-        execute(c, CREATE, &[&b, &u, &t, &cl]).await?;
+        execute(c, SCOPE_CREATE, &[&b, &u, &t, &cl]).await?;
     }
-    let mut got: Vec<(ScopeKey, ScopeState)> = query(c, LOCK, &[&k.blocks, &k.units, &k.tools])
-        .await?
-        .iter()
-        .map(scope_row)
-        .collect::<Result<_, _>>()?;
+    let mut got: Vec<(ScopeKey, ScopeState)> =
+        query(c, SCOPE_LOCK, &[&k.blocks, &k.units, &k.tools])
+            .await?
+            .iter()
+            .map(scope_row)
+            .collect::<Result<_, _>>()?;
     if got.len() < k.blocks.len() {
         // A scope believed to exist does not: create and lock again.
-        execute(c, CREATE, &[&k.blocks, &k.units, &k.tools, &k.ceilings]).await?;
-        got = query(c, LOCK, &[&k.blocks, &k.units, &k.tools])
+        execute(
+            c,
+            SCOPE_CREATE,
+            &[&k.blocks, &k.units, &k.tools, &k.ceilings],
+        )
+        .await?;
+        got = query(c, SCOPE_LOCK, &[&k.blocks, &k.units, &k.tools])
             .await?
             .iter()
             .map(scope_row)
@@ -1211,24 +1212,30 @@ async fn read_scope_rows(
     if k.blocks.is_empty() {
         return Ok(Vec::new());
     }
-    query(
-        c,
-        "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))",
-        &[&k.blocks, &k.units, &k.tools],
-    )
-    .await?
-    .iter()
-    .map(scope_row)
-    .collect()
+    query(c, SCOPE_READ, &[&k.blocks, &k.units, &k.tools])
+        .await?
+        .iter()
+        .map(scope_row)
+        .collect()
 }
 
 const SCOPE_CREATE: &str = "INSERT INTO scopes (block_id, unit, tools, ceiling, spent, held)
          SELECT b, u, t, c, 0, 0 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[]) AS v(b, u, t, c)
          ORDER BY b, u, t ON CONFLICT DO NOTHING";
-const SCOPE_LOCK: &str = "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))
-         ORDER BY block_id, unit, tools FOR UPDATE";
+/// The scopes named by three arrays (block ids, units, tools columns).
+macro_rules! scope_select {
+    () => {
+        "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
+         WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))"
+    };
+}
+/// Scopes as last committed, without a lock.
+const SCOPE_READ: &str = scope_select!();
+/// Scopes locked in the one global order.
+const SCOPE_LOCK: &str = concat!(
+    scope_select!(),
+    " ORDER BY block_id, unit, tools FOR UPDATE"
+);
 
 // The allocations a group locks, after its scopes, in id order: those its
 // reservations draw from, those named by id, and the active ones made for
@@ -1848,12 +1855,7 @@ impl Store for PgStore {
         let units: Vec<&str> = keys.iter().map(|k| k.unit.as_str()).collect();
         let tools: Vec<&str> = keys.iter().map(|k| tools_column(&k.tools)).collect();
         let got: Vec<(ScopeKey, ScopeState)> = group_call!(self, c => async {
-                query(
-                    c,
-                    "SELECT block_id, unit, tools, ceiling, spent, held FROM scopes
-                     WHERE (block_id, unit, tools) IN (SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]))",
-                    &[&blocks, &units, &tools],
-                )
+                query(c, SCOPE_READ, &[&blocks, &units, &tools])
                 .await?
                 .iter()
                 .map(scope_row)
