@@ -33,13 +33,15 @@ pub struct ServeArgs {
     /// missing (lower-case letters, digits and _).
     #[arg(long, env = "BATON_PG_SCHEMA", default_value = crate::store::postgres::DEFAULT_SCHEMA, value_parser = pg_schema)]
     pub pg_schema: String,
-    /// PostgreSQL: most connections this server opens (one carries the
-    /// writer's transactions; the others start-up, sweeps and pruning).
+    /// PostgreSQL: most connections this server opens (one per writer
+    /// carries its group transactions; the others start-up, sweeps and
+    /// pruning).
     #[arg(long, env = "BATON_POOL_SIZE", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub pool_size: u32,
     /// PostgreSQL: writer threads, each with its own connection and group
-    /// transactions; the database's row locks order their groups, as for
-    /// several servers. Ignored by SQLite, which has one.
+    /// transactions; one group commits while the next reads, and the
+    /// database's row locks order their groups, as for several servers.
+    /// Ignored by SQLite, which has one.
     #[arg(long, env = "BATON_WRITERS", value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub writers: u32,
     /// Most requests in one group commit (one transaction).
@@ -158,9 +160,10 @@ impl ServeArgs {
         }
         let mut o = crate::store::postgres::PgOptions::new(url);
         o.schema = self.pg_schema.clone();
-        // Each writer keeps a connection; start-up, sweeps and pruning
-        // need one more.
-        o.pool_size = (self.pool_size as usize).max(self.writers as usize + 1);
+        // Each writer keeps a connection of its own; start-up, sweeps and
+        // pruning share the rest, at least one.
+        let writers = self.writers as usize;
+        o.pool_size = (self.pool_size as usize).max(writers + 1) - writers;
         Some(o)
     }
 }

@@ -27,8 +27,9 @@
 //! other servers made, for the offline verifier. Since the database
 //! serializes groups by its row locks, one process may run several writers
 //! on a shared store ([`WriterConfig::writers`]), each with its own
-//! connection and working set, exactly as several servers would: while one
-//! group waits for its commit, the next one is already reading.
+//! connection and working set, exactly as several servers would. They take
+//! turns at the one queue ([`Intake`]): while one group waits for its
+//! commit, the next one is already reading.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,9 +183,8 @@ impl Default for WriterConfig {
 /// The handle handlers use to reach the writer.
 #[derive(Clone)]
 pub(crate) struct LedgerHandle {
-    /// One queue per writer; requests go round-robin.
-    tx: Arc<[mpsc::Sender<Job>]>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// The one queue every writer takes its groups from (see [`Intake`]).
+    tx: mpsc::Sender<Job>,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -198,8 +198,7 @@ pub(crate) struct LedgerHandle {
 impl LedgerHandle {
     async fn submit(&self, request: Request) -> Option<Answer> {
         let (reply, rx) = oneshot::channel();
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.tx.len().max(1);
-        self.tx.get(i)?.send(Job { request, reply }).await.ok()?;
+        self.tx.send(Job { request, reply }).await.ok()?;
         rx.await.ok().flatten()
     }
 
@@ -330,16 +329,10 @@ pub(crate) fn start(
         .into_iter()
         .map(|l| Arc::new(Mutex::new(l)))
         .collect();
-    let mut txs = Vec::new();
-    let mut rxs = Vec::new();
-    for _ in &stores {
-        let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
-        txs.push(tx);
-        rxs.push(rx);
-    }
+    let (tx, rx) = mpsc::channel::<Job>(16 * 1024);
+    let intake: Intake = Arc::new(std::sync::Mutex::new(rx));
     let handle = LedgerHandle {
-        tx: txs.into(),
-        next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        tx,
         ledger: ledgers[0].clone(),
         ready: Arc::new(AtomicBool::new(true)),
         clock: clock.clone(),
@@ -348,7 +341,8 @@ pub(crate) fn start(
         shared: shared_store,
     };
     let mut threads = Vec::new();
-    for (i, ((store, rx), ledger)) in stores.into_iter().zip(rxs).zip(ledgers).enumerate() {
+    for (i, (store, ledger)) in stores.into_iter().zip(ledgers).enumerate() {
+        let rx = intake.clone();
         // The thread gets the shared parts but no sender: once every handle
         // is dropped the channel closes and the thread ends.
         let shared = Shared {
@@ -420,8 +414,19 @@ fn fetch(ledger: &mut Ledger, store: &mut dyn Store, batch: &[Job]) -> Result<()
     Ok(())
 }
 
+/// The writers' one queue, held by the writer forming the next group.
+///
+/// A writer takes it, waits for the first job, drains what else is
+/// queued, and keeps it through its group's reads and decisions; it lets
+/// it go just before its write and commit. So a group's commit round trip
+/// overlaps the next group's reads on another writer, while each group is
+/// still everything that arrived since the last one was formed: splitting
+/// arrivals between writers would halve the groups and double the
+/// database's work per request.
+type Intake = Arc<std::sync::Mutex<mpsc::Receiver<Job>>>;
+
 fn run(
-    mut rx: mpsc::Receiver<Job>,
+    rx: Intake,
     mut store: Box<dyn Store>,
     shared: Shared,
     config: WriterConfig,
@@ -430,20 +435,35 @@ fn run(
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
     // The loop ends when every sender is gone: the server has shut down and
     // drained, so every queued job has been answered.
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        // A writer that panicked while holding the queue poisoned it; the
+        // queue itself is intact.
+        let mut queue = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(first) = queue.blocking_recv() else {
+            break;
+        };
         batch.push(first);
         while batch.len() < config.max_batch {
-            match rx.try_recv() {
+            match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        let mut turn = Some(queue);
         let mut ledger = shared.ledger.blocking_lock();
         let now = shared.clock.now_ms();
         let mut result = Err(StoreError::Unavailable("not tried".into()));
         let started = std::time::Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
-            result = group(&mut ledger, store.as_mut(), &batch, now, &config, feed_end);
+            result = group(
+                &mut ledger,
+                store.as_mut(),
+                &batch,
+                now,
+                &config,
+                feed_end,
+                &mut turn,
+            );
             match &result {
                 Ok(_) => {
                     ledger.settle();
@@ -462,6 +482,7 @@ fn run(
                 }
             }
         }
+        drop(turn);
         drop(ledger);
         let ok = result.is_ok();
         let (answers, ticked) = result.unwrap_or_default();
@@ -496,6 +517,7 @@ fn group(
     now: u64,
     config: &WriterConfig,
     feed_end: u64,
+    turn: &mut Option<std::sync::MutexGuard<'_, mpsc::Receiver<Job>>>,
 ) -> Result<(Vec<Option<Answer>>, bool), StoreError> {
     let shared = ledger.is_shared();
     if shared && ledger.holder_ids_left() < batch.len() as u64 {
@@ -558,6 +580,8 @@ fn group(
         answers.push(Some(answer));
     }
     let changes = ledger.coalesced_changes();
+    // Decided: the next group may form and read while this one commits.
+    drop(turn.take());
     // A group that changed nothing (a quiet sweeper tick) still probes the
     // store, so readiness tracks it in both directions.
     if changes.is_empty() {

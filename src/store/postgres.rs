@@ -177,7 +177,8 @@ pub struct PgOptions {
     /// The schema (namespace) holding the tables, created if absent:
     /// lower-case letters, digits and `_`, not starting with a digit.
     pub schema: String,
-    /// Most connections this process opens.
+    /// Most connections the pool opens: for start-up, sweeps, pruning and
+    /// single statements. A writer's thread opens one more of its own.
     pub pool_size: usize,
     /// Longest any one store call may take before it fails.
     pub timeout: Duration,
@@ -253,7 +254,13 @@ pub struct PgStore {
     rt: Arc<Rt>,
     pool: Pool,
     /// The writer's connection, kept between groups.
-    conn: Option<Object>,
+    conn: Option<GroupConn>,
+    /// The runtime driving [`GroupConn::Own`]: a current-thread runtime
+    /// the writer's thread blocks on, made on its first group. Declared
+    /// after `conn`, which is dropped first.
+    local: Option<Rt>,
+    /// How to open a connection of the handle's own.
+    config: Arc<tokio_postgres::Config>,
     /// A group's transaction is open on `conn`.
     in_tx: bool,
     /// Its `BEGIN` is not sent yet: it goes out with the group's first
@@ -352,7 +359,7 @@ fn reservation_row(r: &Row) -> Result<Reservation, StoreError> {
 /// Runs a statement on the group's connection with a cached prepared
 /// statement.
 async fn query(
-    c: &Object,
+    c: &ClientWrapper,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Row>, StoreError> {
@@ -361,12 +368,54 @@ async fn query(
 }
 
 async fn execute(
-    c: &Object,
+    c: &ClientWrapper,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<u64, StoreError> {
     let st = c.prepare_cached(sql).await.map_err(pg)?;
     c.execute(&st, params).await.map_err(pg)
+}
+
+/// Every statement of the ledger is a look-up by key: plan it as index
+/// look-ups, always. A cached generic plan is made once per connection,
+/// often while the tables are still empty, and could stay a scan of a
+/// table that then grows to millions of rows (measured: 18 M rows read in
+/// 2 000 look-ups, half the throughput). An engine without one of these
+/// settings keeps its own planning.
+async fn plan_as_lookups(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    for set in [
+        "SET enable_seqscan = off",
+        "SET enable_hashjoin = off",
+        "SET enable_mergejoin = off",
+    ] {
+        match client.batch_execute(set).await {
+            Err(e) if e.code() != Some(&SqlState::UNDEFINED_OBJECT) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The connection a handle's groups run on.
+enum GroupConn {
+    /// From the pool, driven by the store's runtime: for a handle used
+    /// from inside an async runtime (start-up, tests).
+    Pooled(Object),
+    /// The writer thread's own, driven by that thread's own runtime
+    /// ([`PgStore::local`]): a reply wakes the writer directly, with no
+    /// hand-off through another thread on each of a group's round trips.
+    Own(ClientWrapper),
+}
+
+impl std::ops::Deref for GroupConn {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        match self {
+            Self::Pooled(o) => o,
+            Self::Own(c) => c,
+        }
+    }
 }
 
 impl PgStore {
@@ -407,6 +456,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("baton");
         }
+        let own_config = Arc::new(config.clone());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("baton-postgres")
@@ -425,29 +475,9 @@ impl PgStore {
             let _enter = rt.enter();
             Pool::builder(manager)
                 .post_create(Hook::async_fn(|client: &mut ClientWrapper, _| {
-                    Box::pin(async move {
-                        // Every statement of the ledger is a look-up by
-                        // key: plan it as index look-ups, always. A cached
-                        // generic plan is made once per connection, often
-                        // while the tables are still empty, and could stay
-                        // a scan of a table that then grows to millions of
-                        // rows (measured: 18 M rows read in 2 000 look-ups,
-                        // half the throughput). An engine without one of
-                        // these settings keeps its own planning.
-                        for set in [
-                            "SET enable_seqscan = off",
-                            "SET enable_hashjoin = off",
-                            "SET enable_mergejoin = off",
-                        ] {
-                            match client.batch_execute(set).await {
-                                Err(e) if e.code() != Some(&SqlState::UNDEFINED_OBJECT) => {
-                                    return Err(HookError::Backend(e));
-                                }
-                                _ => {}
-                            }
-                        }
-                        Ok(())
-                    })
+                    Box::pin(
+                        async move { plan_as_lookups(client).await.map_err(HookError::Backend) },
+                    )
                 }))
                 .max_size(opts.pool_size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -460,6 +490,8 @@ impl PgStore {
             rt: Arc::new(Rt(Some(rt))),
             pool,
             conn: None,
+            local: None,
+            config: own_config,
             in_tx: false,
             begin_pending: false,
             known_scopes: std::collections::HashSet::new(),
@@ -527,11 +559,21 @@ impl PgStore {
     /// Opens the group's transaction on the writer's connection (taken from
     /// the pool once and kept, so a group costs no checkout).
     fn group(&mut self) -> Result<(), StoreError> {
+        let plain_thread = tokio::runtime::Handle::try_current().is_err();
+        if plain_thread && !self.in_tx && matches!(self.conn, Some(GroupConn::Pooled(_))) {
+            // Start-up used this handle inside a runtime; now a writer's
+            // thread has it: back to the pool, and a connection of its own.
+            self.conn = None;
+        }
         if self.conn.is_none() {
-            let pool = self.pool.clone();
-            let c = self.run(self.timeout, async move {
-                pool.get().await.map_err(unavailable)
-            })?;
+            let c = if plain_thread {
+                self.own_connection()?
+            } else {
+                let pool = self.pool.clone();
+                GroupConn::Pooled(self.run(self.timeout, async move {
+                    pool.get().await.map_err(unavailable)
+                })?)
+            };
             self.conn = Some(c);
             self.in_tx = false;
         }
@@ -557,14 +599,62 @@ impl PgStore {
             .max(Duration::from_millis(1))
     }
 
+    /// Opens this thread's own connection, on a current-thread runtime of
+    /// its own (made once), so that the writer's thread itself drives the
+    /// socket: measured, each round trip through the shared runtime's
+    /// thread cost two cross-thread wake-ups.
+    fn own_connection(&mut self) -> Result<GroupConn, StoreError> {
+        if self.local.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(unavailable)?;
+            self.local = Some(Rt(Some(rt)));
+        }
+        let config = self.config.clone();
+        self.run_group(self.timeout, async move {
+            let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+            // Spawned on the current runtime: this thread's own.
+            let driver = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "writer connection ended");
+                }
+            });
+            plan_as_lookups(&client).await.map_err(pg)?;
+            Ok(GroupConn::Own(ClientWrapper::new(client, driver)))
+        })
+    }
+
+    /// Like [`Self::run`], for a call on the group's connection: on the
+    /// runtime that drives it.
+    fn run_group<T: Send>(
+        &self,
+        timeout: Duration,
+        f: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let Some(rt) = self.local.as_ref().and_then(|l| l.0.as_ref()) else {
+            return self.run(timeout, f);
+        };
+        if !matches!(self.conn, None | Some(GroupConn::Own(_))) {
+            return self.run(timeout, f);
+        }
+        rt.block_on(async move {
+            tokio::time::timeout(timeout, f)
+                .await
+                .unwrap_or_else(|_| Err(unavailable("database did not answer in time")))
+        })
+    }
+
     /// Closes the writer's connection instead of returning it to the pool:
     /// its state is in doubt.
     fn discard(&mut self) {
         self.in_tx = false;
         self.begin_pending = false;
         self.known_scopes.clear();
-        if let Some(c) = self.conn.take() {
-            drop(Object::take(c));
+        match self.conn.take() {
+            Some(GroupConn::Pooled(c)) => drop(Object::take(c)),
+            Some(GroupConn::Own(c)) => drop(c),
+            None => {}
         }
     }
 
@@ -580,7 +670,7 @@ impl PgStore {
             return Ok(());
         }
         let out = match self.conn.as_ref() {
-            Some(c) => self.run(self.left(), async {
+            Some(c) => self.run_group(self.left(), async {
                 c.batch_execute("COMMIT").await.map_err(pg)
             }),
             None => Err(unavailable("no connection")),
@@ -604,7 +694,7 @@ macro_rules! group_call {
                 let begin = std::mem::take(&mut $self.begin_pending);
                 let left = $self.left();
                 let out = match $self.conn.as_ref() {
-                    Some($c) => $self.run(left, async {
+                    Some($c) => $self.run_group(left, async {
                         let body = $body;
                         if begin {
                             // Sent first, in order, on the one connection.
@@ -638,7 +728,7 @@ macro_rules! once {
     }};
 }
 
-async fn migrate_locked(c: &Object, schema: &str) -> Result<(), StoreError> {
+async fn migrate_locked(c: &ClientWrapper, schema: &str) -> Result<(), StoreError> {
     // `schema` is a checked plain identifier (valid_schema).
     c.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -924,7 +1014,7 @@ const WRITES: [&str; 11] = [
 /// statement of [`write_rows`] is sent as soon as it is first polled: then
 /// a `COMMIT` polled after them is sent after them, which the pipelined
 /// commit relies on.
-async fn prepare_writes(c: &Object) -> Result<(), StoreError> {
+async fn prepare_writes(c: &ClientWrapper) -> Result<(), StoreError> {
     for sql in WRITES {
         c.prepare_cached(sql).await.map_err(pg)?;
     }
@@ -935,7 +1025,7 @@ async fn prepare_writes(c: &Object) -> Result<(), StoreError> {
 /// (division by zero) means another group got there first, a
 /// [`StoreError::Conflict`] the writer retries.
 async fn count_check(
-    c: &Object,
+    c: &ClientWrapper,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     race: &str,
@@ -955,7 +1045,7 @@ async fn count_check(
 /// are locked, as [`lock_scope_rows`] does (a group inserting a row waits
 /// only for another's insert of it, never while holding a scope lock
 /// that group might wait for), then records. Every result is checked.
-async fn write_rows(c: &Object, r: &Rows<'_>) -> Result<(), StoreError> {
+async fn write_rows(c: &ClientWrapper, r: &Rows<'_>) -> Result<(), StoreError> {
     let lock = async {
         if r.scope_block.is_empty() {
             return Ok(());
@@ -1168,7 +1258,7 @@ impl<'a> ScopeCols<'a> {
 /// concurrent creator of the same row makes this wait, then do nothing; an
 /// existing row is not locked).
 async fn lock_scope_rows(
-    c: &Object,
+    c: &ClientWrapper,
     k: &ScopeCols<'_>,
 ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
     if k.blocks.is_empty() {
@@ -1206,7 +1296,7 @@ async fn lock_scope_rows(
 
 /// Reads the scopes that have a row, without locking them.
 async fn read_scope_rows(
-    c: &Object,
+    c: &ClientWrapper,
     k: &ScopeCols<'_>,
 ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
     if k.blocks.is_empty() {
@@ -1283,7 +1373,7 @@ fn allocation_rows(rows: &[Row]) -> Result<Vec<Allocation>, StoreError> {
 /// Locks and reads a group's allocations, and reads its draw rows. Run
 /// only once the group's scope locks are granted (module docs).
 async fn lock_allocation_rows(
-    c: &Object,
+    c: &ClientWrapper,
     k: &AllocCols<'_>,
 ) -> Result<LockedAllocations, StoreError> {
     if k.is_empty() {
@@ -1321,7 +1411,7 @@ async fn lock_allocation_rows(
 /// active one made for a child block of its chains, or a draw by one of
 /// the reservations it ends. No row is locked; a group that finds one
 /// reads its working set again under locks.
-async fn allocations_involved(c: &Object, k: &AllocCols<'_>) -> Result<bool, StoreError> {
+async fn allocations_involved(c: &ClientWrapper, k: &AllocCols<'_>) -> Result<bool, StoreError> {
     if k.draws.is_empty() && k.blocks.is_empty() {
         return Ok(false);
     }
@@ -1340,7 +1430,7 @@ async fn allocations_involved(c: &Object, k: &AllocCols<'_>) -> Result<bool, Sto
 /// Prepares (once per connection) the statements of a group's locks, so
 /// that each is sent when first polled, in the order they are polled: the
 /// allocation look-up must reach the database after the scope lock.
-async fn prepare_locks(c: &Object) -> Result<(), StoreError> {
+async fn prepare_locks(c: &ClientWrapper) -> Result<(), StoreError> {
     for sql in [SCOPE_LOCK, ALLOC_LOCK, DRAWS] {
         c.prepare_cached(sql).await.map_err(pg)?;
     }
@@ -1348,7 +1438,7 @@ async fn prepare_locks(c: &Object) -> Result<(), StoreError> {
 }
 
 /// Takes the revocation feed's lock row and reads its last position.
-async fn lock_feed(c: &Object) -> Result<u64, StoreError> {
+async fn lock_feed(c: &ClientWrapper) -> Result<u64, StoreError> {
     query(
         c,
         "SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE",
@@ -1361,7 +1451,7 @@ async fn lock_feed(c: &Object) -> Result<u64, StoreError> {
 }
 
 /// Which of the blocks are revoked, with their feed positions.
-async fn revoked_rows(c: &Object, raw: &[&[u8]]) -> Result<Vec<(BlockId, u64)>, StoreError> {
+async fn revoked_rows(c: &ClientWrapper, raw: &[&[u8]]) -> Result<Vec<(BlockId, u64)>, StoreError> {
     if raw.is_empty() {
         return Ok(Vec::new());
     }
@@ -1386,7 +1476,10 @@ async fn revoked_rows(c: &Object, raw: &[&[u8]]) -> Result<Vec<(BlockId, u64)>, 
 /// is found at write time, where the insert waits for that group and then
 /// fails this one with a conflict, and the retry reads the record
 /// ([`W_IDEMPOTENCY`]).
-async fn records(c: &Object, hashes: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, IdemRecord)>, StoreError> {
+async fn records(
+    c: &ClientWrapper,
+    hashes: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, IdemRecord)>, StoreError> {
     if hashes.is_empty() {
         return Ok(Vec::new());
     }
@@ -1412,7 +1505,10 @@ async fn records(c: &Object, hashes: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, IdemRec
 }
 
 /// Reads and locks reservations with their holders, in id order.
-async fn lock_reservations(c: &Object, raw: &[&[u8]]) -> Result<Vec<Reservation>, StoreError> {
+async fn lock_reservations(
+    c: &ClientWrapper,
+    raw: &[&[u8]],
+) -> Result<Vec<Reservation>, StoreError> {
     if raw.is_empty() {
         return Ok(Vec::new());
     }
@@ -1683,7 +1779,7 @@ impl Store for PgStore {
         let bound = self.timeout.min(Duration::from_secs(1));
         let rolled_back = match self.conn.as_ref() {
             Some(c) => self
-                .run(bound, async {
+                .run_group(bound, async {
                     c.batch_execute("ROLLBACK").await.map_err(pg)
                 })
                 .is_ok(),
@@ -1814,6 +1910,8 @@ impl Store for PgStore {
             rt: self.rt.clone(),
             pool: self.pool.clone(),
             conn: None,
+            local: None,
+            config: self.config.clone(),
             in_tx: false,
             begin_pending: false,
             known_scopes: std::collections::HashSet::new(),
