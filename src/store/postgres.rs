@@ -687,7 +687,15 @@ impl PgStore {
 /// Runs an async block on the group's connection `c`, inside the group's
 /// transaction (opened if needed); on failure the group is rolled back.
 macro_rules! group_call {
-    ($self:ident, $c:ident => $body:expr) => {{
+    ($self:ident, $c:ident => $body:expr) => {
+        group_call!(@ $self, true, $c => $body)
+    };
+    // A call that sends the COMMIT: if its connection is lost, whether the
+    // group committed is in doubt, and it must not be run again.
+    ($self:ident, commits, $c:ident => $body:expr) => {
+        group_call!(@ $self, false, $c => $body)
+    };
+    (@ $self:ident, $retry_lost:expr, $c:ident => $body:expr) => {{
         match $self.group() {
             Err(e) => Err(e),
             Ok(()) => {
@@ -707,10 +715,30 @@ macro_rules! group_call {
                     }),
                     None => Err(unavailable("no connection")),
                 };
-                if out.is_err() {
-                    $self.abort();
+                match out {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        // The connection closed under a call with no COMMIT
+                        // in it: the database rolled the transaction back
+                        // with it, so nothing of the group happened. The
+                        // group is run again on a new connection, as after
+                        // a lost race, rather than answered 503: a writer's
+                        // connection that the database closed while it was
+                        // idle (a restart, a fail-over, an idle timeout)
+                        // costs its next group nothing. While the database
+                        // is down the new connection fails, and that is
+                        // answered 503.
+                        let lost = $retry_lost && $self.conn.as_ref().is_some_and(|c| c.is_closed());
+                        $self.abort();
+                        if lost {
+                            Err(StoreError::Conflict(format!(
+                                "the connection closed; the group runs again on a new one ({e})"
+                            )))
+                        } else {
+                            Err(e)
+                        }
+                    }
                 }
-                out
             }
         }
     }};
@@ -1740,7 +1768,7 @@ impl Store for PgStore {
         // write fails the transaction is aborted and the COMMIT only ends
         // it (PostgreSQL answers ROLLBACK); the write's error fails the
         // group. A COMMIT that fails is in doubt: the connection is closed.
-        let out = group_call!(self, c => async {
+        let out = group_call!(self, commits, c => async {
             prepare_writes(c).await?;
             let (w, commit) = tokio::join!(
                 write_rows(c, &rows),
@@ -2318,6 +2346,96 @@ mod tests {
         );
         assert_eq!(b.read_scopes(&[key(3)]).unwrap(), vec![None]);
         b.write(&[]).unwrap();
+    }
+
+    /// The database closes a writer's idle connection (a restart, a
+    /// fail-over, an idle timeout). The next group's first call finds it
+    /// closed: a conflict, so the writer runs the group again, and the
+    /// retry opens a new connection and succeeds. A write that carries the
+    /// COMMIT is never made a conflict: had the connection closed after
+    /// the COMMIT reached the database, the group would be in doubt.
+    #[test]
+    fn a_connection_the_database_closed_costs_the_next_group_a_retry_not_a_503() {
+        let Ok(url) = std::env::var("BATON_TEST_POSTGRES") else {
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("baton_unit_lost_{}_{nanos}", std::process::id());
+        let _guard = TestSchema(url.clone(), name.clone());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut opts = PgOptions::new(&format!("{url}{sep}application_name={name}"));
+        opts.schema = name.clone();
+        opts.pool_size = 2;
+        let mut a = PgStore::connect(&opts).unwrap();
+        let terminate = || {
+            let (url, name) = (url.clone(), name.clone());
+            let work = async move {
+                let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+                tokio::spawn(conn);
+                let ours = "SELECT pid FROM pg_stat_activity WHERE application_name = $1";
+                let sql = format!("SELECT pg_terminate_backend(pid) FROM ({ours}) p");
+                client.query(&sql, &[&name]).await.unwrap();
+                let sql = format!("SELECT count(*) FROM ({ours}) p");
+                while client
+                    .query_one(&sql, &[&name])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(work);
+        };
+        let k = IdemKey {
+            tree: BlockId([1; 32]),
+            key: "after-restart".into(),
+        };
+        a.begin().unwrap();
+        assert_eq!(a.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
+        a.write(&[]).unwrap();
+        terminate();
+        a.begin().unwrap();
+        let err = a.idempotency(std::slice::from_ref(&k)).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        a.abort();
+        // The retry: a new connection, and the group goes through.
+        a.begin().unwrap();
+        assert_eq!(a.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
+        let held = ScopeState {
+            ceiling: 10,
+            spent: 0,
+            held: 1,
+        };
+        a.lock_working_set(&[(key(4), 10)], &[], false, AllocLocks::default())
+            .unwrap();
+        a.write(&[&Change::Scope(key(4), held)]).unwrap();
+        // A write-only group whose connection is gone: 503, not retried.
+        terminate();
+        let rec = IdemRecord {
+            at: 1_000,
+            fingerprint: [7; 16],
+            outcome: Recorded::Refused(crate::ledger::LedgerError::NotFound),
+            proof: None,
+        };
+        a.begin().unwrap();
+        let err = a
+            .write(&[&Change::Idempotency(k.clone(), rec)])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        a.abort();
+        // The next group has a new connection and sees what was committed.
+        a.begin().unwrap();
+        assert_eq!(a.read_scopes(&[key(4)]).unwrap(), vec![Some(held)]);
+        assert_eq!(a.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
+        a.write(&[]).unwrap();
     }
 
     /// A server error shows its SQLSTATE and message, not just "db error"
