@@ -889,3 +889,86 @@ async fn two_sweepers_expire_each_allocation_exactly_once() {
     assert_eq!(s, StatusCode::CREATED, "the rest of the pool: {v}");
     assert_eq!(counters(&c, 0, &parent, 1).await, (91, 9, 0));
 }
+
+/// The database closes every connection of a running server (a restart, a
+/// fail-over, `pg_terminate_backend`): the next requests are served, not
+/// answered 503. Each writer finds its connection closed on its group's
+/// first call, which carried no COMMIT, and runs the group again on a new
+/// connection (spec/http.md §4.8, database down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_closed_every_connection_costs_no_request_a_503() {
+    let Some(url) = pg_url() else { return };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let app = format!("baton_pgtest_closed_{}_{nanos}", std::process::id());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let c = Cluster::start(&format!("{url}{sep}application_name={app}"), "closed", 1);
+    let (root, _) = c.tree();
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ours = "SELECT pid FROM pg_stat_activity WHERE application_name = $1";
+    let mut spent = 0;
+    for round in 0..3 {
+        // Every writer has a connection: a few groups in a row, over both.
+        for i in 0..4 {
+            let key = format!("before-{round}-{i}");
+            let (s, v, _) = c
+                .call(
+                    0,
+                    "POST",
+                    "/v1/spend",
+                    Some(&root),
+                    Some(body(1, &key, 5_000)),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            spent += 1;
+        }
+        let killed = admin
+            .query(
+                &format!("SELECT pg_terminate_backend(pid) FROM ({ours}) p"),
+                &[&app],
+            )
+            .await
+            .unwrap();
+        assert!(!killed.is_empty(), "the server had connections");
+        while admin
+            .query_one(&format!("SELECT count(*) FROM ({ours}) p"), &[&app])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Two requests at once, twice: both writers meet a closed connection.
+        for i in 0..2 {
+            let (a, b) = tokio::join!(
+                c.call(
+                    0,
+                    "POST",
+                    "/v1/spend",
+                    Some(&root),
+                    Some(body(1, &format!("after-{round}-{i}-a"), 5_000))
+                ),
+                c.call(
+                    0,
+                    "POST",
+                    "/v1/spend",
+                    Some(&root),
+                    Some(body(1, &format!("after-{round}-{i}-b"), 5_000))
+                )
+            );
+            for (s, v, _) in [a, b] {
+                assert_eq!(s, StatusCode::CREATED, "round {round}: {v}");
+                spent += 1;
+            }
+        }
+    }
+    let (s, v, _) = c.call(0, "GET", "/v1/balances", Some(&root), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["scopes"][0]["spent"].as_u64(), Some(spent), "{v}");
+}
