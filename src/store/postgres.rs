@@ -38,6 +38,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -261,6 +262,8 @@ pub struct PgStore {
     local: Option<Rt>,
     /// How to open a connection of the handle's own.
     config: Arc<tokio_postgres::Config>,
+    /// Vacuuming the pruned tables when the database will not.
+    vacuum: Arc<Vacuum>,
     /// A group's transaction is open on `conn`.
     in_tx: bool,
     /// Its `BEGIN` is not sent yet: it goes out with the group's first
@@ -418,6 +421,30 @@ impl std::ops::Deref for GroupConn {
     }
 }
 
+/// Space for what pruning deletes is reused only once the table is
+/// vacuumed. PostgreSQL's autovacuum does it; where it is turned off
+/// (measured on a server with `autovacuum = off`: the schema grew by
+/// 2 MiB/s at 3 400 pairs/s with row counts flat under `--retain`), the
+/// pruner vacuums its tables itself, at most once per [`VACUUM_EVERY`],
+/// in the background on a pooled connection.
+#[derive(Default)]
+struct Vacuum {
+    /// The database's autovacuum is off (checked at start).
+    needed: AtomicBool,
+    /// A vacuum is running: never two at once from one process.
+    running: Arc<AtomicBool>,
+    /// When the last one started.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often the pruner vacuums when the database does not.
+const VACUUM_EVERY: Duration = Duration::from_secs(60);
+
+/// The tables pruning deletes from or whose rows are replaced. `SKIP_LOCKED`:
+/// a table another server is vacuuming is left to it.
+const VACUUM: &str =
+    "VACUUM (SKIP_LOCKED, ANALYZE) reservations, idempotency, allocations, allocation_draws";
+
 impl PgStore {
     /// Connects, creates the schema if needed and runs the migrations this
     /// build knows, under an advisory lock so that servers starting
@@ -492,6 +519,7 @@ impl PgStore {
             conn: None,
             local: None,
             config: own_config,
+            vacuum: Arc::new(Vacuum::default()),
             in_tx: false,
             begin_pending: false,
             known_scopes: std::collections::HashSet::new(),
@@ -502,6 +530,7 @@ impl PgStore {
             deadline: None,
         };
         store.migrate(&opts.schema)?;
+        store.check_autovacuum();
         Ok(store)
     }
 
@@ -597,6 +626,73 @@ impl PgStore {
             })
             .min(self.timeout)
             .max(Duration::from_millis(1))
+    }
+
+    /// Learns whether the database vacuums by itself. An engine that does
+    /// not know the setting (CockroachDB collects its own garbage) is left
+    /// alone.
+    fn check_autovacuum(&self) {
+        let pool = self.pool.clone();
+        let off = self.run(self.timeout, async move {
+            let c = pool.get().await.map_err(unavailable)?;
+            let rows = c.simple_query("SHOW autovacuum").await.map_err(pg)?;
+            Ok(rows.iter().any(|m| {
+                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("off"))
+            }))
+        });
+        if matches!(off, Ok(true)) {
+            tracing::warn!(
+                every_secs = VACUUM_EVERY.as_secs(),
+                "the database's autovacuum is off: with --retain, baton vacuums its pruned tables itself"
+            );
+            self.vacuum.needed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// After pruning: starts a vacuum in the background if the database
+    /// does not run its own and none ran within [`VACUUM_EVERY`].
+    fn vacuum_if_due(&self) {
+        if !self.vacuum.needed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(rt) = self.rt.0.as_ref() else { return };
+        {
+            let mut last = self
+                .vacuum
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < VACUUM_EVERY) {
+                return;
+            }
+            if self.vacuum.running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let pool = self.pool.clone();
+        let running = self.vacuum.running.clone();
+        rt.spawn(async move {
+            let started = std::time::Instant::now();
+            let out = async {
+                let c = pool.get().await.map_err(unavailable)?;
+                // A vacuum of a big table may well take longer than a
+                // statement of a group may: no limit for it alone. Each a
+                // statement of its own: VACUUM runs in no transaction.
+                c.batch_execute("SET statement_timeout = 0")
+                    .await
+                    .map_err(pg)?;
+                let done = c.batch_execute(VACUUM).await.map_err(pg);
+                let reset = c.batch_execute("RESET statement_timeout").await.map_err(pg);
+                done.and(reset)
+            }
+            .await;
+            match out {
+                Ok(()) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "vacuumed"),
+                Err(e) => tracing::warn!(error = %e, "vacuum failed"),
+            }
+            running.store(false, Ordering::Release);
+        });
     }
 
     /// Opens this thread's own connection, on a current-thread runtime of
@@ -1854,6 +1950,9 @@ impl Store for PgStore {
                 .await?;
                 Ok((r, i, a))
         })?;
+        if reservations + idempotency + allocations > 0 {
+            self.vacuum_if_due();
+        }
         Ok(Pruned {
             reservations: usize::try_from(reservations).unwrap_or(usize::MAX),
             idempotency: usize::try_from(idempotency).unwrap_or(usize::MAX),
@@ -1940,6 +2039,7 @@ impl Store for PgStore {
             conn: None,
             local: None,
             config: self.config.clone(),
+            vacuum: self.vacuum.clone(),
             in_tx: false,
             begin_pending: false,
             known_scopes: std::collections::HashSet::new(),
@@ -2436,6 +2536,54 @@ mod tests {
         assert_eq!(a.read_scopes(&[key(4)]).unwrap(), vec![Some(held)]);
         assert_eq!(a.idempotency(std::slice::from_ref(&k)).unwrap(), vec![None]);
         a.write(&[]).unwrap();
+    }
+
+    /// Where the database does not vacuum, the pruner's vacuum runs in the
+    /// background, at most once per `VACUUM_EVERY`, and is visible in the
+    /// database's statistics of the pruned tables.
+    #[test]
+    fn the_pruner_vacuums_once_per_interval_when_the_database_does_not() {
+        let Some((s, guard)) = store("vacuum") else {
+            return;
+        };
+        let counts = || {
+            let pool = s.pool.clone();
+            let schema = guard.1.clone();
+            s.run(s.timeout, async move {
+                let c = pool.get().await.map_err(unavailable)?;
+                let row = c
+                    .query_one(
+                        "SELECT coalesce(sum(vacuum_count), 0)::int8, count(last_analyze)
+                         FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'reservations'",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+            })
+            .unwrap()
+        };
+        assert_eq!(counts(), (0, 0));
+        // Off: nothing runs.
+        s.vacuum.needed.store(false, Ordering::Relaxed);
+        s.vacuum_if_due();
+        // On (as where autovacuum is off): one vacuum, however often asked.
+        s.vacuum.needed.store(true, Ordering::Relaxed);
+        for _ in 0..5 {
+            s.vacuum_if_due();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // The statistics collector reports with a delay.
+        while (counts() != (1, 1) || s.vacuum.running.load(Ordering::Acquire))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(counts(), (1, 1), "vacuumed and analyzed once");
+        assert!(!s.vacuum.running.load(Ordering::Acquire), "done");
+        s.vacuum_if_due();
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(counts(), (1, 1), "not again within the interval");
     }
 
     /// A server error shows its SQLSTATE and message, not just "db error"
