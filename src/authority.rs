@@ -18,6 +18,7 @@ use crate::proof::{HolderProof, MalformedProof};
 
 /// A budget that a spend must debit: one budget caveat of one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BudgetScope {
     /// Index of the block declaring the budget.
     pub block: usize,
@@ -29,6 +30,27 @@ pub struct BudgetScope {
     pub ceiling: u64,
     /// The tools filter, if the budget is per-toolset.
     pub tools: Option<ActionPattern>,
+}
+
+impl BudgetScope {
+    /// The budget of `ceiling` minor units of `unit` that block number
+    /// `block`, whose id is `block_id`, declares, for the tools `tools`
+    /// matches (`None`: every tool).
+    pub fn new(
+        block: usize,
+        block_id: BlockId,
+        unit: Unit,
+        ceiling: u64,
+        tools: Option<ActionPattern>,
+    ) -> Self {
+        Self {
+            block,
+            block_id,
+            unit,
+            ceiling,
+            tools,
+        }
+    }
 }
 
 /// An authorization request: one action, optionally on a resource, with

@@ -33,12 +33,10 @@ struct Harness {
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
     let (store, schema) = test_store("alloc");
-    let config = WriterConfig {
-        grace_ms: 1_000,
+    let config = WriterConfig::default()
+        .grace_ms(1_000)
         // On a shared store, two writers, as `baton serve` runs by default.
-        writers: 2,
-        ..WriterConfig::default()
-    };
+        .writers(2);
     let service = Service::start(store, clock.clone(), config).expect("service starts");
     Harness {
         service,
@@ -615,11 +613,7 @@ async fn an_allocation_made_on_one_shared_postgres_ledger_is_kept_by_another() {
         service: Service::start(
             pg_store(&schema),
             clock.clone(),
-            WriterConfig {
-                grace_ms: 1_000,
-                writers: 2,
-                ..WriterConfig::default()
-            },
+            WriterConfig::default().grace_ms(1_000).writers(2),
         )
         .expect("start"),
         clock,

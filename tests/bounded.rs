@@ -28,10 +28,7 @@ fn temp_dir() -> PathBuf {
 
 fn start(dir: &std::path::Path, clock: Arc<ManualClock>) -> Service {
     let store = SqliteStore::open(&dir.join("ledger.db")).expect("store");
-    let config = WriterConfig {
-        cache: CacheSizes::all(2),
-        ..WriterConfig::default()
-    };
+    let config = WriterConfig::default().cache(CacheSizes::all(2));
     Service::start(Box::new(store), clock, config).expect("service starts")
 }
 
@@ -219,14 +216,9 @@ async fn a_key_replays_within_the_retention_window_and_is_new_after_it() {
     let dir = temp_dir();
     let clock = Arc::new(ManualClock::new(T0));
     let store = SqliteStore::open(&dir.join("ledger.db")).expect("store");
-    let config = WriterConfig {
-        cache: CacheSizes::all(1),
-        retain: Some(Retention {
-            keep_ms: 60_000,
-            batch: 1_000,
-        }),
-        ..WriterConfig::default()
-    };
+    let config = WriterConfig::default()
+        .cache(CacheSizes::all(1))
+        .retain(Some(Retention::new(60_000, 1_000)));
     let service = Service::start(Box::new(store), clock.clone(), config).expect("starts");
     let root = root_token(&service);
     let first = call(&service, "/v1/spend", &root, reserve(3, "once")).await;

@@ -36,19 +36,19 @@ fn new_store() -> (Box<dyn baton::store::Store>, Option<SchemaGuard>) {
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(T0));
     let (store, schema) = new_store();
-    let config = WriterConfig {
-        grace_ms: 1_000,
-        max_batch: 256,
+    let config = WriterConfig::default()
+        .grace_ms(1_000)
+        .max_batch(256)
         // BATON_TEST_CACHE=1 runs the suite with one-entry caches, so that
         // replays and finished reservations are read back from the store.
-        cache: std::env::var("BATON_TEST_CACHE")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .map_or_else(Default::default, baton::ledger::CacheSizes::all),
+        .cache(
+            std::env::var("BATON_TEST_CACHE")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .map_or_else(Default::default, baton::ledger::CacheSizes::all),
+        )
         // On a shared store, two writers, as `baton serve` runs by default.
-        writers: 2,
-        ..WriterConfig::default()
-    };
+        .writers(2);
     let service = Service::start(store, clock.clone(), config).expect("service starts");
     Harness {
         service,

@@ -316,11 +316,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let store = SqliteStore::in_memory().expect("in-memory store");
-    let config = WriterConfig {
-        grace_ms: 1_000,
-        max_batch: 64,
-        ..WriterConfig::default()
-    };
+    let config = WriterConfig::default().grace_ms(1_000).max_batch(64);
     let service = Service::start(Box::new(store), Arc::new(ManualClock::new(T0)), config)
         .expect("service starts");
     Harness { service }

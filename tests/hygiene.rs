@@ -38,11 +38,7 @@ fn limits(f: impl FnOnce(&mut ConnLimits)) -> ConnLimits {
 impl Server {
     fn start(limits: ConnLimits) -> Self {
         let store = SqliteStore::in_memory().expect("in-memory store");
-        let config = WriterConfig {
-            grace_ms: 1_000,
-            max_batch: 256,
-            ..WriterConfig::default()
-        };
+        let config = WriterConfig::default().grace_ms(1_000).max_batch(256);
         let service = Service::start(Box::new(store), Arc::new(ManualClock::new(T0)), config)
             .expect("service starts");
         let token = service

@@ -32,12 +32,14 @@ fn scopes(leaf: u8) -> Vec<BudgetScope> {
     (0..=leaf.min(1))
         .chain((leaf >= 2).then_some(leaf))
         .rev()
-        .map(|b| BudgetScope {
-            block: usize::from(b.min(2)),
-            block_id: BlockId([b; 32]),
-            unit: Unit::Calls,
-            ceiling: ceilings[usize::from(b)],
-            tools: None,
+        .map(|b| {
+            BudgetScope::new(
+                usize::from(b.min(2)),
+                BlockId([b; 32]),
+                Unit::Calls,
+                ceilings[usize::from(b)],
+                None,
+            )
         })
         .collect()
 }

@@ -83,13 +83,11 @@ impl Cluster {
                         Service::start(
                             Box::new(store),
                             clock,
-                            WriterConfig {
-                                grace_ms: 1_000,
-                                max_batch: 64,
+                            WriterConfig::default()
+                                .grace_ms(1_000)
+                                .max_batch(64)
                                 // Two writers each: four on the schema.
-                                writers: 2,
-                                ..WriterConfig::default()
-                            },
+                                .writers(2),
                         )
                         .expect("service starts")
                     })

@@ -1139,13 +1139,7 @@ mod allocations {
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, id)| BudgetScope {
-                block: i,
-                block_id: *id,
-                unit: Unit::Calls,
-                ceiling: ceiling(id.0[0]),
-                tools: None,
-            })
+            .map(|(i, id)| BudgetScope::new(i, *id, Unit::Calls, ceiling(id.0[0]), None))
             .collect()
     }
 

@@ -140,16 +140,16 @@ pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(120);
 impl ServeArgs {
     /// The writer's configuration from these flags.
     pub fn writer_config(&self) -> super::writer::WriterConfig {
-        super::writer::WriterConfig {
-            cache: crate::ledger::CacheSizes::all(self.cache.max(1)),
-            retain: self.retain.map(|d| super::writer::Retention {
-                keep_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                batch: 50_000,
-            }),
-            max_batch: self.batch_size as usize,
-            writers: self.writers as usize,
-            ..Default::default()
-        }
+        super::writer::WriterConfig::default()
+            .cache(crate::ledger::CacheSizes::all(self.cache.max(1)))
+            .retain(self.retain.map(|d| {
+                super::writer::Retention::new(
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    50_000,
+                )
+            }))
+            .max_batch(self.batch_size as usize)
+            .writers(self.writers as usize)
     }
 
     /// The PostgreSQL store these flags name, if `--store` is a URL.

@@ -144,6 +144,7 @@ struct Job {
 
 /// How long history is kept, and how much of it one prune removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Finalized reservations and idempotency records older than this (ms)
     /// are dropped (spec/http.md §3.6).
@@ -152,8 +153,21 @@ pub struct Retention {
     pub batch: usize,
 }
 
+impl Retention {
+    /// Keeps history for `keep_ms` ms, removing at most `batch` rows of each
+    /// kind per sweeper tick.
+    pub fn new(keep_ms: u64, batch: usize) -> Self {
+        Self { keep_ms, batch }
+    }
+}
+
 /// Tunables of the writer.
+///
+/// Built from [`WriterConfig::default`] and the chainable setters, e.g.
+/// `WriterConfig::default().grace_ms(1_000).max_batch(64)`; the fields
+/// stay public for reading.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct WriterConfig {
     /// How long past its expiry a hold still accepts commit, release and extend.
     pub grace_ms: u64,
@@ -177,6 +191,48 @@ impl Default for WriterConfig {
             retain: None,
             writers: 1,
         }
+    }
+}
+
+impl WriterConfig {
+    /// Sets [`grace_ms`](Self#structfield.grace_ms): how long past its
+    /// expiry a hold still accepts commit, release and extend.
+    #[must_use]
+    pub fn grace_ms(mut self, grace_ms: u64) -> Self {
+        self.grace_ms = grace_ms;
+        self
+    }
+
+    /// Sets [`max_batch`](Self#structfield.max_batch): the most requests
+    /// in one transaction.
+    #[must_use]
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Sets [`cache`](Self#structfield.cache): the in-memory caches over
+    /// the store.
+    #[must_use]
+    pub fn cache(mut self, cache: CacheSizes) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Sets [`retain`](Self#structfield.retain): how long history is kept;
+    /// `None` keeps it forever.
+    #[must_use]
+    pub fn retain(mut self, retain: Option<Retention>) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// Sets [`writers`](Self#structfield.writers): the writers on a shared
+    /// store (an exclusive store always has one).
+    #[must_use]
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = writers;
+        self
     }
 }
 

@@ -166,6 +166,7 @@ impl StoredKeyStatus {
 
 /// A root key as stored: the secret in its text form.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoredKey {
     /// The key id, hex.
     pub kid: String,
