@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use baton::caveat::parse_action_pattern;
 use baton::pattern::ActionPattern;
 use baton::{ArgBound, ArgConstraint, Budget, Caveat, HolderKey, RootKey, Token, Unit};
 
