@@ -771,3 +771,163 @@ fn prune(store: &mut dyn Store, now: u64, retain: Retention) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Condvar;
+
+    use super::*;
+    use crate::ledger::{Change, IdemKey, IdemRecord, Operation, ResId, Reservation};
+    use crate::store::{LockedAllocations, Pruned};
+
+    /// What the handles of a [`GatedStore`] share: the size of every
+    /// group's look-up, in order, and a gate the first look-up waits at.
+    #[derive(Default)]
+    struct Gate {
+        groups: std::sync::Mutex<Vec<usize>>,
+        /// (the first look-up is waiting, the test let it go)
+        state: std::sync::Mutex<(bool, bool)>,
+        changed: Condvar,
+    }
+
+    /// A shared store that holds nothing: every reservation is absent. Its
+    /// first look-up waits until the test opens the gate.
+    struct GatedStore(Arc<Gate>);
+
+    impl Store for GatedStore {
+        fn load_active(&mut self) -> Result<ActiveState, StoreError> {
+            Ok(ActiveState::default())
+        }
+        fn begin(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn idempotency(&mut self, keys: &[IdemKey]) -> Result<Vec<Option<IdemRecord>>, StoreError> {
+            Ok(vec![None; keys.len()])
+        }
+        fn reservations(&mut self, ids: &[ResId]) -> Result<Vec<Option<Reservation>>, StoreError> {
+            let first = {
+                let mut g = self.0.groups.lock().unwrap();
+                g.push(ids.len());
+                g.len() == 1
+            };
+            if first {
+                let mut s = self.0.state.lock().unwrap();
+                s.0 = true;
+                self.0.changed.notify_all();
+                while !s.1 {
+                    s = self.0.changed.wait(s).unwrap();
+                }
+            }
+            Ok(vec![None; ids.len()])
+        }
+        fn write(&mut self, _changes: &[&Change]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn abort(&mut self) {}
+        fn prune(&mut self, _cutoff_ms: u64, _limit: usize) -> Result<Pruned, StoreError> {
+            Ok(Pruned::default())
+        }
+        fn keys(&mut self) -> Result<Vec<StoredKey>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn rotate_key(&mut self, _key: StoredKey) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn ping(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn split(&mut self) -> Result<Box<dyn Store>, StoreError> {
+            Ok(Box::new(Self(self.0.clone())))
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+        fn lock_scopes(
+            &mut self,
+            keys: &[(ScopeKey, u64)],
+        ) -> Result<Vec<(ScopeKey, ScopeState)>, StoreError> {
+            assert!(keys.is_empty(), "a read touches no scope");
+            Ok(Vec::new())
+        }
+        fn lock_allocations(
+            &mut self,
+            _locks: AllocLocks<'_>,
+        ) -> Result<LockedAllocations, StoreError> {
+            Ok(LockedAllocations::default())
+        }
+        fn revoked_among(
+            &mut self,
+            _blocks: &[BlockId],
+        ) -> Result<Vec<(BlockId, u64)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn holder_ids(&mut self, _n: u64) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+    }
+
+    fn get(i: u8) -> Command {
+        Command {
+            op: Operation::Get {
+                chain: vec![BlockId([7; 32])],
+                id: ResId::new(1_000, [i; 12]),
+            },
+            idem: None,
+            proof: None,
+        }
+    }
+
+    /// Two writers on a shared store take turns at one queue: what arrives
+    /// while one group is being read and decided is the next group, whole,
+    /// on the other writer. (With a queue per writer, round-robin, the ten
+    /// below were split between the two writers.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_queues_while_one_writer_decides_is_the_next_group_whole() {
+        let gate = Arc::new(Gate::default());
+        let (handle, threads, _) = start(
+            Box::new(GatedStore(gate.clone())),
+            Arc::new(ManualClock::new(1_000)),
+            WriterConfig::default().writers(2),
+        )
+        .unwrap();
+        let first = {
+            let h = handle.clone();
+            tokio::spawn(async move { h.command(get(0)).await })
+        };
+        // The first group is at its look-up, holding the queue.
+        {
+            let gate = gate.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut s = gate.state.lock().unwrap();
+                while !s.0 {
+                    s = gate.changed.wait(s).unwrap();
+                }
+            })
+            .await
+            .unwrap();
+        }
+        let rest: Vec<_> = (1..=10)
+            .map(|i| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.command(get(i)).await })
+            })
+            .collect();
+        while handle.tx.max_capacity() - handle.tx.capacity() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        {
+            let mut s = gate.state.lock().unwrap();
+            s.1 = true;
+            gate.changed.notify_all();
+        }
+        assert!(matches!(first.await.unwrap(), Some(Outcome::Refused(_))));
+        for r in rest {
+            assert!(matches!(r.await.unwrap(), Some(Outcome::Refused(_))));
+        }
+        assert_eq!(*gate.groups.lock().unwrap(), vec![1, 10]);
+        drop(handle);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
