@@ -2,7 +2,7 @@
 //! on one database (spec/http.md §4.8).
 //!
 //! The database, not any process's memory, is the ledger's truth. One
-//! writer group is one transaction on one pooled connection: it reads its
+//! writer group is one transaction on the writer's connection: it reads its
 //! idempotency records, locks the reservations it names, reads the scopes
 //! it touches and the revocations of the chains involved, and only then
 //! runs the ledger's rules over exactly what it read.
@@ -31,9 +31,12 @@
 //! PostgreSQL-only call is the session advisory lock around migrations.
 //!
 //! The client is async (`tokio-postgres`); the [`Store`] trait is called
-//! from the writer's thread, so the store runs its own small runtime and
-//! blocks on it, with a deadline on every call: a database that stops
-//! answering makes the call fail (503, not ready), never hang the writer.
+//! from the writer's thread, so the store blocks on a runtime, with a
+//! deadline on every call: a database that stops answering makes the call
+//! fail (503, not ready), never hang the writer. A writer's thread keeps a
+//! connection of its own, driven by a current-thread runtime of its own
+//! ([`GroupConn::Own`]); the pool and its small runtime serve start-up,
+//! single statements and the background vacuum.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -432,7 +435,7 @@ struct Vacuum {
     /// The database's autovacuum is off (checked at start).
     needed: AtomicBool,
     /// A vacuum is running: never two at once from one process.
-    running: Arc<AtomicBool>,
+    running: AtomicBool,
     /// When the last one started.
     last: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -585,26 +588,29 @@ impl PgStore {
         })
     }
 
-    /// Opens the group's transaction on the writer's connection (taken from
-    /// the pool once and kept, so a group costs no checkout).
+    /// Opens the group's transaction on the writer's connection (opened or
+    /// taken once and kept, so a group costs no checkout): its own on a
+    /// writer's thread, a pooled one inside an async runtime.
     fn group(&mut self) -> Result<(), StoreError> {
-        let plain_thread = tokio::runtime::Handle::try_current().is_err();
-        if plain_thread && !self.in_tx && matches!(self.conn, Some(GroupConn::Pooled(_))) {
-            // Start-up used this handle inside a runtime; now a writer's
-            // thread has it: back to the pool, and a connection of its own.
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            let c = if plain_thread {
-                self.own_connection()?
-            } else {
-                let pool = self.pool.clone();
-                GroupConn::Pooled(self.run(self.timeout, async move {
-                    pool.get().await.map_err(unavailable)
-                })?)
-            };
-            self.conn = Some(c);
-            self.in_tx = false;
+        if !matches!(self.conn, Some(GroupConn::Own(_))) {
+            let plain_thread = tokio::runtime::Handle::try_current().is_err();
+            if plain_thread && !self.in_tx && self.conn.is_some() {
+                // Start-up used this handle inside a runtime; now a writer's
+                // thread has it: back to the pool, and a connection of its own.
+                self.conn = None;
+            }
+            if self.conn.is_none() {
+                let c = if plain_thread {
+                    self.own_connection()?
+                } else {
+                    let pool = self.pool.clone();
+                    GroupConn::Pooled(self.run(self.timeout, async move {
+                        pool.get().await.map_err(unavailable)
+                    })?)
+                };
+                self.conn = Some(c);
+                self.in_tx = false;
+            }
         }
         if !self.in_tx {
             self.base.clear();
@@ -626,27 +632,6 @@ impl PgStore {
             })
             .min(self.timeout)
             .max(Duration::from_millis(1))
-    }
-
-    /// Learns whether the database vacuums by itself. An engine that does
-    /// not know the setting (CockroachDB collects its own garbage) is left
-    /// alone.
-    fn check_autovacuum(&self) {
-        let pool = self.pool.clone();
-        let off = self.run(self.timeout, async move {
-            let c = pool.get().await.map_err(unavailable)?;
-            let rows = c.simple_query("SHOW autovacuum").await.map_err(pg)?;
-            Ok(rows.iter().any(|m| {
-                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("off"))
-            }))
-        });
-        if matches!(off, Ok(true)) {
-            tracing::warn!(
-                every_secs = VACUUM_EVERY.as_secs(),
-                "the database's autovacuum is off: with --retain, baton vacuums its pruned tables itself"
-            );
-            self.vacuum.needed.store(true, Ordering::Relaxed);
-        }
     }
 
     /// After pruning: starts a vacuum in the background if the database
@@ -671,7 +656,7 @@ impl PgStore {
             *last = Some(std::time::Instant::now());
         }
         let pool = self.pool.clone();
-        let running = self.vacuum.running.clone();
+        let vacuum = self.vacuum.clone();
         rt.spawn(async move {
             let started = std::time::Instant::now();
             let out = async {
@@ -691,7 +676,7 @@ impl PgStore {
                 Ok(()) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "vacuumed"),
                 Err(e) => tracing::warn!(error = %e, "vacuum failed"),
             }
-            running.store(false, Ordering::Release);
+            vacuum.running.store(false, Ordering::Release);
         });
     }
 
@@ -1651,6 +1636,25 @@ async fn lock_reservations(
 }
 
 impl PgStore {
+    /// Learns whether the database vacuums by itself. An engine that does
+    /// not know the setting (CockroachDB collects its own garbage) is left
+    /// alone.
+    fn check_autovacuum(&self) {
+        let off = once!(self, c => async {
+            let rows = c.simple_query("SHOW autovacuum").await.map_err(pg)?;
+            Ok(rows.iter().any(|m| {
+                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("off"))
+            }))
+        });
+        if matches!(off, Ok(true)) {
+            tracing::warn!(
+                every_secs = VACUUM_EVERY.as_secs(),
+                "the database's autovacuum is off: with --retain, baton vacuums its pruned tables itself"
+            );
+            self.vacuum.needed.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Reads a group's working set: its scopes, the revocations of
     /// `blocks` (after the feed's lock if the group `revokes`) and the
     /// allocations it touches. Records what it read of each scope as the
@@ -2547,10 +2551,8 @@ mod tests {
             return;
         };
         let counts = || {
-            let pool = s.pool.clone();
             let schema = guard.1.clone();
-            s.run(s.timeout, async move {
-                let c = pool.get().await.map_err(unavailable)?;
+            once!(s, c => async move {
                 let row = c
                     .query_one(
                         "SELECT coalesce(sum(vacuum_count), 0)::int8, count(last_analyze)
